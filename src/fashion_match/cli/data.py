@@ -1,0 +1,54 @@
+"""`fm-data`: inspect and validate datasets before anyone trains on them."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from fashion_match.cli.common import debug_option, entrypoint
+from fashion_match.errors import BadDataset
+
+
+@click.group(help="Inspect and validate datasets (--data specs).")
+@debug_option
+def cli() -> None:
+    pass
+
+
+@cli.command("check")
+@click.argument("spec")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
+@click.option("--strict", is_flag=True, help="Exit 2 when any image is missing or undecodable.")
+@click.option("--workers", type=click.IntRange(1, 64), default=None, help="Decoding threads.")
+@debug_option
+def check(spec: str, as_json: bool, strict: bool, workers: int | None) -> int:
+    """Validate dataset SPEC, e.g. fashion-mnist, deepfashion-inshop:DIR, folder:DIR, csv:FILE."""
+    from fashion_match.data.check import check_dataset
+    from fashion_match.data.spec import load_dataset
+
+    ds = load_dataset(spec)
+    report = check_dataset(ds, workers=workers, progress=not as_json)
+    if as_json:
+        click.echo(json.dumps(report))
+    else:
+        splits = ", ".join(f"{k} {v:,}" for k, v in report["splits"].items())
+        click.echo(f"{report['format']}: {report['images']:,} images of {report['items']:,} items ({splits})")
+        click.echo(
+            f"protocol: {report['protocol']['queries']:,} queries x {report['protocol']['gallery']:,} gallery"
+            f" - {ds.protocol.description}"
+        )
+        for b in report["bad"][:20]:
+            click.echo(f"  bad: {b['path']}: {b['reason']}")
+        if len(report["bad"]) > 20:
+            click.echo(f"  ... and {len(report['bad']) - 20} more bad images (--json lists all)")
+        click.echo(f"bad images: {len(report['bad'])}" if report["bad"] else "all images readable")
+    if strict and report["bad"]:
+        raise BadDataset(
+            f"{spec}: {len(report['bad'])} images missing or undecodable (--strict), first: "
+            f"{report['bad'][0]['path']}: {report['bad'][0]['reason']}"
+        )
+    return 0
+
+
+main = entrypoint(cli, "fm-data")

@@ -1,0 +1,56 @@
+"""The record type every dataset yields, and the retrieval protocol every dataset states."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+from fashion_match.data.images import ImageSource
+
+SPLITS = ("train", "val", "test", "query", "gallery")
+
+
+@dataclass(frozen=True)
+class Record:
+    source: ImageSource  # path, bytes, array or lazy callable
+    name: str  # stable, human-readable id: a relative path or "fashion-mnist/test/00042"
+    item_id: str  # same item_id = same product
+    split: str
+    category: str | None = None
+    domain: str | None = None  # "shop" | "consumer" | None
+    bbox: tuple[int, int, int, int] | None = None  # x1, y1, x2, y2 in source pixels
+
+
+@dataclass(frozen=True)
+class RetrievalProtocol:
+    """Which records are queries and which form the gallery, by index into `records`.
+
+    A query is correct at K when one of the top-K gallery records shares its `match_on` key
+    ("item_id" for instance retrieval, "category" for category retrieval). With
+    `exclude_self`, a query never retrieves its own record (leave-one-out protocols).
+    """
+
+    queries: list[int]
+    gallery: list[int]
+    match_on: str = "item_id"
+    exclude_self: bool = False
+    description: str = ""
+
+
+@dataclass
+class Dataset:
+    format: str
+    root: str
+    records: list[Record]
+    protocol: RetrievalProtocol
+    categories: list[str] = field(default_factory=list)
+    notes: str = ""
+
+    def split_counts(self) -> dict[str, int]:
+        return dict(sorted(Counter(r.split for r in self.records).items()))
+
+    def n_items(self) -> int:
+        return len({r.item_id for r in self.records})
+
+    def subset(self, split: str) -> list[Record]:
+        return [r for r in self.records if r.split == split]

@@ -1,0 +1,85 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fashion_match.cli.data import main
+from tests.conftest import photo
+from tests.data.test_deepfashion import write_inshop
+
+
+def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as ei:
+        main(list(args))
+    out, err = capsys.readouterr()
+    return int(ei.value.code or 0), out, err
+
+
+KEYS = {"format", "images", "items", "splits", "protocol", "bad"}
+
+
+def test_json_schema_and_bad_images(odd_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = write_inshop(odd_dir)
+    broken = root / "img/MEN/Denim/id_00000081/01_1_front.jpg"
+    broken.write_bytes(broken.read_bytes()[:100])
+    (root / "img/WOMEN/Dresses/id_00000002/02_2_side.jpg").unlink()
+    code, out, _ = run(capsys, "check", f"deepfashion-inshop:{root}", "--json")
+    assert code == 0
+    report = json.loads(out)
+    assert set(report) == KEYS
+    assert report["images"] == 5 and report["items"] == 3
+    assert report["splits"] == {"gallery": 2, "query": 1, "train": 2}
+    assert report["protocol"] == {"queries": 1, "gallery": 2}
+    bad = {Path(b["path"]).name: b["reason"] for b in report["bad"]}
+    assert bad == {"01_1_front.jpg": "truncated image", "02_2_side.jpg": "no such file"}
+    code, out, err = run(capsys, "check", f"deepfashion-inshop:{root}", "--strict")
+    assert code == 2 and "2 images missing or undecodable" in err and len(err.strip().splitlines()) == 1
+    assert "bad images: 2" in out
+
+
+def test_human_summary(odd_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for item in ("a", "b"):
+        (odd_dir / item).mkdir()
+        for i in range(2):
+            photo(20, 20).save(odd_dir / item / f"{i}.png")
+    code, out, _ = run(capsys, "check", f"folder:{odd_dir}")
+    assert code == 0 and "4 images of 2 items" in out and "all images readable" in out
+
+
+def test_malformed_partition_is_one_line_exit_2(odd_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = write_inshop(odd_dir, header="name item status", images=False)
+    code, out, err = run(capsys, "check", f"deepfashion-inshop:{root}")
+    assert code == 2 and out == ""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("fm-data: error: ") and "list_eval_partition.txt:2:" in lines[0]
+
+
+def test_unknown_spec_and_usage(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "check", "imagenet:/x")
+    assert code == 2 and "unknown format 'imagenet'" in err
+    code, _, err = run(capsys, "check")
+    assert code == 2 and "Missing argument" in err
+
+
+def test_unexpected_error_hints_debug(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    import fashion_match.data.spec as spec
+
+    def boom(_: str) -> None:
+        raise RuntimeError("kaboom\nsecond line")
+
+    monkeypatch.setattr(spec, "load_dataset", boom)
+    code, _, err = run(capsys, "check", "fashion-mnist")
+    assert code == 2 and err.count("\n") == 1 and "RuntimeError: kaboom second line" in err and "--debug" in err
+    code, _, err = run(capsys, "check", "fashion-mnist", "--debug")
+    assert code == 2 and "Traceback" in err
+
+
+def test_console_script_installed() -> None:
+    exe = Path(sys.executable).parent / "fm-data"
+    assert exe.exists(), "package not installed with its console scripts (pip install -e .)"
+    r = subprocess.run([str(exe), "check", "folder:/definitely/missing"], capture_output=True, text=True)
+    assert r.returncode == 2 and r.stderr.startswith("fm-data: error: ") and "Traceback" not in r.stderr

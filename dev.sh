@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One entry point for newcomers and CI. Idempotent: re-running skips what is already done.
-#   bash dev.sh demo   set up the lean runtime and match the bundled example pair
+#   bash dev.sh demo   set up the lean runtime (no torch) and match the bundled example pair
 #   bash dev.sh test   set up everything (training extras, dev tools, data) and run lint, types, tests
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -52,8 +52,9 @@ setup_dev() {
 case "${1:-}" in
   demo)
     setup_runtime
-    log "fm-data check folder:examples/sample"
-    "$VENV/bin/fm-data" check folder:examples/sample
+    log "fm-match examples/sample/01-pullover/consumer.jpg examples/sample/01-pullover/shop.png"
+    rc=0; "$VENV/bin/fm-match" examples/sample/01-pullover/consumer.jpg examples/sample/01-pullover/shop.png || rc=$?
+    [ "$rc" -le 1 ] || exit "$rc"  # 1 means "no match": a verdict, not a failure
     ;;
   test)
     setup_dev

@@ -68,3 +68,28 @@ def tiny_fmnist(odd_dir: Path) -> Path:
         write_idx(folder, "train", rng.integers(0, 255, (20, 28, 28)), np.arange(20) % 10)
         write_idx(folder, "test", rng.integers(0, 255, (10, 28, 28)), np.arange(10) % 10)
     return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny test model exported once per session (torch2onnx, parity-gated) into an odd path."""
+    import torch
+
+    from fashion_match.export.torch2onnx import torch2onnx
+    from fashion_match.models import create_model
+
+    torch.manual_seed(0)
+    out = tmp_path_factory.mktemp("models") / "tiny model ü"
+    sources = [encode(photo(96, 64, seed=i), "JPEG") for i in range(10)]
+    torch2onnx(create_model("tiny", pretrained=False), out, threshold=0.5, parity_sources=sources)
+    return out
+
+
+@pytest.fixture
+def model_copy(tiny_model_dir: Path, tmp_path: Path) -> Path:
+    """A private copy of the tiny model directory, free to tamper with."""
+    import shutil
+
+    dst = tmp_path / "copy of model"
+    shutil.copytree(tiny_model_dir, dst)
+    return dst

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import traceback
 from collections.abc import Callable
@@ -37,7 +38,23 @@ def fail(prog: str, message: str) -> NoReturn:
     sys.exit(EXIT_ERROR)
 
 
-def entrypoint(command: click.Command, prog: str) -> Callable[[list[str] | None], NoReturn]:
+def _exit_now(code: int) -> NoReturn:
+    """Flush and leave without interpreter teardown.
+
+    Tearing down onnxruntime's thread pools and freeing every module costs ~60-90 ms on the
+    2-core reference machine, a quarter of a cold `fm-match`. Only for commands whose
+    outputs are all written (and fsync'ed) before they return.
+    """
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
+
+
+def entrypoint(command: click.Command, prog: str, *, fast_exit: bool = False) -> Callable[[list[str] | None], NoReturn]:
     """Wrap a click command so no user error ever ends in a traceback."""
 
     def main(argv: list[str] | None = None) -> NoReturn:
@@ -67,6 +84,9 @@ def entrypoint(command: click.Command, prog: str) -> Callable[[list[str] | None]
                 prog,
                 f"unexpected {type(e).__name__}: {' '.join(str(e).split())[:300]} (run with --debug for the traceback)",
             )
-        sys.exit(rv if isinstance(rv, int) else 0)
+        code = rv if isinstance(rv, int) else 0
+        if fast_exit:
+            _exit_now(code)
+        sys.exit(code)
 
     return main

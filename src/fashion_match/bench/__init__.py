@@ -1,0 +1,1 @@
+"""Benchmarks: machine records now; the accuracy-versus-latency report comes with fm-bench."""

@@ -1,0 +1,43 @@
+"""Model weights as safetensors + the config to rebuild the architecture. Never pickle."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from fashion_match.data.preprocess import PreprocessSpec
+from fashion_match.errors import ManifestMismatch
+from fashion_match.fileio import atomic_open, sha256_file
+from fashion_match.models.embedding import EmbeddingModel, create_model
+
+
+def save_weights(model: EmbeddingModel, path: str | Path) -> dict[str, Any]:
+    """Write the state dict (config in the safetensors metadata) atomically; return manifest fields."""
+    from safetensors.torch import save
+
+    sd = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    data = save(sd, metadata={"fashion_match_config": json.dumps(model.config())})
+    with atomic_open(path, "wb") as f:
+        f.write(data)
+    return {"sha256": sha256_file(path), "bytes": Path(path).stat().st_size, "config": model.config()}
+
+
+def load_weights(path: str | Path, config: dict[str, Any]) -> EmbeddingModel:
+    """Rebuild the architecture from `config` (random init) and load the safetensors weights."""
+    from safetensors.torch import load_file
+
+    model = create_model(
+        config["model"],
+        config["embedding_dim"] if config.get("projection") else None,
+        pretrained=False,
+        num_classes=config.get("num_classes"),
+        preprocess=PreprocessSpec.from_dict(config["preprocess"]),
+    )
+    sd = load_file(str(path))
+    missing, unexpected = model.load_state_dict(sd, strict=False)
+    if missing or unexpected:
+        raise ManifestMismatch(
+            f"{path}: weights do not fit {config['model']} (missing {missing[:3]}, unexpected {unexpected[:3]})"
+        )
+    return model.eval()

@@ -1,0 +1,152 @@
+"""One `Backend` protocol, many implementations, and a registry that opens them by name.
+
+A backend turns uint8 RGB pixels (N, S, S, 3) into L2-normalised float32 embeddings (N, D).
+Asking for a backend, device or precision that cannot run is an error, never a downgrade.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from fashion_match.errors import BackendUnavailable, UsageError
+from fashion_match.formats import BACKENDS, PRECISIONS, lookup
+from fashion_match.runtime.manifest import Manifest, load_manifest
+
+
+@dataclass(frozen=True)
+class BackendInfo:
+    backend: str
+    precision: str
+    device: str  # "cpu" | "cuda:0" ...
+    artifact: str  # file name inside the model directory
+    embedding_dim: int
+    input_size: int
+    min_batch: int = 1
+    max_batch: int | None = None  # None: unbounded (dynamic)
+    detail: str = ""  # providers, engine profile, threads...
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@runtime_checkable
+class Backend(Protocol):
+    info: BackendInfo
+
+    def embed(self, pixels: np.ndarray) -> np.ndarray: ...
+
+    def close(self) -> None: ...
+
+    def __enter__(self) -> Backend: ...
+
+    def __exit__(self, *exc: object) -> None: ...
+
+
+class BaseBackend:
+    """Shared behaviour: context manager and the input check every `embed` starts with."""
+
+    info: BackendInfo
+
+    def __enter__(self) -> BaseBackend:
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
+
+    def close(self) -> None:
+        pass
+
+    def check_input(self, pixels: np.ndarray) -> None:
+        s = self.info.input_size
+        if not isinstance(pixels, np.ndarray) or pixels.dtype != np.uint8:
+            raise UsageError(
+                f"{self.info.backend}: pixels must be a uint8 array, got {getattr(pixels, 'dtype', type(pixels))}"
+            )
+        if pixels.ndim != 4 or pixels.shape[1:] != (s, s, 3):
+            raise UsageError(f"{self.info.backend}: pixels must have shape (N, {s}, {s}, 3), got {pixels.shape}")
+        n = pixels.shape[0]
+        hi = self.info.max_batch
+        if n < self.info.min_batch or (hi is not None and n > hi):
+            raise UsageError(
+                f"{self.info.backend}: batch {n} is outside this artifact's range {self.info.min_batch}..{hi}"
+            )
+
+    def embed(self, pixels: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+# name -> (module, class). Modules import lazily: a missing library fails only its own backend.
+REGISTRY: dict[str, tuple[str, str]] = {
+    "onnxruntime": ("fashion_match.runtime.onnxruntime_backend", "OnnxRuntimeBackend"),
+    "torch": ("fashion_match.models.torch_backend", "TorchBackend"),
+}
+# "auto" tries these in order: the fastest that is installed and has the artifact wins.
+AUTO_ORDER = ("tensorrt", "onnxruntime", "torch")
+
+
+def _backend_class(name: str) -> Any:
+    module, cls = REGISTRY[name]
+    return getattr(importlib.import_module(module), cls)
+
+
+def unavailable_reason(name: str, device: str = "auto") -> str | None:
+    """Why backend `name` cannot run here (None when it can)."""
+    if name not in REGISTRY:
+        if name == "tensorrt":
+            return "the TensorRT runtime backend is not in this release yet (see the README's TensorRT section)"
+        return f"unknown backend '{name}'"
+    try:
+        cls = _backend_class(name)
+    except ImportError as e:
+        return f"cannot import the {name} backend ({e})"
+    reason: str | None = cls.unavailable_reason(device)
+    return reason
+
+
+def open_backend(
+    model_dir: str | Path,
+    backend: str = "auto",
+    precision: str = "fp32",
+    *,
+    device: str = "auto",
+    threads: int | None = None,
+    manifest: Manifest | None = None,
+) -> BaseBackend:
+    """Open the artifact for (backend, precision) in `model_dir`, verified against its manifest."""
+    if precision not in PRECISIONS:
+        raise UsageError(f"--precision {precision}: choose one of {', '.join(PRECISIONS)}")
+    if backend != "auto" and backend not in BACKENDS:
+        raise UsageError(f"--backend {backend}: choose auto or one of {', '.join(BACKENDS)}")
+    manifest = manifest or load_manifest(model_dir)
+    if backend == "auto":
+        if not any(a.get("precision") == precision for a in manifest.artifacts.values()):
+            raise BackendUnavailable(
+                f"{manifest.folder}: no {precision} artifact for any backend; make one with "
+                f"{lookup('onnxruntime', precision).made_by}, or choose another --precision"
+            )
+        tried = []
+        for name in AUTO_ORDER:
+            fmt_ok = any(
+                a.get("backend") == name and a.get("precision") == precision for a in manifest.artifacts.values()
+            )
+            why = None if fmt_ok else f"no {precision} artifact"
+            why = why or unavailable_reason(name, device)
+            if why is None:
+                backend = name
+                break
+            tried.append(f"{name}: {why}")
+        else:
+            raise BackendUnavailable(f"--backend auto: nothing can run {precision} here ({'; '.join(tried)})")
+    path, entry = manifest.artifact(backend, precision)  # BackendUnavailable / ManifestMismatch first
+    why = unavailable_reason(backend, device)
+    if why is not None:
+        raise BackendUnavailable(f"--backend {backend}: {why}")
+    cls = _backend_class(backend)
+    opened: BaseBackend = cls(path, entry, manifest, device=device, threads=threads)
+    return opened

@@ -1,0 +1,103 @@
+"""`Matcher`: embed images in batches and decide whether two show the same item."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+import numpy as np
+
+from fashion_match.data.images import BadImage, ImageSource, iter_batches, load_batch
+from fashion_match.runtime.backend import BaseBackend, open_backend
+from fashion_match.runtime.manifest import default_model_dir, load_manifest
+
+
+@dataclass
+class Embeddings:
+    vectors: np.ndarray  # float32 (n_ok, D), L2-normalised, in input order
+    indices: list[int]  # input position of each row
+    bad: list[BadImage]  # inputs that could not be decoded, with the reason
+
+
+@dataclass(frozen=True)
+class Verdict:
+    similarity: float
+    threshold: float
+    match: bool
+
+
+class Matcher:
+    """Load a model directory (default: the embedded model) and match images with it.
+
+    Decoding runs on a thread pool and overlaps with inference: while the backend embeds one
+    batch, the next batch is being decoded.
+    """
+
+    def __init__(
+        self,
+        model: str | Path | None = None,
+        *,
+        backend: str = "auto",
+        precision: str = "fp32",
+        device: str = "auto",
+        threads: int | None = None,
+        batch_size: int = 32,
+        workers: int | None = None,
+    ) -> None:
+        self.model_dir = Path(model) if model is not None else default_model_dir()
+        self.manifest = load_manifest(self.model_dir)
+        self.spec = self.manifest.preprocess
+        self.backend: BaseBackend = open_backend(
+            self.model_dir, backend, precision, device=device, threads=threads, manifest=self.manifest
+        )
+        self.threshold = self.manifest.threshold
+        self.batch_size = batch_size
+        self.workers = workers
+
+    @property
+    def info(self):  # noqa: ANN201 - BackendInfo
+        return self.backend.info
+
+    def __enter__(self) -> Matcher:
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.backend.close()
+
+    def embed(self, sources: Sequence[ImageSource]) -> Embeddings:
+        """Embed many images; bad ones are reported in `bad`, never silently dropped."""
+        if len(sources) <= self.batch_size:  # one batch: no pipeline needed
+            b = load_batch(sources, self.spec, workers=self.workers)
+            vecs = self.backend.embed(b.pixels) if len(b.indices) else self._empty()
+            return Embeddings(vecs, b.indices, b.bad)
+        parts, indices, bad = [], [], []
+        for b in iter_batches(sources, self.spec, self.batch_size, workers=self.workers):
+            if b.indices:
+                parts.append(self.backend.embed(b.pixels))
+                indices += b.indices
+            bad += b.bad
+        return Embeddings(np.concatenate(parts) if parts else self._empty(), indices, bad)
+
+    def _empty(self) -> np.ndarray:
+        return np.zeros((0, self.manifest.embedding_dim), np.float32)
+
+    def embed_strict(self, sources: Sequence[ImageSource]) -> np.ndarray:
+        """Embed all `sources` or raise the first `BadImage`."""
+        e = self.embed(sources)
+        if e.bad:
+            raise e.bad[0]
+        return e.vectors
+
+    def similarity(self, a: ImageSource, b: ImageSource) -> float:
+        va, vb = self.embed_strict([a, b])
+        return float(np.clip(np.dot(va, vb), -1.0, 1.0))
+
+    def verify(self, a: ImageSource, b: ImageSource, threshold: float | None = None) -> Verdict:
+        t = self.threshold if threshold is None else float(threshold)
+        s = self.similarity(a, b)
+        return Verdict(s, t, s >= t)

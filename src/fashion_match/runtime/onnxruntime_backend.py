@@ -1,0 +1,88 @@
+"""ONNX Runtime backend: CPU everywhere, CUDA when onnxruntime-gpu is installed."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fashion_match.errors import BackendUnavailable, ManifestMismatch, MissingDependency
+from fashion_match.runtime.backend import BackendInfo, BaseBackend
+from fashion_match.runtime.manifest import Manifest
+
+
+def _ort() -> Any:
+    try:
+        import onnxruntime
+    except ImportError as e:
+        raise MissingDependency("onnxruntime is not installed: pip install onnxruntime (or onnxruntime-gpu)") from e
+    return onnxruntime
+
+
+class OnnxRuntimeBackend(BaseBackend):
+    @staticmethod
+    def unavailable_reason(device: str = "auto") -> str | None:
+        try:
+            ort = _ort()
+        except MissingDependency as e:
+            return str(e)
+        if device.startswith("cuda") and "CUDAExecutionProvider" not in ort.get_available_providers():
+            return "device cuda needs onnxruntime-gpu with the CUDA provider (pip install 'fashion-match[gpu]')"
+        return None
+
+    def __init__(
+        self, path: Path, entry: dict[str, Any], manifest: Manifest, *, device: str = "auto", threads: int | None = None
+    ) -> None:
+        ort = _ort()
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads or min(os.cpu_count() or 1, 16)
+        opts.inter_op_num_threads = 1
+        opts.log_severity_level = 3
+        want_cuda = device.startswith("cuda") or (
+            device == "auto" and "CUDAExecutionProvider" in ort.get_available_providers()
+        )
+        if want_cuda:
+            dev_id = int(device.split(":")[1]) if ":" in device else 0
+            providers: list[Any] = [("CUDAExecutionProvider", {"device_id": dev_id}), "CPUExecutionProvider"]
+        else:
+            providers = ["CPUExecutionProvider"]
+        try:
+            self.session = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
+        except Exception as e:  # noqa: BLE001 - ORT raises its own exception types
+            raise ManifestMismatch(f"{path}: ONNX Runtime cannot load it ({' '.join(str(e).split())[:200]})") from None
+        active = self.session.get_providers()
+        if want_cuda and "CUDAExecutionProvider" not in active:
+            # ORT falls back to CPU quietly when CUDA libraries fail to load: we do not.
+            raise BackendUnavailable(f"onnxruntime could not start the CUDA provider (active: {active})")
+        inp, out = self.session.get_inputs()[0], self.session.get_outputs()[0]
+        self.input_name = inp.name
+        spec = manifest.preprocess
+        shape = list(inp.shape)
+        if len(shape) != 4 or shape[1:] != [spec.size, spec.size, 3]:
+            raise ManifestMismatch(
+                f"{path}: input shape {shape} does not match the manifest's {spec.size}x{spec.size}x3"
+            )
+        if out.shape[-1] != manifest.embedding_dim:
+            raise ManifestMismatch(
+                f"{path}: output dim {out.shape[-1]} does not match "
+                f"the manifest's embedding_dim {manifest.embedding_dim}"
+            )
+        self.info = BackendInfo(
+            backend="onnxruntime",
+            precision=str(entry["precision"]),
+            device="cuda:0" if want_cuda else "cpu",
+            artifact=path.name,
+            embedding_dim=manifest.embedding_dim,
+            input_size=spec.size,
+            detail=f"providers={','.join(active)} threads={opts.intra_op_num_threads}",
+        )
+
+    def embed(self, pixels: np.ndarray) -> np.ndarray:
+        self.check_input(pixels)
+        out = self.session.run(None, {self.input_name: pixels})[0]
+        return np.asarray(out, dtype=np.float32)
+
+    def close(self) -> None:
+        self.session = None  # type: ignore[assignment]

@@ -1,0 +1,79 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from fashion_match.errors import BackendUnavailable, ManifestMismatch, UsageError
+from fashion_match.runtime import Matcher, load_manifest, open_backend
+
+
+def _edit(folder: Path, fn) -> None:  # type: ignore[no-untyped-def]
+    p = folder / "manifest.json"
+    data = json.loads(p.read_text())
+    fn(data)
+    p.write_text(json.dumps(data))
+
+
+def test_tampered_model_file_refused(model_copy: Path) -> None:
+    with open(model_copy / "model.onnx", "ab") as f:
+        f.write(b"\0")
+    with pytest.raises(ManifestMismatch, match="sha256 .* does not match"):
+        Matcher(model_copy)
+
+
+def test_swapped_model_file_refused(model_copy: Path, tmp_path: Path) -> None:
+    (model_copy / "model.onnx").write_bytes(b"not an onnx file")
+    _edit(model_copy, lambda d: None)
+    with pytest.raises(ManifestMismatch, match="model.onnx"):
+        Matcher(model_copy)
+
+
+@pytest.mark.parametrize(
+    "edit, match",
+    [
+        (lambda d: d.update(embedding_dim=128), "embedding_dim 128"),
+        (lambda d: d["preprocess"].update(size=64), "64x64x3"),
+        (lambda d: d["artifacts"]["model.onnx"].update(sha256="0" * 64), "sha256"),
+        (lambda d: d.update(format_version=99), "format_version 99"),
+        (lambda d: d.pop("threshold"), "missing keys"),
+        (lambda d: d["preprocess"].update(resize="zoom"), "invalid field"),
+        (lambda d: d["artifacts"]["model.onnx"].update(precision="fp16"), "listed as onnxruntime/fp16"),
+    ],
+)
+def test_tampered_manifest_refused(model_copy: Path, edit, match: str) -> None:  # type: ignore[no-untyped-def]
+    _edit(model_copy, edit)
+    with pytest.raises(ManifestMismatch, match=match):
+        Matcher(model_copy, backend="onnxruntime")
+
+
+def test_missing_or_broken_manifest(model_copy: Path, tmp_path: Path) -> None:
+    (model_copy / "manifest.json").write_text("{not json")
+    with pytest.raises(ManifestMismatch, match="not valid JSON"):
+        load_manifest(model_copy)
+    (model_copy / "manifest.json").unlink()
+    with pytest.raises(ManifestMismatch, match="missing"):
+        load_manifest(model_copy)
+    with pytest.raises(UsageError, match="not a model directory"):
+        load_manifest(tmp_path / "nowhere")
+
+
+def test_missing_artifacts_never_downgrade(tiny_model_dir: Path) -> None:
+    with pytest.raises(BackendUnavailable, match="no fp16 artifact"):
+        open_backend(tiny_model_dir, "onnxruntime", "fp16")
+    with pytest.raises(BackendUnavailable, match="no int8 artifact for any backend"):
+        open_backend(tiny_model_dir, "auto", "int8")
+    with pytest.raises(BackendUnavailable, match="no fp32 artifact for tensorrt"):
+        open_backend(tiny_model_dir, "tensorrt", "fp32")
+    with pytest.raises(UsageError, match="--precision"):
+        open_backend(tiny_model_dir, "onnxruntime", "fp8")
+
+
+def test_cuda_request_on_a_cpu_machine_is_refused(tiny_model_dir: Path) -> None:
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this machine has the ONNX Runtime CUDA provider")
+    with pytest.raises(BackendUnavailable, match="onnxruntime-gpu"):
+        open_backend(tiny_model_dir, "onnxruntime", "fp32", device="cuda")

@@ -1,0 +1,78 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fashion_match.errors import BadImage, UsageError
+from fashion_match.runtime import Matcher, default_model_dir
+from tests.conftest import REPO, photo
+
+PAIR = (REPO / "examples/sample/01-pullover/consumer.jpg", REPO / "examples/sample/01-pullover/shop.png")
+
+
+def test_embed_keeps_order_and_reports_bad(tiny_model_dir: Path, odd_dir: Path) -> None:
+    paths = []
+    for i in range(5):
+        p = odd_dir / f"photo {i}.jpg"
+        photo(50, 40, seed=i).save(p)
+        paths.append(p)
+    (odd_dir / "broken.jpg").write_bytes(b"\xff\xd8\xff" + b"\0" * 10)
+    sources = [paths[0], odd_dir / "broken.jpg", *paths[1:]]
+    with Matcher(tiny_model_dir, batch_size=2) as m:  # several batches: the overlapped pipeline
+        e = m.embed(sources)
+        assert e.indices == [0, 2, 3, 4, 5] and [b.name for b in e.bad] == [str(odd_dir / "broken.jpg")]
+        one_by_one = np.stack([m.embed_strict([p])[0] for p in paths])
+    np.testing.assert_allclose(e.vectors, one_by_one, atol=1e-5)
+
+
+def test_similarity_and_verify(tiny_model_dir: Path, odd_dir: Path) -> None:
+    a, b = odd_dir / "a.png", odd_dir / "b.png"
+    photo(40, 40, seed=1).save(a)
+    photo(40, 40, seed=2).save(b)
+    with Matcher(tiny_model_dir) as m:
+        assert m.similarity(a, a) == pytest.approx(1.0, abs=1e-5)
+        s = m.similarity(a, b)
+        assert m.verify(a, b, threshold=s - 1e-4).match and not m.verify(a, b, threshold=s + 1e-4).match
+        assert m.verify(a, b).threshold == 0.5
+        with pytest.raises(BadImage):
+            m.similarity(a, odd_dir / "missing.png")
+
+
+def test_torch_reference_backend_agrees(tiny_model_dir: Path) -> None:
+    px = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
+    with Matcher(tiny_model_dir, backend="onnxruntime") as ort_m, Matcher(tiny_model_dir, backend="torch") as t_m:
+        assert t_m.info.backend == "torch"
+        np.testing.assert_allclose(ort_m.backend.embed(px), t_m.backend.embed(px), atol=2e-5)
+
+
+def test_backend_checks_input(tiny_model_dir: Path) -> None:
+    with Matcher(tiny_model_dir) as m:
+        with pytest.raises(UsageError, match="uint8"):
+            m.backend.embed(np.zeros((1, 32, 32, 3), np.float32))
+        with pytest.raises(UsageError, match="shape"):
+            m.backend.embed(np.zeros((1, 31, 32, 3), np.uint8))
+
+
+def test_default_model_matches_the_example_pair() -> None:
+    with Matcher() as m:
+        assert m.model_dir == default_model_dir() and m.info.backend == "onnxruntime"
+        assert m.manifest.embedding_dim == 1280 and m.manifest.data["calibration"]["n_pos"] == 1000
+        assert m.verify(*PAIR).match
+        # an ankle boot is not that pullover
+        assert not m.verify(PAIR[0], REPO / "examples/sample/00-ankle-boot/shop.png").match
+
+
+def test_runtime_never_imports_torch() -> None:
+    code = (
+        "import sys; from fashion_match.runtime import Matcher;"
+        f"m = Matcher(); v = m.verify({str(PAIR[0])!r}, {str(PAIR[1])!r});"
+        "import fashion_match.cli.match;"
+        "bad = [k for k in ('torch', 'torchvision', 'fashion_match.train', 'fashion_match.export',"
+        " 'fashion_match.models') if k in sys.modules]; print(bad); sys.exit(1 if bad else 0)"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr

@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from fashion_match.metrics import calibrate_threshold, recall_at_k, roc_auc
+
+
+def naive_auc(pos: np.ndarray, neg: np.ndarray) -> float:
+    wins = sum(1.0 if p > n else 0.5 if p == n else 0.0 for p, n in itertools.product(pos, neg))
+    return wins / (len(pos) * len(neg))
+
+
+def naive_best_balanced_accuracy(pos: np.ndarray, neg: np.ndarray) -> float:
+    best = 0.5
+    for t in np.unique(np.concatenate([pos, neg])):
+        best = max(best, ((pos >= t).mean() + (neg < t).mean()) / 2)
+    return float(best)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_auc_and_threshold_match_naive(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    pos = np.round(rng.normal(0.6, 0.15, 40), 2)  # rounding makes ties
+    neg = np.round(rng.normal(0.3, 0.15, 70), 2)
+    assert roc_auc(pos, neg) == pytest.approx(naive_auc(pos, neg))
+    cal = calibrate_threshold(pos, neg)
+    assert cal["balanced_accuracy"] == pytest.approx(naive_best_balanced_accuracy(pos, neg))
+    t = cal["threshold"]
+    # the threshold realises the reported rates
+    assert (pos >= t).mean() == pytest.approx(cal["tpr"]) and (neg < t).mean() == pytest.approx(cal["tnr"])
+
+
+def test_separable_threshold_sits_between() -> None:
+    cal = calibrate_threshold(np.array([0.9, 0.8]), np.array([0.2, 0.4]))
+    assert 0.4 < cal["threshold"] < 0.8 and cal["balanced_accuracy"] == 1.0 and cal["auc"] == 1.0
+
+
+def test_recall_at_k_hand_count() -> None:
+    sims = np.array([[0.9, 0.1, 0.5], [0.2, 0.3, 0.8], [0.7, 0.7, 0.1]])
+    q = np.array(["a", "b", "c"])
+    g = np.array(["x", "b", "c"])
+    # q0: order 0,2,1 -> no 'a' anywhere; q1: order 2,1,0 -> 'b' at rank 2; q2: tie 0/1 -> stable 0,1,2 -> 'c' rank 3
+    r = recall_at_k(sims, q, g, ks=(1, 2, 3))
+    assert r == {1: 0.0, 2: pytest.approx(1 / 3), 3: pytest.approx(2 / 3)}
+    ex = np.array([-1, 2, -1])  # q1 may not retrieve gallery 2
+    assert recall_at_k(sims, q, g, ks=(1,), exclude=ex) == {1: pytest.approx(1 / 3)}

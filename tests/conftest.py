@@ -93,3 +93,27 @@ def model_copy(tiny_model_dir: Path, tmp_path: Path) -> Path:
     dst = tmp_path / "copy of model"
     shutil.copytree(tiny_model_dir, dst)
     return dst
+
+
+def _has_cuda() -> bool:
+    try:
+        import cupy
+
+        return bool(cupy.cuda.runtime.getDeviceCount() > 0)
+    except Exception:  # noqa: BLE001 - no CuPy, no driver, no device: all mean "no GPU"
+        return False
+
+
+def _has_tensorrt() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("tensorrt") is not None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    gpu, trt = _has_cuda(), _has_tensorrt()
+    for item in items:
+        if "gpu" in item.keywords and not gpu:
+            item.add_marker(pytest.mark.skip(reason="needs a CUDA GPU with CuPy (none here)"))
+        if "tensorrt" in item.keywords and not trt:
+            item.add_marker(pytest.mark.skip(reason="needs the tensorrt module (not installable here)"))

@@ -1,0 +1,84 @@
+"""`fm-search QUERY... --index INDEX`: the gallery images most like each query, best first."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from fashion_match.cli.common import debug_option, entrypoint
+from fashion_match.cli.options import model_options
+from fashion_match.errors import BadImage
+
+
+@click.command(help=__doc__)
+@click.argument("queries", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--index", "index_dir", type=click.Path(path_type=Path), required=True)
+@click.option("-k", "k", type=click.IntRange(1, 10000), default=10, show_default=True)
+@click.option(
+    "--engine",
+    type=click.Choice(("exact", "exact-gpu", "faiss-ivf-flat", "faiss-ivf-pq")),
+    default="exact",
+    show_default=True,
+    help="Exact search, or an approximate FAISS index.",
+)
+@click.option("--nprobe", type=click.IntRange(1, 65536), default=16, show_default=True, help="FAISS lists to visit.")
+@model_options
+@click.option("--json", "as_json", is_flag=True)
+@debug_option
+def cli(
+    queries: tuple[Path, ...],
+    index_dir: Path,
+    k: int,
+    engine: str,
+    nprobe: int,
+    model_dir: Path | None,
+    backend: str,
+    precision: str,
+    device: str,
+    threads: int | None,
+    as_json: bool,
+) -> int:
+    from fashion_match.runtime.engines import make_engine
+    from fashion_match.runtime.index import Index, model_binding
+    from fashion_match.runtime.matcher import Matcher
+
+    idx = Index.open(index_dir)
+    with Matcher(model_dir, backend=backend, precision=precision, device=device, threads=threads) as m:
+        b = model_binding(m.manifest, m.info.backend, m.info.precision)
+        idx.check_model(b["model_id"], b["embedding_dim"])
+        emb = m.embed(list(queries))  # all queries embedded and searched as one batch
+    params = {"nprobe": nprobe} if engine.startswith("faiss") else {}
+    scores, ids = make_engine(engine, idx.shards, **params).search(emb.vectors, k)
+    results = idx.results([str(queries[i]) for i in emb.indices], scores, ids)
+    bad = [{"path": e.name, "reason": e.reason} for e in emb.bad]
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "engine": engine,
+                    "k": k,
+                    "results": [{"query": r.query, "matches": r.matches} for r in results],
+                    "bad": bad,
+                }
+            )
+        )
+    else:
+        for r in results:
+            click.echo(r.query)
+            for mt in r.matches:
+                item = f"  [{mt['item_id']}]" if mt["item_id"] else ""
+                click.echo(f"  {mt['rank']:>3}  {mt['similarity']:.3f}  {mt['id']}{item}")
+    for e in emb.bad:
+        click.echo(f"fm-search: skipped {e}", err=True)
+    if not results:
+        raise (
+            BadImage(str(queries[0]), "no query image could be read")
+            if len(queries) == 1
+            else BadImage(f"{len(queries)} queries", "none could be read")
+        )
+    return 0
+
+
+main = entrypoint(cli, "fm-search")

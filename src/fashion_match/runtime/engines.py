@@ -1,0 +1,171 @@
+"""Search engines behind one interface: `search(queries, k) -> (scores, indices)`.
+
+- `exact`: numpy/BLAS GEMM + partial selection on the CPU (`runtime.search`); the default.
+- `exact-gpu`: the same algorithm with the gallery resident on a CUDA GPU (CuPy).
+- `faiss-ivf-flat`, `faiss-ivf-pq`: approximate FAISS indexes for galleries past what exact search
+  serves in time; GPU when FAISS has one. Recall against exact search is measured in
+  benchmarks/faiss_recall.py.
+All return scores as inner products of L2-normalised vectors (cosine) and -1 for missing slots.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+import numpy as np
+
+from fashion_match.errors import BackendUnavailable, MissingDependency, UsageError
+from fashion_match.runtime.search import _merge, topk_exact
+
+ENGINES = ("exact", "exact-gpu", "faiss-ivf-flat", "faiss-ivf-pq")
+
+
+class Engine(Protocol):
+    name: str
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+class ExactEngine:
+    name = "exact"
+
+    def __init__(self, blocks: Sequence[np.ndarray]) -> None:
+        # float16 shards are widened once here: BLAS has no half-precision GEMM on CPU
+        self.blocks = [b if b.dtype == np.float32 else np.asarray(b, np.float32) for b in blocks]
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        return topk_exact(queries, self.blocks, k)
+
+
+class CupyEngine:
+    """Exact search with the gallery on the GPU: cuBLAS GEMM per block, top-k on the device,
+    only (queries x k) candidates cross to the host. Ties at the k-th score are resolved on the
+    host from the full row, so results equal the CPU engine's."""
+
+    name = "exact-gpu"
+
+    def __init__(self, blocks: Sequence[np.ndarray], device: int = 0, block_rows: int = 262144) -> None:
+        try:
+            import cupy as cp
+        except ImportError as e:
+            raise MissingDependency("exact-gpu needs CuPy: pip install cupy-cuda12x (or cupy-cuda13x)") from e
+        try:
+            if cp.cuda.runtime.getDeviceCount() < 1:
+                raise BackendUnavailable("exact-gpu: no CUDA GPU visible")
+        except cp.cuda.runtime.CUDARuntimeError as e:
+            raise BackendUnavailable(f"exact-gpu: CUDA is not usable here ({e})") from None
+        self.cp = cp
+        with cp.cuda.Device(device):
+            host = np.concatenate([np.asarray(b) for b in blocks]) if blocks else np.zeros((0, 1), np.float32)
+            dt = cp.float16 if host.dtype == np.float16 else cp.float32
+            self.gallery = cp.asarray(host, dtype=dt)
+        self.device, self.block_rows = device, block_rows
+
+    def search(self, queries: np.ndarray, k: int, query_chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+        cp = self.cp
+        n_q, n_g = len(queries), self.gallery.shape[0]
+        out_s = np.full((n_q, k), -np.inf, np.float32)
+        out_i = np.full((n_q, k), -1, np.int64)
+        if n_q == 0 or n_g == 0:
+            return out_s, out_i
+        sentinel = np.iinfo(np.int64).max
+        with cp.cuda.Device(self.device):
+            for q0 in range(0, n_q, query_chunk):
+                q = cp.asarray(queries[q0 : q0 + query_chunk], dtype=self.gallery.dtype)
+                best_s = np.full((len(q), k), -np.inf, np.float32)
+                best_i = np.full((len(q), k), sentinel, np.int64)
+                for g0 in range(0, n_g, self.block_rows):
+                    sims = (q @ self.gallery[g0 : g0 + self.block_rows].T).astype(cp.float32)
+                    kk = min(k, sims.shape[1])
+                    part = cp.argpartition(-sims, kk - 1, axis=1)[:, :kk]
+                    vals = cp.take_along_axis(sims, part, axis=1)
+                    kth = vals.min(axis=1)
+                    ties = cp.count_nonzero(sims >= kth[:, None], axis=1)
+                    vals_h, part_h = cp.asnumpy(vals), cp.asnumpy(part)
+                    kth_h, ties_h = cp.asnumpy(kth), cp.asnumpy(ties)
+                    rows = np.repeat(np.arange(len(q)), kk)
+                    cols = part_h.ravel()
+                    scores = vals_h.ravel()
+                    # rows whose k-th score is tied beyond k: take every tied entry from the device
+                    for r in np.nonzero(ties_h > kk)[0]:
+                        extra = cp.asnumpy(cp.nonzero(sims[r] >= kth_h[r])[0])
+                        keep = rows != r
+                        rows = np.concatenate([rows[keep], np.full(len(extra), r)])
+                        cols = np.concatenate([cols[keep], extra])
+                        scores = np.concatenate([scores[keep], cp.asnumpy(sims[r, extra])])
+                    _merge(best_s, best_i, rows, scores.astype(np.float32), cols.astype(np.int64) + g0, k)
+                best_i[best_i == sentinel] = -1
+                out_s[q0 : q0 + len(q)], out_i[q0 : q0 + len(q)] = best_s, best_i
+        return out_s, out_i
+
+
+def _faiss() -> Any:
+    try:
+        import faiss
+    except ImportError as e:
+        raise MissingDependency("FAISS engines need faiss: pip install 'fashion-match[faiss]' (faiss-cpu)") from e
+    return faiss
+
+
+class FaissEngine:
+    """IVF-Flat or IVF-PQ over inner product. Trains on (a sample of) the gallery it is given."""
+
+    def __init__(
+        self,
+        blocks: Sequence[np.ndarray],
+        kind: str = "ivf-flat",
+        *,
+        nlist: int | None = None,
+        nprobe: int = 16,
+        pq_m: int = 64,
+        pq_bits: int = 8,
+        train_size: int = 100_000,
+        gpu: bool | None = None,
+        seed: int = 0,
+    ) -> None:
+        faiss = _faiss()
+        if kind not in ("ivf-flat", "ivf-pq"):
+            raise UsageError(f"unknown FAISS index kind {kind!r}")
+        self.name = f"faiss-{kind}"
+        x = np.ascontiguousarray(np.concatenate([np.asarray(b, np.float32) for b in blocks]))
+        n, d = x.shape
+        nlist = nlist or max(1, min(65536, int(4 * math.sqrt(n))))
+        quantizer = faiss.IndexFlatIP(d)
+        if kind == "ivf-flat":
+            index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
+        else:
+            if d % pq_m:
+                raise UsageError(f"IVF-PQ: embedding dim {d} is not divisible by pq_m={pq_m}")
+            index = faiss.IndexIVFPQ(quantizer, d, nlist, pq_m, pq_bits, faiss.METRIC_INNER_PRODUCT)
+        want_gpu = gpu if gpu is not None else hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
+        if want_gpu:
+            if not (hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0):
+                raise BackendUnavailable("FAISS GPU requested, but this faiss build has no GPU (install faiss-gpu)")
+            self._res = faiss.StandardGpuResources()
+            index = faiss.index_cpu_to_gpu(self._res, 0, index)
+        rng = np.random.default_rng(seed)
+        train = x if n <= train_size else x[np.sort(rng.choice(n, train_size, replace=False))]
+        index.train(train)
+        index.add(x)
+        index.nprobe = nprobe
+        self.index, self.nlist, self.nprobe, self.gpu = index, nlist, nprobe, bool(want_gpu)
+
+    def set_nprobe(self, nprobe: int) -> None:
+        self.nprobe = nprobe
+        self.index.nprobe = nprobe
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        scores, ids = self.index.search(np.ascontiguousarray(queries, np.float32), k)
+        return scores.astype(np.float32), ids.astype(np.int64)
+
+
+def make_engine(name: str, blocks: Sequence[np.ndarray], **params: Any) -> Engine:
+    if name == "exact":
+        return ExactEngine(blocks)
+    if name == "exact-gpu":
+        return CupyEngine(blocks, **params)
+    if name in ("faiss-ivf-flat", "faiss-ivf-pq"):
+        return FaissEngine(blocks, name.removeprefix("faiss-"), **params)
+    raise UsageError(f"--engine {name}: choose one of {', '.join(ENGINES)}")

@@ -64,7 +64,6 @@ def test_float16_blocks_are_searched_exactly() -> None:
 
 
 def test_faiss_ivf_flat_exhaustive_equals_exact() -> None:
-    pytest.importorskip("faiss", reason="faiss-cpu is in the [faiss] extra")
     rng = np.random.default_rng(2)
     g = rng.standard_normal((3000, 32)).astype(np.float32)
     g /= np.linalg.norm(g, axis=1, keepdims=True)
@@ -77,7 +76,6 @@ def test_faiss_ivf_flat_exhaustive_equals_exact() -> None:
 
 
 def test_faiss_ivf_pq_finds_the_obvious_neighbour() -> None:
-    pytest.importorskip("faiss", reason="faiss-cpu is in the [faiss] extra")
     rng = np.random.default_rng(3)
     g = rng.standard_normal((5000, 32)).astype(np.float32)
     g /= np.linalg.norm(g, axis=1, keepdims=True)

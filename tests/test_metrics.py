@@ -47,3 +47,20 @@ def test_recall_at_k_hand_count() -> None:
     assert r == {1: 0.0, 2: pytest.approx(1 / 3), 3: pytest.approx(2 / 3)}
     ex = np.array([-1, 2, -1])  # q1 may not retrieve gallery 2
     assert recall_at_k(sims, q, g, ks=(1,), exclude=ex) == {1: pytest.approx(1 / 3)}
+
+
+def test_retrieval_report_by_hand() -> None:
+    from fashion_match.metrics import retrieval_report
+
+    # 2-d unit vectors at known angles make the ranking obvious
+    ang = np.deg2rad(np.array([0.0, 10.0, 50.0, 100.0]))
+    g = np.stack([np.cos(ang), np.sin(ang)], 1)
+    gk = np.array(["a", "b", "a", "b"])
+    q = np.array([[1.0, 0.0], [np.cos(np.deg2rad(95)), np.sin(np.deg2rad(95))]])
+    qk = np.array(["a", "c"])  # the second query has no relevant gallery entry: it is not counted
+    r = retrieval_report(q, qk, g, gk, ks=(1, 2, 3), pairs_per_query=2)
+    # query 0 ranking: g0 (a), g1 (b), g2 (a), g3 (b); R = 2 -> AP@R = (1/1 + 0) / 2
+    assert r["recall_at_1"] == 1.0 and r["recall_at_2"] == 1.0 and r["queries"] == 1
+    assert r["map_at_r"] == pytest.approx(0.5)
+    # pairs: positives g0 (1.0), g2 (0.64); negatives g1 (0.98), g3 (-0.17): 3 of 4 orderings right
+    assert r["pair_auc"] == pytest.approx(0.75)

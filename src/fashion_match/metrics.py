@@ -80,3 +80,88 @@ def recall_at_k(
     top = np.argsort(-sims, axis=1, kind="stable")[:, :kmax]
     hit = gallery_keys[top] == query_keys[:, None]
     return {k: float(hit[:, : min(k, kmax)].any(axis=1).mean()) for k in ks}
+
+
+RECALL_KS = (1, 10, 20, 30, 40, 50)
+
+
+def retrieval_report(
+    q_emb: np.ndarray,
+    q_keys: np.ndarray,
+    g_emb: np.ndarray,
+    g_keys: np.ndarray,
+    *,
+    q_ids: np.ndarray | None = None,
+    g_ids: np.ndarray | None = None,
+    ks: tuple[int, ...] = RECALL_KS,
+    pairs_per_query: int = 5,
+    seed: int = 0,
+    chunk: int = 256,
+) -> dict[str, Any]:
+    """Recall@K, mAP@R and pair verification on a query/gallery protocol.
+
+    - Recall@K: share of queries with a same-key gallery entry in the top K (the DeepFashion
+      protocol). mAP@R (Musgrave et al., "A Metric Learning Reality Check"): R = number of
+      same-key gallery entries; AP over the top R.
+    - With `q_ids`/`g_ids`, a gallery entry with the query's own id is ignored (leave-one-out).
+    - Verification: for each query up to `pairs_per_query` positive pairs (its same-key gallery
+      entries, first in gallery order) and as many negatives (seeded random other-key entries);
+      ROC AUC and the max-balanced-accuracy threshold over those pairs.
+    Ties rank by gallery position, as the search engine does.
+    """
+    rng = np.random.default_rng(seed)
+    n_q, n_g = len(q_emb), len(g_emb)
+    kmax = min(max(ks), n_g)
+    hits = np.zeros((n_q, kmax), bool)
+    ap = np.zeros(n_q)
+    has_pos = np.zeros(n_q, bool)
+    pos_s: list[np.ndarray] = []
+    neg_s: list[np.ndarray] = []
+    g_keys = np.asarray(g_keys)
+    for s in range(0, n_q, chunk):
+        sims = np.asarray(q_emb[s : s + chunk], np.float32) @ np.asarray(g_emb, np.float32).T
+        rel = np.asarray(q_keys[s : s + chunk])[:, None] == g_keys[None, :]
+        if q_ids is not None and g_ids is not None:
+            self_mask = np.asarray(q_ids[s : s + chunk])[:, None] == np.asarray(g_ids)[None, :]
+            sims[self_mask] = -np.inf
+            rel &= ~self_mask
+        order = np.argsort(-sims, axis=1, kind="stable")
+        rel_sorted = np.take_along_axis(rel, order, axis=1)
+        hits[s : s + chunk] = rel_sorted[:, :kmax]
+        r_count = rel.sum(axis=1)
+        has_pos[s : s + chunk] = r_count > 0
+        cum = np.cumsum(rel_sorted, axis=1)
+        prec = cum / np.arange(1, n_g + 1)[None, :]
+        within_r = np.arange(n_g)[None, :] < r_count[:, None]
+        ap[s : s + chunk] = np.where(r_count > 0, (prec * rel_sorted * within_r).sum(1) / np.maximum(r_count, 1), 0)
+        for row in range(len(sims)):
+            p = np.nonzero(rel[row])[0][:pairs_per_query]
+            candidates = np.nonzero(~rel[row] & np.isfinite(sims[row]))[0]
+            if len(p) and len(candidates):
+                n = rng.choice(candidates, min(len(candidates), pairs_per_query), replace=False)
+                pos_s.append(sims[row, p])
+                neg_s.append(sims[row, n])
+    valid = has_pos
+    report: dict[str, Any] = {
+        f"recall_at_{k}": float(hits[valid, : min(k, kmax)].any(axis=1).mean()) if valid.any() else float("nan")
+        for k in ks
+    }
+    report["map_at_r"] = float(ap[valid].mean()) if valid.any() else float("nan")
+    report["queries"] = int(valid.sum())
+    report["gallery"] = int(n_g)
+    if pos_s and neg_s:
+        cal = calibrate_threshold(np.concatenate(pos_s), np.concatenate(neg_s))
+        report.update(
+            {
+                "pair_auc": cal["auc"],
+                "threshold": cal["threshold"],
+                "pair_balanced_accuracy": cal["balanced_accuracy"],
+                "pairs": cal["n_pos"] + cal["n_neg"],
+            }
+        )
+    return report
+
+
+def topk_accuracy(logits: np.ndarray, labels: np.ndarray, ks: tuple[int, ...] = (1, 3, 5)) -> dict[str, float]:
+    order = np.argsort(-logits, axis=1, kind="stable")
+    return {f"top{k}": float((order[:, :k] == labels[:, None]).any(axis=1).mean()) for k in ks}

@@ -30,7 +30,11 @@ class EmbeddingModel(nn.Module):
         self.weights_origin = backbone.weights
         self.weights_sha256 = backbone.weights_sha256
         self.embedding_dim = embedding_dim or backbone.dim
-        self.head: nn.Module = nn.Identity() if embedding_dim is None else nn.Linear(backbone.dim, embedding_dim)
+        # no bias: normalize(W f) is scale-free in f, so a head trained on cached, L2-normalised
+        # features is exactly the head of the full model
+        self.head: nn.Module = (
+            nn.Identity() if embedding_dim is None else nn.Linear(backbone.dim, embedding_dim, bias=False)
+        )
         self.classifier = nn.Linear(backbone.dim, num_classes) if num_classes else None
 
     def pooled(self, x: torch.Tensor) -> torch.Tensor:

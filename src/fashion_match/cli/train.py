@@ -1,0 +1,145 @@
+"""`fm-train`: metric-learning training; its output directory feeds the exporter."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from fashion_match.cli.common import debug_option, entrypoint
+from fashion_match.train.config import LABELS, LOSSES
+
+
+@click.command(help=__doc__)
+@click.option("--data", "data", help="Dataset spec, e.g. deepfashion-inshop:DIR, fmnist-c2s, folder:DIR.")
+@click.option(
+    "--model",
+    default="mobilenet_v2",
+    show_default=True,
+    help="mobilenet_v2, efficientnet_lite0, resnet18, resnet50, tiny.",
+)
+@click.option("--embedding-dim", type=click.IntRange(2, 8192), default=512, show_default=True)
+@click.option("--pretrained", default="imagenet", show_default=True, help="imagenet, none, or a weights file.")
+@click.option("--image-size", type=click.IntRange(16, 1024), default=None, help="Override the model's input size.")
+@click.option("--loss", type=click.Choice(LOSSES), default="proxy_anchor", show_default=True)
+@click.option(
+    "--label",
+    type=click.Choice(LABELS),
+    default="auto",
+    show_default=True,
+    help="What counts as the same class: item ids or categories (auto: items where they repeat).",
+)
+@click.option("--epochs", type=click.IntRange(1, 100000), default=10, show_default=True)
+@click.option(
+    "--freeze-epochs",
+    type=click.IntRange(0, 100000),
+    default=1,
+    show_default=True,
+    help="Frozen-backbone warm-up epochs before the whole network trains.",
+)
+@click.option(
+    "--cache-frozen",
+    is_flag=True,
+    help="Frozen epochs train the head on pooled features computed once (fast on CPU; no augmentation).",
+)
+@click.option("--batch", default="32x4", show_default=True, help="PxK: P classes x K images per class.")
+@click.option("--lr", type=float, default=1e-4, show_default=True, help="Backbone learning rate.")
+@click.option("--head-lr-mult", type=float, default=100.0, show_default=True)
+@click.option("--weight-decay", type=float, default=1e-4, show_default=True)
+@click.option("--category-head", is_flag=True, help="Train category logits jointly (reports top-1/3/5).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--workers", type=click.IntRange(0, 64), default=2, show_default=True)
+@click.option("--eval-queries", type=click.IntRange(1), default=None, help="Evaluate on N evenly spaced queries.")
+@click.option(
+    "--eval-gallery", type=click.IntRange(1), default=None, help="... against N evenly spaced gallery images."
+)
+@click.option("--steps-per-epoch", type=click.IntRange(1), default=None)
+@click.option("--train-limit", type=click.IntRange(1), default=None, help="Use only the first N training images.")
+@click.option("--no-amp", is_flag=True, help="Disable mixed precision on GPU.")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("runs/train"), show_default=True)
+@click.option(
+    "--resume",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Continue the run in DIR from its last completed epoch (its config.json wins).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the final summary as JSON.")
+@debug_option
+def cli(
+    data: str | None,
+    model: str,
+    embedding_dim: int,
+    pretrained: str,
+    image_size: int | None,
+    loss: str,
+    label: str,
+    epochs: int,
+    freeze_epochs: int,
+    cache_frozen: bool,
+    batch: str,
+    lr: float,
+    head_lr_mult: float,
+    weight_decay: float,
+    category_head: bool,
+    seed: int,
+    workers: int,
+    eval_queries: int | None,
+    eval_gallery: int | None,
+    steps_per_epoch: int | None,
+    train_limit: int | None,
+    no_amp: bool,
+    out: Path,
+    resume: Path | None,
+    as_json: bool,
+) -> int:
+    from fashion_match.errors import UsageError
+    from fashion_match.train.config import TrainConfig, parse_batch
+    from fashion_match.train.trainer import summary_table, train
+
+    if resume is not None:
+        cfg_path = resume / "config.json"
+        if not cfg_path.is_file():
+            raise UsageError(f"--resume {resume}: no config.json there (not an fm-train output directory)")
+        cfg = TrainConfig.load(cfg_path)
+        cfg.out = str(resume)
+    else:
+        if not data:
+            raise UsageError("--data is required (e.g. --data fmnist-c2s or --data deepfashion-inshop:DIR)")
+        p, k = parse_batch(batch)
+        cfg = TrainConfig(
+            data=data,
+            model=model,
+            embedding_dim=embedding_dim,
+            pretrained=pretrained,
+            image_size=image_size,
+            loss=loss,
+            label=label,
+            epochs=epochs,
+            freeze_epochs=freeze_epochs,
+            cache_frozen=cache_frozen,
+            p=p,
+            k=k,
+            lr=lr,
+            head_lr_mult=head_lr_mult,
+            weight_decay=weight_decay,
+            category_head=category_head,
+            seed=seed,
+            workers=workers,
+            eval_queries=eval_queries,
+            eval_gallery=eval_gallery,
+            steps_per_epoch=steps_per_epoch,
+            train_limit=train_limit,
+            amp=not no_amp,
+            out=str(out),
+        )
+    result = train(cfg, resume=resume is not None, progress=not as_json)
+    if as_json:
+        click.echo(json.dumps(result))
+    elif result["history"]:
+        click.echo(summary_table(result["history"]))
+        click.echo(f"best R@1 {result['best_recall_at_1']:.4f}; checkpoints in {cfg.out}/best and {cfg.out}/latest")
+    return 0
+
+
+main = entrypoint(cli, "fm-train")

@@ -1,0 +1,1 @@
+"""Metric-learning trainer (torch). Not imported by the runtime."""

@@ -1,0 +1,82 @@
+"""Everything that defines a training run; stored with every checkpoint, so --resume needs nothing else."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from fashion_match.errors import UsageError
+
+LOSSES = ("proxy_anchor", "multi_similarity", "ce_triplet")
+LABELS = ("auto", "item", "category")
+
+
+@dataclass
+class TrainConfig:
+    data: str
+    model: str = "mobilenet_v2"
+    embedding_dim: int = 512
+    pretrained: str = "imagenet"  # imagenet | none | path to weights
+    image_size: int | None = None  # None: the backbone's own size
+    loss: str = "proxy_anchor"
+    label: str = "auto"  # auto: item ids where the dataset has items, else categories
+    epochs: int = 10
+    freeze_epochs: int = 1  # frozen-backbone warm-up before the whole network trains
+    cache_frozen: bool = False  # frozen epochs train the head on cached pooled features (no augmentation)
+    p: int = 32  # classes per batch
+    k: int = 4  # images per class
+    lr: float = 1e-4
+    head_lr_mult: float = 100.0  # head (and proxies) learn faster than the pretrained backbone
+    weight_decay: float = 1e-4
+    category_head: bool = False
+    category_weight: float = 0.5
+    seed: int = 0
+    workers: int = 2
+    eval_queries: int | None = None  # evenly spaced subset of the protocol's queries, None: all
+    eval_gallery: int | None = None  # evenly spaced subset of the gallery, None: all
+    train_limit: int | None = None  # use only the first N training records (smoke runs)
+    steps_per_epoch: int | None = None  # None: one pass over the training images
+    amp: bool = True  # mixed precision on GPU only
+    out: str = "runs/train"
+
+    def __post_init__(self) -> None:
+        if self.loss not in LOSSES:
+            raise UsageError(f"--loss {self.loss}: choose one of {', '.join(LOSSES)}")
+        if self.label not in LABELS:
+            raise UsageError(f"--label {self.label}: choose one of {', '.join(LABELS)}")
+        if self.p < 2 or self.k < 1:
+            raise UsageError(f"--batch {self.p}x{self.k}: need at least 2 classes per batch")
+        if self.loss in ("multi_similarity", "ce_triplet") and self.k < 2:
+            raise UsageError(f"--loss {self.loss} needs K >= 2 images per class in --batch PxK")
+        if self.epochs < 1 or not 0 <= self.freeze_epochs <= self.epochs:
+            raise UsageError("--epochs must be >= 1 and --freeze-epochs between 0 and --epochs")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+    def save(self, path: Path) -> None:
+        from fashion_match.fileio import write_json_atomic
+
+        write_json_atomic(path, self.to_dict())
+
+    @classmethod
+    def load(cls, path: Path) -> TrainConfig:
+        return cls.from_dict(json.loads(path.read_text(encoding="utf-8")))
+
+
+def parse_batch(text: str) -> tuple[int, int]:
+    """'32x4' (or 32×4) -> (32, 4): P classes x K images per class."""
+    a, sep, b = text.replace("×", "x").partition("x")
+    try:
+        if not sep:
+            raise ValueError
+        return int(a), int(b)
+    except ValueError:
+        raise UsageError(f"--batch {text!r}: expected PxK, e.g. 32x4") from None

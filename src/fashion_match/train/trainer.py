@@ -1,0 +1,346 @@
+"""The metric-learning trainer behind `fm-train`.
+
+Schedule (the seed projects' freeze-then-unfreeze): `freeze_epochs` with the backbone frozen
+(BatchNorm statistics too) so the new head and proxies settle, then the whole network with the
+backbone at `lr` and head/proxies at `lr * head_lr_mult`. AdamW, cosine decay per step.
+Mixed precision and channels_last on GPU. Deterministic for a given --seed: every epoch reseeds
+from (seed, epoch), so a run resumed from its last checkpoint ends with the same weights as an
+uninterrupted one. Multi-GPU / multi-node through torchrun (DDP); evaluation and checkpoints
+happen on rank 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import random
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from fashion_match.data.spec import load_dataset
+from fashion_match.errors import UsageError
+from fashion_match.models.embedding import EmbeddingModel, create_model
+from fashion_match.train.augment import train_transform
+from fashion_match.train.checkpoint import git_commit, load_training, save_training
+from fashion_match.train.config import TrainConfig
+from fashion_match.train.dataset import RecordDataset, collate_skip_bad, encode, label_key, training_records
+from fashion_match.train.evaluate import evaluate
+from fashion_match.train.losses import MetricLoss
+from fashion_match.train.sampler import PKBatchSampler
+
+log = logging.getLogger(__name__)
+
+
+class TrainNet(nn.Module):
+    """Model + loss in one module, so DDP synchronises proxies and classifiers as well."""
+
+    def __init__(self, model: EmbeddingModel, loss: MetricLoss, category_weight: float) -> None:
+        super().__init__()
+        self.model, self.loss, self.category_weight = model, loss, category_weight
+
+    def forward(self, x: torch.Tensor, labels: torch.Tensor, cats: torch.Tensor) -> torch.Tensor:
+        emb, logits = self.model.forward_with_logits(x)
+        out = self.loss(emb.float(), labels)
+        if logits is not None and (cats >= 0).any():
+            ok = cats >= 0
+            out = out + self.category_weight * nn.functional.cross_entropy(logits[ok].float(), cats[ok])
+        return out
+
+
+class HeadNet(nn.Module):
+    """The trainable part during a cached frozen phase: head, classifier and loss on pooled features."""
+
+    def __init__(self, model: EmbeddingModel, loss: MetricLoss, category_weight: float) -> None:
+        super().__init__()
+        self.head, self.classifier, self.loss, self.category_weight = (
+            model.head,
+            model.classifier,
+            loss,
+            category_weight,
+        )
+
+    def forward(self, f: torch.Tensor, labels: torch.Tensor, cats: torch.Tensor) -> torch.Tensor:
+        out = self.loss(nn.functional.normalize(self.head(f), dim=1), labels)
+        if self.classifier is not None and (cats >= 0).any():
+            ok = cats >= 0
+            out = out + self.category_weight * nn.functional.cross_entropy(self.classifier(f[ok]), cats[ok])
+        return out
+
+
+@torch.no_grad()
+def pooled_features(
+    model: EmbeddingModel, records: list[Any], device: torch.device, progress: bool
+) -> tuple[torch.Tensor, list[int]]:
+    """Frozen-backbone pooled features of every training image (runtime preprocessing, no
+    augmentation), computed once so frozen epochs train the head in seconds."""
+    from tqdm import tqdm
+
+    from fashion_match.data.images import iter_batches
+    from fashion_match.train.augment import eval_batch
+
+    model.eval()
+    feats, kept = [], []
+    bar = tqdm(total=len(records), desc="caching frozen features", unit="img", disable=None if progress else True)
+    for b in iter_batches([r.source for r in records], model.preprocess, 128, bboxes=[r.bbox for r in records]):
+        if b.indices:
+            feats.append(model.pooled(eval_batch(b.pixels, model.preprocess).to(device)).float().cpu())
+            kept += b.indices
+        for e in b.bad:
+            log.warning("skipping %s", e)
+        bar.update(len(b.indices) + len(b.bad))
+    bar.close()
+    return torch.cat(feats), kept
+
+
+def _dist() -> tuple[int, int, int]:
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0))
+
+
+def _seed_all(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _set_backbone_trainable(model: EmbeddingModel, trainable: bool) -> None:
+    for p in model.backbone.parameters():
+        p.requires_grad_(trainable)
+
+
+def build(cfg: TrainConfig) -> tuple[Any, ...]:
+    ds = load_dataset(cfg.data)
+    recs = training_records(ds, cfg.train_limit)
+    key = label_key(ds, cfg.label)
+    labels, label_vocab = encode([getattr(r, key) for r in recs])
+    if (labels < 0).any():
+        raise UsageError(f"--label {cfg.label}: some training images have no {key}")
+    cats, cat_vocab = encode([r.category for r in recs])
+    if cfg.category_head and not cat_vocab:
+        raise UsageError(f"--category-head: {ds.format} has no categories")
+    pretrained: bool | str = {"imagenet": True, "none": False}.get(cfg.pretrained, cfg.pretrained)
+    model = create_model(
+        cfg.model, cfg.embedding_dim, pretrained=pretrained, num_classes=len(cat_vocab) if cfg.category_head else None
+    )
+    if cfg.image_size:
+        model.preprocess = replace(model.preprocess, size=cfg.image_size)
+    loss = MetricLoss(cfg.loss, len(label_vocab), model.embedding_dim)
+    return ds, recs, labels, label_vocab, cats, cat_vocab, model, loss
+
+
+def train(
+    cfg: TrainConfig, *, resume: bool = False, stop_after_epochs: int | None = None, progress: bool = True
+) -> dict[str, Any]:
+    """Run (or resume) training into cfg.out; returns the final summary (rank 0)."""
+    from tqdm import tqdm
+
+    rank, world, local = _dist()
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    cuda = torch.cuda.is_available()
+    device = torch.device(f"cuda:{local}" if cuda else "cpu")
+    if not cuda:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    _seed_all(cfg.seed)
+    out = Path(cfg.out)
+    ds, recs, labels, label_vocab, cats, cat_vocab, model, loss = build(cfg)
+    model.to(device)
+    loss.to(device)
+    if cuda:
+        model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    head_params = [p for n, p in model.named_parameters() if not n.startswith("backbone.")]
+    groups = [
+        {"params": list(model.backbone.parameters()), "base_lr": cfg.lr, "name": "backbone"},
+        {"params": head_params + list(loss.parameters()), "base_lr": cfg.lr * cfg.head_lr_mult, "name": "head"},
+    ]
+    opt = torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sampler = PKBatchSampler(labels, cfg.p, cfg.k, seed=cfg.seed, steps=cfg.steps_per_epoch, rank=rank, world=world)
+    dataset = RecordDataset(recs, labels, cats if cfg.category_head else None, train_transform(model.preprocess))
+    total_steps = cfg.epochs * len(sampler)
+    history: list[dict[str, Any]] = []
+    start_epoch, best = 0, -1.0
+    if resume:
+        info = load_training(out / "latest", model, loss, opt)
+        start_epoch, history, best = info["epoch"] + 1, info["history"], info["best_recall_at_1"]
+        if rank == 0:
+            log.info("resuming %s after epoch %d", out, info["epoch"] + 1)
+    elif rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        cfg.save(out / "config.json")
+    scaler_dtype = torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else torch.float16
+    scaler = torch.amp.GradScaler("cuda", enabled=cuda and cfg.amp and scaler_dtype == torch.float16)
+    net: nn.Module | None = None
+    frozen_now: bool | None = None
+    ran = 0
+    cache: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+    cached_sampler: PKBatchSampler | None = None
+    if cfg.cache_frozen and start_epoch < cfg.freeze_epochs:
+        f, kept = pooled_features(model, recs, device, progress and rank == 0)
+        cat_codes = cats if cfg.category_head else np.full(len(recs), -1)
+        cache = (f.to(device), torch.as_tensor(labels[kept]).to(device), torch.as_tensor(cat_codes[kept]).to(device))
+        cached_sampler = PKBatchSampler(
+            labels[kept], cfg.p, cfg.k, seed=cfg.seed, steps=len(sampler), rank=rank, world=world
+        )
+
+    def set_lr(t: int) -> None:
+        for grp in opt.param_groups:
+            grp["lr"] = grp["base_lr"] * 0.5 * (1 + math.cos(math.pi * t / max(1, total_steps)))
+
+    for epoch in range(start_epoch, cfg.epochs):
+        frozen = epoch < cfg.freeze_epochs
+        _seed_all(cfg.seed * 1000 + epoch + 1)
+        t0, seen, losses = time.perf_counter(), 0, []
+        if frozen and cache is not None and cached_sampler is not None:
+            # frozen backbone, cached features: only head, classifier and proxies train
+            cached_sampler.set_epoch(epoch)
+            head_net: nn.Module = HeadNet(model, loss, cfg.category_weight)
+            if world > 1:
+                head_net = nn.parallel.DistributedDataParallel(head_net)
+            head_net.train()
+            for step, idx in enumerate(cached_sampler):
+                set_lr(epoch * len(sampler) + step)
+                value = head_net(cache[0][idx], cache[1][idx], cache[2][idx])
+                opt.zero_grad(set_to_none=True)
+                value.backward()
+                opt.step()
+                losses.append(float(value.detach()))
+                seen += len(idx) * world
+        else:
+            if frozen != frozen_now:  # (re)wrap when the set of trainable parameters changes
+                _set_backbone_trainable(model, not frozen)
+                base = TrainNet(model, loss, cfg.category_weight)
+                net = (
+                    nn.parallel.DistributedDataParallel(base, device_ids=[local] if cuda else None)
+                    if world > 1
+                    else base
+                )
+                frozen_now = frozen
+            assert net is not None
+            sampler.set_epoch(epoch)
+            g = torch.Generator().manual_seed(cfg.seed * 1000 + epoch + 1)
+            loader = torch.utils.data.DataLoader(
+                dataset,
+                batch_sampler=sampler,
+                num_workers=cfg.workers,
+                collate_fn=collate_skip_bad,
+                generator=g,
+                persistent_workers=False,
+                pin_memory=cuda,
+            )
+            net.train()
+            if frozen:
+                model.backbone.eval()  # frozen means BatchNorm statistics too
+            bar = tqdm(
+                loader,
+                desc=f"epoch {epoch + 1}/{cfg.epochs}{' (frozen)' if frozen else ''}",
+                disable=(None if progress else True) or rank != 0,
+                leave=False,
+            )
+            for step, batch in enumerate(bar):
+                if batch is None:
+                    continue
+                x, y, c = (t.to(device, non_blocking=True) for t in batch)
+                if cuda:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                set_lr(epoch * len(sampler) + step)
+                with torch.autocast(device.type, dtype=scaler_dtype, enabled=cuda and cfg.amp):
+                    value = net(x, y, c)
+                opt.zero_grad(set_to_none=True)
+                scaler.scale(value).backward()
+                scaler.step(opt)
+                scaler.update()
+                losses.append(float(value.detach()))
+                seen += len(x) * world
+                bar.set_postfix_str(f"loss {losses[-1]:.4f}  {seen / (time.perf_counter() - t0):.0f} img/s")
+        train_s = time.perf_counter() - t0
+        if world > 1:
+            _average_buffers(model, world)
+        if rank == 0:
+            metrics = evaluate(
+                model,
+                ds,
+                device,
+                queries=cfg.eval_queries,
+                gallery=cfg.eval_gallery,
+                categories=cat_vocab if cfg.category_head else None,
+            )
+            row = {
+                "epoch": epoch + 1,
+                "frozen": frozen,
+                "loss": float(np.mean(losses)) if losses else float("nan"),
+                "images_per_s": seen / max(train_s, 1e-9),
+                "train_s": train_s,
+                **metrics,
+            }
+            history.append(row)
+            info = {
+                "epoch": epoch,
+                "history": history,
+                "labels": {"key": label_key(ds, cfg.label), "count": len(label_vocab)},
+                "categories": cat_vocab,
+                "threshold": metrics.get("threshold"),
+                "data": cfg.data,
+                "git_commit": git_commit(),
+                "metrics": metrics,
+                "best_recall_at_1": max(best, metrics["recall_at_1"]),
+            }
+            if metrics["recall_at_1"] > best:
+                best = metrics["recall_at_1"]
+                save_training(out / "best", model, loss, opt, info)
+            save_training(out / "latest", model, loss, opt, info)
+            log.info("epoch %d: loss %.4f R@1 %.4f", epoch + 1, row["loss"], metrics["recall_at_1"])
+        if world > 1:
+            dist.barrier()
+        ran += 1
+        if stop_after_epochs is not None and ran >= stop_after_epochs:
+            break
+    return {
+        "out": str(out),
+        "history": history,
+        "best_recall_at_1": best,
+        "rank": rank,
+        "weights_sha256": weights_digest(model, loss),
+    }
+
+
+def _average_buffers(model: nn.Module, world: int) -> None:
+    """DDP keeps parameters in step but each rank's BatchNorm statistics see only its own
+    batches: average them at the end of every epoch so every rank holds the same model."""
+    for buf in model.buffers():
+        if buf.is_floating_point():
+            dist.all_reduce(buf, op=dist.ReduceOp.SUM)
+            buf.div_(world)
+
+
+def weights_digest(*modules: nn.Module) -> str:
+    """sha256 over every parameter and buffer: equal digests mean bit-identical weights."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for m in modules:
+        for name, t in sorted(m.state_dict().items()):
+            h.update(name.encode())
+            h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def summary_table(history: list[dict[str, Any]]) -> str:
+    cats = any("category_top1" in h for h in history)
+    head = "epoch  loss     R@1     R@10    mAP@R   AUC     img/s" + ("  cat top1/3/5" if cats else "")
+    rows = []
+    for h in history:
+        row = (
+            f"{h['epoch']:>5}  {h['loss']:<7.4f}  {h['recall_at_1']:<6.4f}  {h['recall_at_10']:<6.4f}  "
+            f"{h['map_at_r']:<6.4f}  {h.get('pair_auc', float('nan')):<6.4f}  {h['images_per_s']:<5.0f}"
+        )
+        if cats:
+            row += f"  {h.get('category_top1', 0):.3f}/{h.get('category_top3', 0):.3f}/{h.get('category_top5', 0):.3f}"
+        rows.append(row)
+    return "\n".join([head, *rows])

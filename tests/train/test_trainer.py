@@ -1,0 +1,145 @@
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch.multiprocessing as mp
+from safetensors.torch import load_file
+
+from fashion_match.errors import UsageError
+from fashion_match.train.config import TrainConfig, parse_batch
+from fashion_match.train.sampler import PKBatchSampler
+from fashion_match.train.trainer import train
+
+
+def tiny_cfg(data: str, out: Path, **kw: object) -> TrainConfig:
+    base: dict = dict(
+        data=data,
+        model="tiny",
+        pretrained="none",
+        embedding_dim=16,
+        epochs=2,
+        freeze_epochs=1,
+        p=5,
+        k=2,
+        workers=0,
+        steps_per_epoch=3,
+        out=str(out),
+        loss="proxy_anchor",
+    )
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+@pytest.mark.parametrize("cache_frozen", [False, True])
+def test_resume_ends_with_the_same_weights(tiny_fmnist: Path, tmp_path: Path, cache_frozen: bool) -> None:
+    data = f"fashion-mnist:{tiny_fmnist}"
+    whole = train(tiny_cfg(data, tmp_path / "whole", category_head=True, cache_frozen=cache_frozen), progress=False)
+    cut = tiny_cfg(data, tmp_path / "cut", category_head=True, cache_frozen=cache_frozen)
+    first = train(cut, stop_after_epochs=1, progress=False)
+    assert len(first["history"]) == 1 and first["weights_sha256"] != whole["weights_sha256"]
+    resumed = train(cut, resume=True, progress=False)
+    assert [h["epoch"] for h in resumed["history"]] == [1, 2]
+    assert resumed["weights_sha256"] == whole["weights_sha256"]
+    a = load_file(str(tmp_path / "whole" / "latest" / "model.safetensors"))
+    b = load_file(str(tmp_path / "cut" / "latest" / "model.safetensors"))
+    assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)
+
+
+def test_checkpoints_are_safetensors_and_json(tiny_fmnist: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    r = train(tiny_cfg(f"fashion-mnist:{tiny_fmnist}", out, epochs=1, loss="multi_similarity"), progress=False)
+    assert sorted(p.name for p in (out / "best").iterdir()) == ["model.safetensors", "state.json", "state.safetensors"]
+    state = json.loads((out / "best" / "state.json").read_text())
+    assert state["data"] == f"fashion-mnist:{tiny_fmnist}" and state["labels"]["key"] == "category"
+    assert -1 <= state["threshold"] <= 1 and state["model_config"]["embedding_dim"] == 16
+    h = r["history"][0]
+    for key in ("recall_at_1", "recall_at_10", "recall_at_50", "map_at_r", "pair_auc", "threshold"):
+        assert key in h
+    assert TrainConfig.load(out / "config.json").loss == "multi_similarity"
+
+
+def test_item_labels_and_triplet_baseline_on_c2s(tiny_fmnist: Path, tmp_path: Path) -> None:
+    r = train(tiny_cfg(f"fmnist-c2s:{tiny_fmnist}", tmp_path / "c2s", epochs=1, loss="ce_triplet"), progress=False)
+    state = json.loads((tmp_path / "c2s" / "latest" / "state.json").read_text())
+    assert state["labels"] == {"key": "item_id", "count": 20}  # 20 train items, shop + consumer each
+    assert r["history"][0]["queries"] == 10
+
+
+def test_bad_training_image_is_skipped(odd_dir: Path, tmp_path: Path) -> None:
+    from tests.conftest import photo
+
+    for item in range(6):
+        (odd_dir / f"sku {item}").mkdir()
+        for v in range(2):
+            photo(40, 40, seed=item * 10 + v).save(odd_dir / f"sku {item}" / f"{v}.png")
+    (odd_dir / "sku 0" / "broken.jpg").write_bytes(b"\xff\xd8\xff nope")
+    r = train(tiny_cfg(f"folder:{odd_dir}", tmp_path / "f", epochs=1, p=3), progress=False)
+    assert len(r["history"]) == 1 and np.isfinite(r["history"][0]["loss"])
+
+
+def test_sampler_pk_deterministic_and_rank_disjoint() -> None:
+    labels = np.repeat(np.arange(10), 5)
+    s = PKBatchSampler(labels, 4, 3, seed=1, steps=6)
+    s.set_epoch(2)
+    a, b = list(s), list(s)
+    assert a == b and len(a) == 6
+    for batch in a:
+        lab = labels[batch]
+        assert len(batch) == 12 and len(set(lab)) == 4 and all((lab == c).sum() == 3 for c in set(lab))
+    s.set_epoch(3)
+    assert list(s) != a
+    r0 = PKBatchSampler(labels, 4, 3, seed=1, steps=3, rank=0, world=2)
+    r1 = PKBatchSampler(labels, 4, 3, seed=1, steps=3, rank=1, world=2)
+    r0.set_epoch(2)
+    r1.set_epoch(2)
+    assert list(r0) == a[0::2] and list(r1) == a[1::2]
+
+
+def test_config_errors() -> None:
+    with pytest.raises(UsageError, match="PxK"):
+        parse_batch("32")
+    assert parse_batch("32×4") == (32, 4)
+    with pytest.raises(UsageError, match="--loss"):
+        TrainConfig(data="x", loss="arcface")
+    with pytest.raises(UsageError, match="K >= 2"):
+        TrainConfig(data="x", loss="multi_similarity", k=1)
+
+
+def _ddp_worker(rank: int, port: int, data: str, out: str, results: str) -> None:
+    import os
+
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank)
+    )
+    cfg = tiny_cfg(data, Path(out), epochs=1, freeze_epochs=0, steps_per_epoch=1)
+    r = train(cfg, progress=False)
+    Path(results, f"rank{rank}.json").write_text(json.dumps({"sha": r["weights_sha256"]}))
+    import torch.distributed as dist
+
+    dist.destroy_process_group()
+
+
+def test_ddp_two_ranks_hold_identical_weights(tiny_fmnist: Path, tmp_path: Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(
+        _ddp_worker,
+        args=(port, f"fashion-mnist:{tiny_fmnist}", str(tmp_path / "ddp"), str(tmp_path)),
+        nprocs=2,
+        join=True,
+    )
+    r0 = json.loads((tmp_path / "rank0.json").read_text())["sha"]
+    r1 = json.loads((tmp_path / "rank1.json").read_text())["sha"]
+    assert r0 == r1, "DDP ranks diverged after a step"
+    # and a step was taken: the weights are not the initial ones
+    from fashion_match.train.trainer import _seed_all, build, weights_digest
+
+    cfg = tiny_cfg(f"fashion-mnist:{tiny_fmnist}", tmp_path / "init", epochs=1, freeze_epochs=0)
+    _seed_all(cfg.seed)
+    *_, model, loss = build(cfg)
+    assert r0 != weights_digest(model, loss)

@@ -1,6 +1,7 @@
-"""Build the embedded default model: zero-shot ImageNet MobileNetV2, exported and calibrated.
+"""Build the embedded default model: export, parity-gate and calibrate it into the package.
 
-    python scripts/make_default_model.py [--out src/fashion_match/assets/default_model]
+    python scripts/make_default_model.py --checkpoint runs/default-v1 --name NAME   # a trained model
+    python scripts/make_default_model.py                                          # zero-shot MobileNetV2
 
 The embedding is the backbone's pooled 1280-d features (no projection), L2-normalised. Its match
 threshold is calibrated on the last 1000 fmnist-c2s test items (consumer vs shop photos) by the

@@ -143,3 +143,62 @@ def test_ddp_two_ranks_hold_identical_weights(tiny_fmnist: Path, tmp_path: Path)
     _seed_all(cfg.seed)
     *_, model, loss = build(cfg)
     assert r0 != weights_digest(model, loss)
+
+
+def test_train_blocks_with_cache_trains_only_the_last_blocks(tiny_fmnist: Path, tmp_path: Path) -> None:
+    from fashion_match.models.checkpoint import load_weights
+    from fashion_match.train.trainer import _seed_all, build
+
+    cfg = tiny_cfg(
+        f"fashion-mnist:{tiny_fmnist}",
+        tmp_path / "tb",
+        model="mobilenet_v2",
+        image_size=64,
+        cache_frozen=True,
+        train_blocks=2,
+        epochs=2,
+        freeze_epochs=1,
+        category_head=True,
+    )
+    r = train(cfg, progress=False)
+    assert len(r["history"]) == 2 and "category_top1" in r["history"][0]
+    _seed_all(cfg.seed)
+    *_, init, _ = build(cfg)
+    state = json.loads((tmp_path / "tb" / "latest" / "state.json").read_text())
+    trained = load_weights(tmp_path / "tb" / "latest" / "model.safetensors", state["model_config"])
+    n = len(init.backbone)
+    a, b = init.state_dict(), trained.state_dict()
+    frozen = [k for k in a if k.startswith("backbone.") and int(k.split(".")[1]) < n - 2]
+    learned = [k for k in a if k.startswith(f"backbone.{n - 1}.") and k.endswith("weight")]
+    assert frozen and all((a[k] == b[k]).all() for k in frozen), "the cached prefix must not change"
+    assert any(not (a[k] == b[k]).all() for k in learned), "the last blocks must train"
+    assert trained.preprocess.size == 64
+
+
+def test_train_blocks_needs_a_sequential_backbone(tiny_fmnist: Path, tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="not a Sequential"):
+        train(
+            tiny_cfg(f"fashion-mnist:{tiny_fmnist}", tmp_path / "x", cache_frozen=True, train_blocks=1), progress=False
+        )
+
+
+def test_cached_maps_embed_like_the_full_model(tiny_fmnist: Path) -> None:
+    import torch
+
+    from fashion_match.data.spec import load_dataset
+    from fashion_match.models import create_model
+    from fashion_match.train.cached import MapNet, map_embedder, prefix_outputs, split_backbone
+    from fashion_match.train.evaluate import embed_records
+
+    torch.manual_seed(0)
+    model = create_model("mobilenet_v2", 16, pretrained=False, num_classes=10).eval()
+    model.preprocess = model.preprocess.__class__(size=64)
+    recs = load_dataset(f"fashion-mnist:{tiny_fmnist}").records[:12]
+    prefix, suffix = split_backbone(model, 3)
+    maps, kept = prefix_outputs(prefix, False, recs, model, torch.device("cpu"), False, "")
+    emb, logits = map_embedder(MapNet(suffix, model, torch.nn.Identity(), 0.5), maps, torch.device("cpu"))(
+        list(range(len(kept))))
+    ref, ref_logits, ref_kept = embed_records(model, recs, torch.device("cpu"))
+    assert kept == ref_kept == list(range(12))
+    assert (emb * ref).sum(1).min() > 0.9999
+    assert logits is not None and ref_logits is not None and abs(logits - ref_logits).max() < 1e-3

@@ -54,7 +54,7 @@ def _exit_now(code: int) -> NoReturn:
     os._exit(code)
 
 
-def entrypoint(command: click.Command, prog: str, *, fast_exit: bool = False) -> Callable[[list[str] | None], NoReturn]:
+def entrypoint(command: click.Command, prog: str, *, fast_exit: bool = False) -> Callable[..., NoReturn]:
     """Wrap a click command so no user error ever ends in a traceback."""
 
     def main(argv: list[str] | None = None) -> NoReturn:

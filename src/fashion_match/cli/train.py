@@ -43,6 +43,12 @@ from fashion_match.train.config import LABELS, LOSSES
     is_flag=True,
     help="Frozen epochs train the head on pooled features computed once (fast on CPU; no augmentation).",
 )
+@click.option(
+    "--train-blocks",
+    type=click.IntRange(0),
+    default=None,
+    help="Only the last N backbone blocks ever train; with --cache-frozen the rest runs once.",
+)
 @click.option("--batch", default="32x4", show_default=True, help="PxK: P classes x K images per class.")
 @click.option("--lr", type=float, default=1e-4, show_default=True, help="Backbone learning rate.")
 @click.option("--head-lr-mult", type=float, default=100.0, show_default=True)
@@ -77,6 +83,7 @@ def cli(
     epochs: int,
     freeze_epochs: int,
     cache_frozen: bool,
+    train_blocks: int | None,
     batch: str,
     lr: float,
     head_lr_mult: float,
@@ -118,6 +125,7 @@ def cli(
             epochs=epochs,
             freeze_epochs=freeze_epochs,
             cache_frozen=cache_frozen,
+            train_blocks=train_blocks,
             p=p,
             k=k,
             lr=lr,
@@ -143,3 +151,7 @@ def cli(
 
 
 main = entrypoint(cli, "fm-train")
+
+
+if __name__ == "__main__":  # torchrun --nproc_per_node N -m fashion_match.cli.train ...
+    main()

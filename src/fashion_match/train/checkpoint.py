@@ -81,3 +81,14 @@ def load_training(folder: Path, model: Any, loss: torch.nn.Module, opt: torch.op
     loss.load_state_dict({k.removeprefix("loss."): v for k, v in tensors.items() if k.startswith("loss.")})
     opt.load_state_dict(_unflatten_optimizer(tensors, info["optimizer"]))
     return info
+
+
+def load_for_export(run_dir: str | Path, which: str = "best") -> tuple[Any, dict[str, Any]]:
+    """The trained EmbeddingModel of an fm-train output directory, and its state.json."""
+    from fashion_match.models.checkpoint import load_weights
+
+    folder = Path(run_dir) / which
+    if not (folder / "state.json").is_file():
+        raise FmError(f"{run_dir}: no {which}/state.json; pass an fm-train output directory")
+    info = json.loads((folder / "state.json").read_text(encoding="utf-8"))
+    return load_weights(folder / "model.safetensors", info["model_config"]), info

@@ -24,7 +24,8 @@ class TrainConfig:
     label: str = "auto"  # auto: item ids where the dataset has items, else categories
     epochs: int = 10
     freeze_epochs: int = 1  # frozen-backbone warm-up before the whole network trains
-    cache_frozen: bool = False  # frozen epochs train the head on cached pooled features (no augmentation)
+    cache_frozen: bool = False  # compute what never trains once (pooled features or prefix maps)
+    train_blocks: int | None = None  # only the last N backbone blocks ever train (None: all)
     p: int = 32  # classes per batch
     k: int = 4  # images per class
     lr: float = 1e-4

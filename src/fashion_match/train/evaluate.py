@@ -46,6 +46,10 @@ def embed_records(
     )
 
 
+def eval_indices(ds: Dataset, queries: int | None, gallery: int | None) -> tuple[list[int], list[int]]:
+    return spaced(ds.protocol.queries, queries), spaced(ds.protocol.gallery, gallery)
+
+
 def evaluate(
     model: EmbeddingModel,
     ds: Dataset,
@@ -55,21 +59,44 @@ def evaluate(
     gallery: int | None = None,
     categories: list[str] | None = None,
 ) -> dict[str, Any]:
+    """Embed the protocol's queries and gallery with `model` (runtime preprocessing) and score them."""
+    q_idx, g_idx = eval_indices(ds, queries, gallery)
+    q_emb, q_logits, q_ok = embed_records(model, [ds.records[i] for i in q_idx], device)
+    g_emb, _, g_ok = embed_records(model, [ds.records[i] for i in g_idx], device)
+    return score(
+        ds,
+        [q_idx[i] for i in q_ok],
+        q_emb,
+        q_logits,
+        [g_idx[i] for i in g_ok],
+        g_emb,
+        categories,
+        subsampled=bool(queries or gallery),
+    )
+
+
+def score(
+    ds: Dataset,
+    q_rec: list[int],
+    q_emb: np.ndarray,
+    q_logits: np.ndarray | None,
+    g_rec: list[int],
+    g_emb: np.ndarray,
+    categories: list[str] | None,
+    subsampled: bool = False,
+) -> dict[str, Any]:
+    """Metrics for embeddings of records `q_rec` (queries) and `g_rec` (gallery), by record index."""
     p = ds.protocol
-    q_idx, g_idx = spaced(p.queries, queries), spaced(p.gallery, gallery)
-    q_recs, g_recs = [ds.records[i] for i in q_idx], [ds.records[i] for i in g_idx]
-    q_emb, q_logits, q_ok = embed_records(model, q_recs, device)
-    g_emb, _, g_ok = embed_records(model, g_recs, device)
     key = p.match_on
-    qk = np.array([getattr(q_recs[i], key) for i in q_ok], dtype=object)
-    gk = np.array([getattr(g_recs[i], key) for i in g_ok], dtype=object)
-    q_ids = np.array([q_idx[i] for i in q_ok]) if p.exclude_self else None
-    g_ids = np.array([g_idx[i] for i in g_ok]) if p.exclude_self else None
+    qk = np.array([getattr(ds.records[i], key) for i in q_rec], dtype=object)
+    gk = np.array([getattr(ds.records[i], key) for i in g_rec], dtype=object)
+    q_ids = np.array(q_rec) if p.exclude_self else None
+    g_ids = np.array(g_rec) if p.exclude_self else None
     report = retrieval_report(q_emb, qk, g_emb, gk, q_ids=q_ids, g_ids=g_ids)
-    report["protocol"] = p.description + (" (subsampled)" if queries or gallery else "")
+    report["protocol"] = p.description + (" (subsampled)" if subsampled else "")
     if q_logits is not None and categories:
         code = {c: n for n, c in enumerate(categories)}
-        lab = np.array([code.get(q_recs[i].category or "", -1) for i in q_ok])
+        lab = np.array([code.get(ds.records[i].category or "", -1) for i in q_rec])
         ok = lab >= 0
         if ok.any():
             report.update({f"category_{k}": v for k, v in topk_accuracy(q_logits[ok], lab[ok]).items()})

@@ -29,10 +29,11 @@ from fashion_match.data.spec import load_dataset
 from fashion_match.errors import UsageError
 from fashion_match.models.embedding import EmbeddingModel, create_model
 from fashion_match.train.augment import train_transform
+from fashion_match.train.cached import MapNet, map_embedder, prefix_outputs, split_backbone
 from fashion_match.train.checkpoint import git_commit, load_training, save_training
 from fashion_match.train.config import TrainConfig
 from fashion_match.train.dataset import RecordDataset, collate_skip_bad, encode, label_key, training_records
-from fashion_match.train.evaluate import evaluate
+from fashion_match.train.evaluate import eval_indices, evaluate, score
 from fashion_match.train.losses import MetricLoss
 from fashion_match.train.sampler import PKBatchSampler
 
@@ -53,51 +54,6 @@ class TrainNet(nn.Module):
             ok = cats >= 0
             out = out + self.category_weight * nn.functional.cross_entropy(logits[ok].float(), cats[ok])
         return out
-
-
-class HeadNet(nn.Module):
-    """The trainable part during a cached frozen phase: head, classifier and loss on pooled features."""
-
-    def __init__(self, model: EmbeddingModel, loss: MetricLoss, category_weight: float) -> None:
-        super().__init__()
-        self.head, self.classifier, self.loss, self.category_weight = (
-            model.head,
-            model.classifier,
-            loss,
-            category_weight,
-        )
-
-    def forward(self, f: torch.Tensor, labels: torch.Tensor, cats: torch.Tensor) -> torch.Tensor:
-        out = self.loss(nn.functional.normalize(self.head(f), dim=1), labels)
-        if self.classifier is not None and (cats >= 0).any():
-            ok = cats >= 0
-            out = out + self.category_weight * nn.functional.cross_entropy(self.classifier(f[ok]), cats[ok])
-        return out
-
-
-@torch.no_grad()
-def pooled_features(
-    model: EmbeddingModel, records: list[Any], device: torch.device, progress: bool
-) -> tuple[torch.Tensor, list[int]]:
-    """Frozen-backbone pooled features of every training image (runtime preprocessing, no
-    augmentation), computed once so frozen epochs train the head in seconds."""
-    from tqdm import tqdm
-
-    from fashion_match.data.images import iter_batches
-    from fashion_match.train.augment import eval_batch
-
-    model.eval()
-    feats, kept = [], []
-    bar = tqdm(total=len(records), desc="caching frozen features", unit="img", disable=None if progress else True)
-    for b in iter_batches([r.source for r in records], model.preprocess, 128, bboxes=[r.bbox for r in records]):
-        if b.indices:
-            feats.append(model.pooled(eval_batch(b.pixels, model.preprocess).to(device)).float().cpu())
-            kept += b.indices
-        for e in b.bad:
-            log.warning("skipping %s", e)
-        bar.update(len(b.indices) + len(b.bad))
-    bar.close()
-    return torch.cat(feats), kept
 
 
 def _dist() -> tuple[int, int, int]:
@@ -179,15 +135,38 @@ def train(
     net: nn.Module | None = None
     frozen_now: bool | None = None
     ran = 0
-    cache: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
-    cached_sampler: PKBatchSampler | None = None
-    if cfg.cache_frozen and start_epoch < cfg.freeze_epochs:
-        f, kept = pooled_features(model, recs, device, progress and rank == 0)
+    # cached path: what never trains is computed once (see train.cached)
+    n_train = cfg.train_blocks or 0
+    use_cache = cfg.cache_frozen and (n_train > 0 or start_epoch < cfg.freeze_epochs)
+    if cfg.train_blocks is not None:
+        prefix, suffix = split_backbone(model, n_train)
+        for prm in prefix.parameters():
+            prm.requires_grad_(False)  # only the last train_blocks blocks ever learn
+    map_net: MapNet | None = None
+    eval_maps: tuple[torch.Tensor, list[int], set[int]] | None = None
+    if use_cache:
+        prefix, suffix = split_backbone(model, n_train)
+        maps, kept = prefix_outputs(
+            prefix, n_train == 0, recs, model, device, progress and rank == 0, "caching frozen outputs"
+        )
         cat_codes = cats if cfg.category_head else np.full(len(recs), -1)
-        cache = (f.to(device), torch.as_tensor(labels[kept]).to(device), torch.as_tensor(cat_codes[kept]).to(device))
+        cache = (maps, torch.as_tensor(labels[kept]), torch.as_tensor(cat_codes[kept]))
         cached_sampler = PKBatchSampler(
             labels[kept], cfg.p, cfg.k, seed=cfg.seed, steps=len(sampler), rank=rank, world=world
         )
+        map_net = MapNet(suffix, model, loss, cfg.category_weight)
+        if n_train > 0 and rank == 0:  # the prefix never changes: cache the evaluation images too
+            q_idx, g_idx = eval_indices(ds, cfg.eval_queries, cfg.eval_gallery)
+            em, ek = prefix_outputs(
+                prefix,
+                False,
+                [ds.records[i] for i in q_idx + g_idx],
+                model,
+                device,
+                progress,
+                "caching evaluation outputs",
+            )
+            eval_maps = (em, [(q_idx + g_idx)[i] for i in ek], set(q_idx))
 
     def set_lr(t: int) -> None:
         for grp in opt.param_groups:
@@ -197,21 +176,25 @@ def train(
         frozen = epoch < cfg.freeze_epochs
         _seed_all(cfg.seed * 1000 + epoch + 1)
         t0, seen, losses = time.perf_counter(), 0, []
-        if frozen and cache is not None and cached_sampler is not None:
-            # frozen backbone, cached features: only head, classifier and proxies train
+        cached_epoch = map_net is not None and (n_train > 0 or frozen)
+        if cached_epoch:
+            assert map_net is not None
             cached_sampler.set_epoch(epoch)
-            head_net: nn.Module = HeadNet(model, loss, cfg.category_weight)
-            if world > 1:
-                head_net = nn.parallel.DistributedDataParallel(head_net)
-            head_net.train()
+            for prm in map_net.suffix.parameters():
+                prm.requires_grad_(not frozen)
+            step_net: nn.Module = nn.parallel.DistributedDataParallel(map_net) if world > 1 else map_net
+            step_net.train()
+            if frozen:
+                map_net.suffix.eval()  # frozen means BatchNorm statistics too
             for step, idx in enumerate(cached_sampler):
                 set_lr(epoch * len(sampler) + step)
-                value = head_net(cache[0][idx], cache[1][idx], cache[2][idx])
+                value = step_net(cache[0][idx].to(device), cache[1][idx].to(device), cache[2][idx].to(device))
                 opt.zero_grad(set_to_none=True)
                 value.backward()
                 opt.step()
                 losses.append(float(value.detach()))
                 seen += len(idx) * world
+            frozen_now = None  # the image path re-wraps if it takes over
         else:
             if frozen != frozen_now:  # (re)wrap when the set of trainable parameters changes
                 _set_backbone_trainable(model, not frozen)
@@ -263,14 +246,28 @@ def train(
         if world > 1:
             _average_buffers(model, world)
         if rank == 0:
-            metrics = evaluate(
-                model,
-                ds,
-                device,
-                queries=cfg.eval_queries,
-                gallery=cfg.eval_gallery,
-                categories=cat_vocab if cfg.category_head else None,
-            )
+            cat_list = cat_vocab if cfg.category_head else None
+            if map_net is not None and eval_maps is not None:  # the prefix is fixed: embed from cached maps
+                em, rec_ids, q_set = eval_maps
+                emb, logits = map_embedder(map_net, em, device)(list(range(len(rec_ids))))
+                qi = [n for n, r in enumerate(rec_ids) if r in q_set]
+                gi = [n for n, r in enumerate(rec_ids) if r not in q_set]
+                q_logits = logits[qi] if logits is not None else None
+                subsampled = bool(cfg.eval_queries or cfg.eval_gallery)
+                metrics = score(
+                    ds,
+                    [rec_ids[n] for n in qi],
+                    emb[qi],
+                    q_logits,
+                    [rec_ids[n] for n in gi],
+                    emb[gi],
+                    cat_list,
+                    subsampled=subsampled,
+                )
+            else:
+                metrics = evaluate(
+                    model, ds, device, queries=cfg.eval_queries, gallery=cfg.eval_gallery, categories=cat_list
+                )
             row = {
                 "epoch": epoch + 1,
                 "frozen": frozen,

@@ -1,0 +1,79 @@
+"""Retrieval quality of a model directory on Fashion-MNIST and the fmnist-c2s stand-in.
+
+    python benchmarks/eval_model.py [--model DIR] [--out benchmarks/results/eval_<name>.json]
+
+Runs the exported ONNX model through the runtime (`Matcher`, ONNX Runtime CPU, fp32), exactly as
+`fm-match` would. Protocols:
+- fashion-mnist (category retrieval): the 10,000 test images query the 60,000 train images; a hit
+  shares the category. Recall@K, mAP@R (R = 6,000 same-category gallery images per query).
+- fmnist-c2s (instance retrieval, a synthetic stand-in): the 10,000 test consumer photos query the
+  10,000 test shop photos; a hit is the same item. Recall@K, mAP@R, pair verification AUC.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from fashion_match.bench.machine import machine_info
+from fashion_match.data.spec import load_dataset
+from fashion_match.metrics import retrieval_report
+from fashion_match.runtime import Matcher
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def embed(m: Matcher, sources: list) -> np.ndarray:
+    e = m.embed(sources)
+    if e.bad:
+        raise SystemExit(f"unreadable evaluation image: {e.bad[0]}")
+    return e.vectors
+
+
+def run(m: Matcher, spec: str) -> dict:
+    ds = load_dataset(spec)
+    p = ds.protocol
+    t = time.perf_counter()
+    q = embed(m, [ds.records[i].source for i in p.queries])
+    g = embed(m, [ds.records[i].source for i in p.gallery])
+    key = p.match_on
+    qk = np.array([getattr(ds.records[i], key) for i in p.queries], dtype=object)
+    gk = np.array([getattr(ds.records[i], key) for i in p.gallery], dtype=object)
+    rep = retrieval_report(q, qk, g, gk)
+    rep.update({"protocol": p.description, "seconds": round(time.perf_counter() - t, 1)})
+    return rep
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", type=Path, default=None)
+    ap.add_argument("--out", type=Path, default=None)
+    args = ap.parse_args()
+    with Matcher(args.model, batch_size=64) as m:
+        result = {
+            "model": m.manifest.short_id(),
+            "model_dir": str(m.model_dir),
+            "backend": m.info.backend,
+            "precision": m.info.precision,
+            "fashion-mnist": run(m, "fashion-mnist"),
+            "fmnist-c2s": run(m, "fmnist-c2s"),
+            "machine": machine_info(),
+            "date": time.strftime("%Y-%m-%d"),
+        }
+    out = args.out or ROOT / "benchmarks" / "results" / f"eval_{m.manifest.model}.json"
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    for name in ("fashion-mnist", "fmnist-c2s"):
+        r = result[name]
+        print(
+            f"{name}: R@1 {r['recall_at_1']:.4f}  R@10 {r['recall_at_10']:.4f}  mAP@R {r['map_at_r']:.4f}  "
+            f"AUC {r.get('pair_auc', float('nan')):.4f}"
+        )
+    print(f"-> {out}")
+
+
+if __name__ == "__main__":
+    main()

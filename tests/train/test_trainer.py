@@ -197,7 +197,8 @@ def test_cached_maps_embed_like_the_full_model(tiny_fmnist: Path) -> None:
     prefix, suffix = split_backbone(model, 3)
     maps, kept = prefix_outputs(prefix, False, recs, model, torch.device("cpu"), False, "")
     emb, logits = map_embedder(MapNet(suffix, model, torch.nn.Identity(), 0.5), maps, torch.device("cpu"))(
-        list(range(len(kept))))
+        list(range(len(kept)))
+    )
     ref, ref_logits, ref_kept = embed_records(model, recs, torch.device("cpu"))
     assert kept == ref_kept == list(range(12))
     assert (emb * ref).sum(1).min() > 0.9999

@@ -89,7 +89,11 @@ class Index:
                 raise IndexMismatch(
                     f"{npy}: holds {arr.shape} {arr.dtype}, manifest says ({sh['rows']}, {dim}) {dtype}; rebuild"
                 )
-            meta = json.loads((folder / "shards" / sh["meta"]).read_text(encoding="utf-8"))
+            meta_path = folder / "shards" / sh["meta"]
+            try:
+                meta = json.loads(meta_path.read_text(encoding="utf-8"))
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+                raise IndexMismatch(f"{meta_path}: unreadable shard metadata ({e}); rebuild the index") from None
             if len(meta["ids"]) != sh["rows"]:
                 raise IndexMismatch(f"{folder / 'shards' / sh['meta']}: {len(meta['ids'])} ids for {sh['rows']} rows")
             idx.shards.append(arr)

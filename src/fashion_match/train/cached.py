@@ -51,12 +51,14 @@ def prefix_outputs(
     (float16 would halve memory, but in a test it moved embeddings to 0.994 cosine)."""
     from tqdm import tqdm
 
-    prefix.eval()
+    prefix.eval().to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     outs, kept = [], []
     bar = tqdm(total=len(records), desc=desc, unit="img", disable=None if progress else True, leave=False)
     for b in iter_batches([r.source for r in records], model.preprocess, 64, bboxes=[r.bbox for r in records]):
         if b.indices:
-            y = prefix(eval_batch(b.pixels, model.preprocess).to(device))
+            # channels_last: oneDNN's depthwise kernels run ~2x faster on CPU in this layout
+            x = eval_batch(b.pixels, model.preprocess).to(device).contiguous(memory_format=torch.channels_last)
+            y = prefix(x).contiguous()
             if pool:
                 y = y.mean(dim=(2, 3), keepdim=True)
             outs.append(y.float().cpu())

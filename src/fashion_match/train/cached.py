@@ -67,6 +67,8 @@ def prefix_outputs(
             log.warning("skipping %s", e)
         bar.update(len(b.indices) + len(b.bad))
     bar.close()
+    # back to the default layout: later training must run the same kernels as a resumed run
+    prefix.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
     return torch.cat(outs), kept
 
 

@@ -203,3 +203,22 @@ def test_cached_maps_embed_like_the_full_model(tiny_fmnist: Path) -> None:
     assert kept == ref_kept == list(range(12))
     assert (emb * ref).sum(1).min() > 0.9999
     assert logits is not None and ref_logits is not None and abs(logits - ref_logits).max() < 1e-3
+
+
+def test_train_blocks_without_cache_keeps_the_prefix_frozen(tiny_fmnist: Path, tmp_path: Path) -> None:
+    from fashion_match.models.checkpoint import load_weights
+    from fashion_match.train.trainer import _seed_all, build
+
+    cfg = tiny_cfg(f"fashion-mnist:{tiny_fmnist}", tmp_path / "img", model="mobilenet_v2", image_size=64,
+                   train_blocks=1, epochs=2, freeze_epochs=1, steps_per_epoch=2)
+    train(cfg, progress=False)
+    _seed_all(cfg.seed)
+    *_, init, _ = build(cfg)
+    state = json.loads((tmp_path / "img" / "latest" / "state.json").read_text())
+    trained = load_weights(tmp_path / "img" / "latest" / "model.safetensors", state["model_config"])
+    a, b = init.state_dict(), trained.state_dict()
+    n = len(init.backbone)
+    prefix_weights = [k for k in a if k.startswith("backbone.") and int(k.split(".")[1]) < n - 1]  # BN stats too
+    last_weights = [k for k in a if k.startswith(f"backbone.{n - 1}.") and k.endswith("weight")]
+    assert all((a[k] == b[k]).all() for k in prefix_weights)
+    assert any(not (a[k] == b[k]).all() for k in last_weights)

@@ -66,9 +66,13 @@ def _seed_all(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _set_backbone_trainable(model: EmbeddingModel, trainable: bool) -> None:
+def _set_backbone_trainable(model: EmbeddingModel, trainable: bool, train_blocks: int | None) -> None:
+    """Frozen: nothing in the backbone learns. Otherwise all of it, or only its last train_blocks."""
     for p in model.backbone.parameters():
-        p.requires_grad_(trainable)
+        p.requires_grad_(trainable and train_blocks is None)
+    if trainable and train_blocks:
+        for p in split_backbone(model, train_blocks)[1].parameters():
+            p.requires_grad_(True)
 
 
 def build(cfg: TrainConfig) -> tuple[Any, ...]:
@@ -139,9 +143,7 @@ def train(
     n_train = cfg.train_blocks or 0
     use_cache = cfg.cache_frozen and (n_train > 0 or start_epoch < cfg.freeze_epochs)
     if cfg.train_blocks is not None:
-        prefix, suffix = split_backbone(model, n_train)
-        for prm in prefix.parameters():
-            prm.requires_grad_(False)  # only the last train_blocks blocks ever learn
+        split_backbone(model, n_train)  # fail early when the backbone cannot be split
     map_net: MapNet | None = None
     eval_maps: tuple[torch.Tensor, list[int], set[int]] | None = None
     if use_cache:
@@ -197,7 +199,7 @@ def train(
             frozen_now = None  # the image path re-wraps if it takes over
         else:
             if frozen != frozen_now:  # (re)wrap when the set of trainable parameters changes
-                _set_backbone_trainable(model, not frozen)
+                _set_backbone_trainable(model, not frozen, cfg.train_blocks)
                 base = TrainNet(model, loss, cfg.category_weight)
                 net = (
                     nn.parallel.DistributedDataParallel(base, device_ids=[local] if cuda else None)
@@ -220,6 +222,8 @@ def train(
             net.train()
             if frozen:
                 model.backbone.eval()  # frozen means BatchNorm statistics too
+            elif cfg.train_blocks:
+                split_backbone(model, cfg.train_blocks)[0].eval()  # and so does a frozen prefix
             bar = tqdm(
                 loader,
                 desc=f"epoch {epoch + 1}/{cfg.epochs}{' (frozen)' if frozen else ''}",

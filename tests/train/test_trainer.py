@@ -209,8 +209,16 @@ def test_train_blocks_without_cache_keeps_the_prefix_frozen(tiny_fmnist: Path, t
     from fashion_match.models.checkpoint import load_weights
     from fashion_match.train.trainer import _seed_all, build
 
-    cfg = tiny_cfg(f"fashion-mnist:{tiny_fmnist}", tmp_path / "img", model="mobilenet_v2", image_size=64,
-                   train_blocks=1, epochs=2, freeze_epochs=1, steps_per_epoch=2)
+    cfg = tiny_cfg(
+        f"fashion-mnist:{tiny_fmnist}",
+        tmp_path / "img",
+        model="mobilenet_v2",
+        image_size=64,
+        train_blocks=1,
+        epochs=2,
+        freeze_epochs=1,
+        steps_per_epoch=2,
+    )
     train(cfg, progress=False)
     _seed_all(cfg.seed)
     *_, init, _ = build(cfg)

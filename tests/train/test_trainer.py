@@ -230,3 +230,23 @@ def test_train_blocks_without_cache_keeps_the_prefix_frozen(tiny_fmnist: Path, t
     last_weights = [k for k in a if k.startswith(f"backbone.{n - 1}.") and k.endswith("weight")]
     assert all((a[k] == b[k]).all() for k in prefix_weights)
     assert any(not (a[k] == b[k]).all() for k in last_weights)
+
+
+def test_onnxruntime_prefix_cache_equals_torch(tiny_fmnist: Path) -> None:
+    import torch
+
+    from fashion_match.data.spec import load_dataset
+    from fashion_match.models import create_model
+    from fashion_match.train.cached import _ort_runner, prefix_outputs, split_backbone
+
+    torch.manual_seed(0)
+    model = create_model("mobilenet_v2", 16, pretrained=False).eval()
+    model.preprocess = model.preprocess.__class__(size=64)
+    recs = load_dataset(f"fashion-mnist:{tiny_fmnist}").records[:6]
+    prefix, _ = split_backbone(model, 4)
+    assert _ort_runner(prefix, 64) is not None, "the prefix must export to ONNX, or this test compares torch to torch"
+    cpu = torch.device("cpu")
+    a, ka = prefix_outputs(prefix, False, recs, model, cpu, False, "", engine="torch")
+    b, kb = prefix_outputs(prefix, False, recs, model, cpu, False, "", engine="onnxruntime")
+    assert ka == kb and a.shape == b.shape
+    torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)

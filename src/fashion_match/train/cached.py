@@ -51,6 +51,7 @@ def _ort_runner(prefix: nn.Module, size: int) -> Any:
         import onnxruntime as ort
     except ImportError:
         return None
+    prefix.eval()  # a Sequential slice starts in training mode even when its blocks do not
     fd, path = tempfile.mkstemp(suffix=".onnx")
     os.close(fd)
     try:

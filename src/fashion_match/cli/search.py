@@ -10,6 +10,7 @@ import click
 from fashion_match.cli.common import debug_option, entrypoint
 from fashion_match.cli.options import model_options
 from fashion_match.errors import BadImage
+from fashion_match.runtime.engines import ENGINES
 
 
 @click.command(help=__doc__)
@@ -18,7 +19,7 @@ from fashion_match.errors import BadImage
 @click.option("-k", "k", type=click.IntRange(1, 10000), default=10, show_default=True)
 @click.option(
     "--engine",
-    type=click.Choice(("exact", "exact-gpu", "faiss-ivf-flat", "faiss-ivf-pq")),
+    type=click.Choice(ENGINES),
     default="exact",
     show_default=True,
     help="Exact search, or an approximate FAISS index.",
@@ -40,19 +41,14 @@ def cli(
     threads: int | None,
     as_json: bool,
 ) -> int:
-    from fashion_match.runtime.engines import make_engine
-    from fashion_match.runtime.index import Index, model_binding
+    from fashion_match.runtime.index import Index, search_index
     from fashion_match.runtime.matcher import Matcher
 
     idx = Index.open(index_dir)
-    with Matcher(model_dir, backend=backend, precision=precision, device=device, threads=threads) as m:
-        b = model_binding(m.manifest, m.info.backend, m.info.precision)
-        idx.check_model(b["model_id"], b["embedding_dim"])
-        emb = m.embed(list(queries))  # all queries embedded and searched as one batch
     params = {"nprobe": nprobe} if engine.startswith("faiss") else {}
-    scores, ids = make_engine(engine, idx.shards, **params).search(emb.vectors, k)
-    results = idx.results([str(queries[i]) for i in emb.indices], scores, ids)
-    bad = [{"path": e.name, "reason": e.reason} for e in emb.bad]
+    with Matcher(model_dir, backend=backend, precision=precision, device=device, threads=threads) as m:
+        results, skipped = search_index(idx, list(queries), k, matcher=m, engine=engine, engine_params=params)
+    bad = [{"path": name, "reason": reason} for name, reason in skipped]
     if as_json:
         click.echo(
             json.dumps(
@@ -70,8 +66,8 @@ def cli(
             for mt in r.matches:
                 item = f"  [{mt['item_id']}]" if mt["item_id"] else ""
                 click.echo(f"  {mt['rank']:>3}  {mt['similarity']:.3f}  {mt['id']}{item}")
-    for e in emb.bad:
-        click.echo(f"fm-search: skipped {e}", err=True)
+    for name, reason in skipped:
+        click.echo(f"fm-search: skipped {name}: {reason}", err=True)
     if not results:
         raise (
             BadImage(str(queries[0]), "no query image could be read")

@@ -450,12 +450,21 @@ def search_index(
     model: str | Path | None = None,
     backend: str = "auto",
     precision: str = "fp32",
+    engine: str = "exact",
+    engine_params: dict[str, Any] | None = None,
 ) -> tuple[list[SearchResult], list[tuple[str, str]]]:
-    """Embed all queries as one batch and search them together; returns results and bad queries."""
+    """Embed all queries as one batch and search them together with `engine` (see
+    runtime.engines); returns results and the queries that could not be read."""
+    from fashion_match.runtime.engines import make_engine
+
     m = _open_matcher(matcher, model, backend, precision)
-    binding = model_binding(m.manifest, m.info.backend, m.info.precision)
-    index.check_model(binding["model_id"], binding["embedding_dim"])
-    e = m.embed(queries)
-    scores, ids = index.search_vectors(e.vectors, k)
+    try:
+        binding = model_binding(m.manifest, m.info.backend, m.info.precision)
+        index.check_model(binding["model_id"], binding["embedding_dim"])
+        e = m.embed(queries)
+    finally:
+        if matcher is None:  # opened here: close it here
+            m.close()
+    scores, ids = make_engine(engine, index.shards, **(engine_params or {})).search(e.vectors, k)
     names = [source_name(queries[i]) for i in e.indices]
     return index.results(names, scores, ids), [(b.name, b.reason) for b in e.bad]

@@ -34,6 +34,19 @@ def tiny_cfg(data: str, out: Path, **kw: object) -> TrainConfig:
     return TrainConfig(**base)
 
 
+def initial_and_trained(cfg: TrainConfig) -> tuple[dict, dict, int]:
+    """State dicts of the run's initial model (same seed) and of its latest checkpoint, and the block count."""
+    from fashion_match.models.checkpoint import load_weights
+    from fashion_match.train.trainer import _seed_all, build
+
+    _seed_all(cfg.seed)
+    *_, init, _ = build(cfg)
+    latest = Path(cfg.out) / "latest"
+    state = json.loads((latest / "state.json").read_text())
+    trained = load_weights(latest / "model.safetensors", state["model_config"])
+    return init.state_dict(), trained.state_dict(), len(init.backbone)
+
+
 @pytest.mark.parametrize("cache_frozen", [False, True])
 def test_resume_ends_with_the_same_weights(tiny_fmnist: Path, tmp_path: Path, cache_frozen: bool) -> None:
     data = f"fashion-mnist:{tiny_fmnist}"
@@ -147,7 +160,6 @@ def test_ddp_two_ranks_hold_identical_weights(tiny_fmnist: Path, tmp_path: Path)
 
 def test_train_blocks_with_cache_trains_only_the_last_blocks(tiny_fmnist: Path, tmp_path: Path) -> None:
     from fashion_match.models.checkpoint import load_weights
-    from fashion_match.train.trainer import _seed_all, build
 
     cfg = tiny_cfg(
         f"fashion-mnist:{tiny_fmnist}",
@@ -162,17 +174,14 @@ def test_train_blocks_with_cache_trains_only_the_last_blocks(tiny_fmnist: Path, 
     )
     r = train(cfg, progress=False)
     assert len(r["history"]) == 2 and "category_top1" in r["history"][0]
-    _seed_all(cfg.seed)
-    *_, init, _ = build(cfg)
-    state = json.loads((tmp_path / "tb" / "latest" / "state.json").read_text())
-    trained = load_weights(tmp_path / "tb" / "latest" / "model.safetensors", state["model_config"])
-    n = len(init.backbone)
-    a, b = init.state_dict(), trained.state_dict()
+    a, b, n = initial_and_trained(cfg)
     frozen = [k for k in a if k.startswith("backbone.") and int(k.split(".")[1]) < n - 2]
     learned = [k for k in a if k.startswith(f"backbone.{n - 1}.") and k.endswith("weight")]
     assert frozen and all((a[k] == b[k]).all() for k in frozen), "the cached prefix must not change"
     assert any(not (a[k] == b[k]).all() for k in learned), "the last blocks must train"
-    assert trained.preprocess.size == 64
+    latest = tmp_path / "tb" / "latest"
+    state = json.loads((latest / "state.json").read_text())
+    assert load_weights(latest / "model.safetensors", state["model_config"]).preprocess.size == 64
 
 
 def test_train_blocks_needs_a_sequential_backbone(tiny_fmnist: Path, tmp_path: Path) -> None:
@@ -206,9 +215,6 @@ def test_cached_maps_embed_like_the_full_model(tiny_fmnist: Path) -> None:
 
 
 def test_train_blocks_without_cache_keeps_the_prefix_frozen(tiny_fmnist: Path, tmp_path: Path) -> None:
-    from fashion_match.models.checkpoint import load_weights
-    from fashion_match.train.trainer import _seed_all, build
-
     cfg = tiny_cfg(
         f"fashion-mnist:{tiny_fmnist}",
         tmp_path / "img",
@@ -220,12 +226,7 @@ def test_train_blocks_without_cache_keeps_the_prefix_frozen(tiny_fmnist: Path, t
         steps_per_epoch=2,
     )
     train(cfg, progress=False)
-    _seed_all(cfg.seed)
-    *_, init, _ = build(cfg)
-    state = json.loads((tmp_path / "img" / "latest" / "state.json").read_text())
-    trained = load_weights(tmp_path / "img" / "latest" / "model.safetensors", state["model_config"])
-    a, b = init.state_dict(), trained.state_dict()
-    n = len(init.backbone)
+    a, b, n = initial_and_trained(cfg)
     prefix_weights = [k for k in a if k.startswith("backbone.") and int(k.split(".")[1]) < n - 1]  # BN stats too
     last_weights = [k for k in a if k.startswith(f"backbone.{n - 1}.") and k.endswith("weight")]
     assert all((a[k] == b[k]).all() for k in prefix_weights)

@@ -142,12 +142,11 @@ def train(
     # cached path: what never trains is computed once (see train.cached)
     n_train = cfg.train_blocks or 0
     use_cache = cfg.cache_frozen and (n_train > 0 or start_epoch < cfg.freeze_epochs)
-    if cfg.train_blocks is not None:
-        split_backbone(model, n_train)  # fail early when the backbone cannot be split
+    if cfg.train_blocks is not None or use_cache:
+        prefix, suffix = split_backbone(model, n_train)  # fails early when the backbone cannot be split
     map_net: MapNet | None = None
     eval_maps: tuple[torch.Tensor, list[int], set[int]] | None = None
     if use_cache:
-        prefix, suffix = split_backbone(model, n_train)
         maps, kept = prefix_outputs(
             prefix, n_train == 0, recs, model, device, progress and rank == 0, "caching frozen outputs"
         )

@@ -1,0 +1,169 @@
+"""`onnx2int8`: explicit INT8 quantisation (QuantizeLinear/DequantizeLinear) calibrated on real images.
+
+The Q/DQ flavour depends on who runs the file, so it is chosen per target and recorded:
+
+- `onnxruntime`: unsigned 8-bit activations with a zero point, signed symmetric per-channel
+  weights (U8S8) - what ONNX Runtime's CPU kernels fuse into QLinearConv and run fast.
+- `tensorrt`: signed symmetric INT8 everywhere (zero point 0) - the only form TensorRT accepts
+  for explicit quantisation. ONNX Runtime's CPU runs this flavour *slower* than FP32, so it is
+  never the `onnxruntime` artifact.
+
+Only the backbone is quantised (see `export.regions`); the input normalisation and the tail
+(pooling, projection, L2 normalisation) stay FP32, which keeps the embedding's direction.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fashion_match.data.images import load_batch
+from fashion_match.data.preprocess import PreprocessSpec
+from fashion_match.errors import ExportError, UsageError
+from fashion_match.export.calib_ranges import compute_ranges, write_cache
+from fashion_match.export.regions import split_names
+
+log = logging.getLogger(__name__)
+
+TARGETS = ("onnxruntime", "tensorrt")
+CALIB_METHODS = ("minmax", "entropy", "percentile")
+DEFAULT_CALIB = "fmnist-c2s"  # Fashion-MNIST train items: their clean shop photos and consumer photos
+DEFAULT_CALIB_IMAGES = 128
+
+
+@dataclass(frozen=True)
+class Flavour:
+    target: str
+    activations: str  # uint8 | int8
+    weights: str
+    activation_symmetric: bool
+    weight_symmetric: bool
+    per_channel: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "target": self.target,
+            "format": "QDQ",
+            "activations": self.activations,
+            "weights": self.weights,
+            "activation_symmetric": self.activation_symmetric,
+            "weight_symmetric": self.weight_symmetric,
+            "per_channel_weights": self.per_channel,
+        }
+
+
+FLAVOURS = {
+    "onnxruntime": Flavour("onnxruntime", "uint8", "int8", activation_symmetric=False, weight_symmetric=True),
+    "tensorrt": Flavour("tensorrt", "int8", "int8", activation_symmetric=True, weight_symmetric=True),
+}
+
+
+def calibration_sources(spec: str, n: int) -> tuple[list[Any], str]:
+    """`n` evenly spaced images from the train split of dataset `spec` (all images if it has none)."""
+    from fashion_match.data.spec import load_dataset
+
+    ds = load_dataset(spec)
+    recs = [r for r in ds.records if r.split == "train"] or list(ds.records)
+    if not recs:
+        raise UsageError(f"--calib {spec}: the dataset has no images")
+    step = max(1, len(recs) // n)
+    picked = recs[::step][:n]
+    return [r.source for r in picked], f"{spec}: {len(picked)} evenly spaced train images of {len(recs)}"
+
+
+class _QuietRoot(logging.Filter):
+    """The quantiser logs advice through the root logger ("consider pre-processing"): not the user's concern."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.name != "root"
+
+
+def decode_calibration(sources: list[Any], spec: PreprocessSpec) -> np.ndarray:
+    batch = load_batch(sources, spec)
+    if batch.bad:
+        log.warning("calibration: skipped %d unreadable images (first: %s)", len(batch.bad), batch.bad[0])
+    if len(batch.indices) == 0:
+        raise UsageError("calibration: no readable images")
+    return batch.pixels
+
+
+def onnx2int8(
+    src: str | Path,
+    dst: str | Path,
+    pixels: np.ndarray,
+    *,
+    target: str = "onnxruntime",
+    method: str = "minmax",
+    percentile: float = 99.99,
+    batch: int = 16,
+) -> dict[str, Any]:
+    """Quantise FP32 `src` to `dst` with activation ranges from uint8 `pixels` (N, S, S, 3)."""
+    import onnx
+    from onnxruntime import quantization as q
+
+    from fashion_match.fileio import make_temp
+
+    if target not in FLAVOURS:
+        raise UsageError(f"--target {target}: choose one of {', '.join(TARGETS)}")
+    if method not in CALIB_METHODS:
+        raise UsageError(f"--calib-method {method}: choose one of {', '.join(CALIB_METHODS)}")
+    flavour = FLAVOURS[target]
+    model = onnx.load(str(src))
+    backbone, kept = split_names(model.graph)
+    methods = {
+        "minmax": q.CalibrationMethod.MinMax,
+        "entropy": q.CalibrationMethod.Entropy,
+        "percentile": q.CalibrationMethod.Percentile,
+    }
+    qtype = {"uint8": q.QuantType.QUInt8, "int8": q.QuantType.QInt8}
+    extra = {
+        "ActivationSymmetric": flavour.activation_symmetric,
+        "WeightSymmetric": flavour.weight_symmetric,
+        "CalibPercentile": percentile,
+    }
+    dst = Path(dst)
+    tmp = make_temp(dst.parent, dst.name)
+    quiet = _QuietRoot()
+    logging.getLogger().addFilter(quiet)
+    workdir = tempfile.TemporaryDirectory(prefix="fm-int8-")
+    try:
+        ranges = compute_ranges(src, pixels, method, percentile, batch)
+        cache = Path(workdir.name) / "ranges.json"
+        write_cache(ranges, methods[method], cache)
+        q.quantize_static(
+            str(src),
+            str(tmp),
+            None,
+            calibration_cache_path=cache,
+            quant_format=q.QuantFormat.QDQ,
+            per_channel=flavour.per_channel,
+            activation_type=qtype[flavour.activations],
+            weight_type=qtype[flavour.weights],
+            nodes_to_exclude=kept,
+            calibrate_method=methods[method],
+            extra_options=extra,
+        )
+        onnx.checker.check_model(str(tmp), full_check=True)
+        tmp.replace(dst)
+    except (UsageError, ExportError):
+        raise
+    except Exception as e:  # noqa: BLE001 - the quantiser raises many types
+        raise ExportError(f"int8 quantisation failed: {type(e).__name__}: {' '.join(str(e).split())[:300]}") from e
+    finally:
+        logging.getLogger().removeFilter(quiet)
+        workdir.cleanup()
+        tmp.unlink(missing_ok=True)
+    return {
+        **flavour.to_dict(),
+        "calibration_method": method,
+        **({"percentile": percentile} if method == "percentile" else {}),
+        "calibration_images": int(len(pixels)),
+        "quantised_nodes": len(backbone),
+        "fp32_nodes": len(kept),
+        "kept_fp32": "input cast and normalisation, global pooling, projection, L2 normalisation",
+    }

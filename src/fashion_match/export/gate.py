@@ -1,0 +1,215 @@
+"""The accuracy gate every reduced-precision artifact passes before it is kept.
+
+On held-out real images the candidate is compared with the FP32 reference (`model.onnx`):
+- embedding agreement: min and mean cosine over all gate images;
+- retrieval: Recall@1 on a query/gallery subsample of a dataset protocol (default:
+  Fashion-MNIST test queries against train gallery images, category match);
+- verification: balanced accuracy at the manifest's threshold on held-out consumer/shop pairs
+  (default: the last items of the fmnist-c2s test split, as the threshold calibration uses).
+The export fails when Recall@1 drops by more than the precision's allowance (`MAX_DROP_PTS`,
+in percentage points) unless the user raises it with `--allow-accuracy-drop`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fashion_match.data.images import load_batch
+from fashion_match.data.preprocess import PreprocessSpec
+from fashion_match.errors import ExportError
+from fashion_match.metrics import recall_at_k
+
+log = logging.getLogger(__name__)
+
+MAX_DROP_PTS = {"fp16": 0.1, "int8": 1.0}  # Recall@1, percentage points
+DEFAULT_RETRIEVAL = "fashion-mnist"
+DEFAULT_VERIFICATION = "fmnist-c2s"
+Embed = Callable[[np.ndarray], np.ndarray]
+
+
+@dataclass
+class GateSet:
+    """Decoded gate images (uint8), kept in memory so every candidate sees identical pixels."""
+
+    description: str
+    q_pixels: np.ndarray
+    q_keys: np.ndarray
+    g_pixels: np.ndarray
+    g_keys: np.ndarray
+    pair_q: np.ndarray | None = None  # verification: consumer photos
+    pair_g: np.ndarray | None = None  # ... and the shop photos; positives on the diagonal
+
+    @property
+    def images(self) -> int:
+        n = len(self.q_pixels) + len(self.g_pixels)
+        return n + (len(self.pair_q) + len(self.pair_g) if self.pair_q is not None and self.pair_g is not None else 0)
+
+
+def _evenly(idx: list[int], n: int) -> list[int]:
+    if len(idx) <= n:
+        return list(idx)
+    return [idx[int(i * len(idx) / n)] for i in range(n)]
+
+
+def _decode(ds: Any, rows: list[int], spec: PreprocessSpec) -> np.ndarray:
+    batch = load_batch([ds.records[i].source for i in rows], spec)
+    if batch.bad:
+        raise ExportError(f"gate: unreadable gate image {batch.bad[0]}")
+    return batch.pixels
+
+
+def build_gate_set(
+    spec: PreprocessSpec,
+    retrieval: str = DEFAULT_RETRIEVAL,
+    queries: int = 1000,
+    gallery: int = 5000,
+    verification: str | None = DEFAULT_VERIFICATION,
+    pairs: int = 500,
+) -> GateSet:
+    from fashion_match.data.spec import load_dataset
+    from fashion_match.export.calibrate import held_out_pairs
+
+    ds = load_dataset(retrieval)
+    key = ds.protocol.match_on
+    q_rows = _evenly(ds.protocol.queries, queries)
+    g_rows = _evenly(ds.protocol.gallery, gallery)
+    if not q_rows or not g_rows:
+        raise ExportError(f"gate: {retrieval} has no query/gallery protocol")
+    gs = GateSet(
+        description=f"{retrieval}: {len(q_rows)} queries x {len(g_rows)} gallery ({key} match)",
+        q_pixels=_decode(ds, q_rows, spec),
+        q_keys=np.array([getattr(ds.records[i], key) for i in q_rows]),
+        g_pixels=_decode(ds, g_rows, spec),
+        g_keys=np.array([getattr(ds.records[i], key) for i in g_rows]),
+    )
+    if verification:
+        vd = load_dataset(verification)
+        pq, pg = held_out_pairs(vd, pairs)
+        vkey = vd.protocol.match_on
+        by_key = {getattr(vd.records[g], vkey): g for g in pg}
+        pq = [q for q in pq if getattr(vd.records[q], vkey) in by_key]
+        pg = [by_key[getattr(vd.records[q], vkey)] for q in pq]  # one shop photo per consumer photo
+        gs.pair_q, gs.pair_g = _decode(vd, pq, spec), _decode(vd, pg, spec)
+        gs.description += f"; {verification}: {len(pq)} held-out consumer/shop pairs"
+    return gs
+
+
+def embed_file(path: str | Path, pixels: np.ndarray, batch: int = 32, threads: int | None = None) -> np.ndarray:
+    """Embeddings of `pixels` from an ONNX file on the CPU (the gate is device-independent)."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    if threads:
+        opts.intra_op_num_threads = threads
+    try:
+        sess = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+    except Exception as e:  # noqa: BLE001
+        raise ExportError(f"{path}: ONNX Runtime cannot load it ({' '.join(str(e).split())[:200]})") from None
+    name = sess.get_inputs()[0].name
+    out = [sess.run(None, {name: pixels[s : s + batch]})[0] for s in range(0, len(pixels), batch)]
+    return np.concatenate(out).astype(np.float32)
+
+
+@dataclass
+class GateEmbeddings:
+    q: np.ndarray
+    g: np.ndarray
+    pq: np.ndarray | None
+    pg: np.ndarray | None
+
+
+def embed_gate_set(path: str | Path, gs: GateSet, embed: Embed | None = None) -> GateEmbeddings:
+    """Gate embeddings from an ONNX file (ONNX Runtime CPU) or, with `embed`, from any backend."""
+
+    def run(pixels: np.ndarray | None) -> np.ndarray | None:
+        if pixels is None:
+            return None
+        if embed is None:
+            return embed_file(path, pixels)
+        return np.concatenate([embed(pixels[s : s + 32]) for s in range(0, len(pixels), 32)]).astype(np.float32)
+
+    q, g = run(gs.q_pixels), run(gs.g_pixels)
+    assert q is not None and g is not None
+    return GateEmbeddings(q, g, run(gs.pair_q), run(gs.pair_g))
+
+
+def _verification_accuracy(pq: np.ndarray, pg: np.ndarray, threshold: float) -> float:
+    sims = pq @ pg.T
+    pos = np.eye(len(pq), dtype=bool)
+    tpr = float((sims[pos] >= threshold).mean())
+    tnr = float((sims[~pos] < threshold).mean()) if len(pq) > 1 else 1.0
+    return (tpr + tnr) / 2
+
+
+def score(e: GateEmbeddings, gs: GateSet, threshold: float) -> dict[str, float]:
+    out = {"recall_at_1": recall_at_k(e.q @ e.g.T, gs.q_keys, gs.g_keys, ks=(1,))[1]}
+    if e.pq is not None and e.pg is not None:
+        out["verification_accuracy"] = _verification_accuracy(e.pq, e.pg, threshold)
+    return out
+
+
+def compare(ref: GateEmbeddings, got: GateEmbeddings) -> dict[str, float]:
+    def rows(e: GateEmbeddings) -> np.ndarray:
+        return np.concatenate([a for a in (e.q, e.g, e.pq, e.pg) if a is not None])
+
+    a, b = rows(ref), rows(got)
+    if not np.all(np.isfinite(b)):
+        raise ExportError("gate: the candidate produced NaN or Inf embeddings")
+    b = b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12)
+    cos = np.sum(a * b, axis=1)
+    return {"min_cosine": float(cos.min()), "mean_cosine": float(cos.mean())}
+
+
+def run_gate(
+    candidate: str | Path,
+    precision: str,
+    gs: GateSet,
+    ref: GateEmbeddings,
+    threshold: float,
+    allow_drop_pts: float | None = None,
+    embed: Embed | None = None,
+    name: str | None = None,
+) -> dict[str, Any]:
+    """Gate figures for `candidate`; `GateFailed` (an ExportError, with the figures) when it fails."""
+    allowed = MAX_DROP_PTS[precision] if allow_drop_pts is None else float(allow_drop_pts)
+    got = embed_gate_set(candidate, gs, embed)
+    base, new = score(ref, gs, threshold), score(got, gs, threshold)
+    figures: dict[str, Any] = {
+        "data": gs.description,
+        "images": gs.images,
+        **compare(ref, got),
+        "recall_at_1_fp32": base["recall_at_1"],
+        "recall_at_1": new["recall_at_1"],
+        "recall_at_1_drop_pts": round(100 * (base["recall_at_1"] - new["recall_at_1"]), 4),
+        "allowed_drop_pts": allowed,
+        "allowance": "default" if allow_drop_pts is None else "--allow-accuracy-drop",
+    }
+    if "verification_accuracy" in base:
+        figures["verification_accuracy_fp32"] = base["verification_accuracy"]
+        figures["verification_accuracy"] = new["verification_accuracy"]
+        figures["verification_accuracy_drop_pts"] = round(
+            100 * (base["verification_accuracy"] - new["verification_accuracy"]), 4
+        )
+    figures["passed"] = figures["recall_at_1_drop_pts"] <= allowed + 1e-9
+    if not figures["passed"]:
+        raise GateFailed(
+            f"{name or Path(candidate).name}: accuracy gate failed: Recall@1 {base['recall_at_1']:.4f} -> "
+            f"{new['recall_at_1']:.4f} ({figures['recall_at_1_drop_pts']:.2f} points lost, {allowed} allowed"
+            f" for {precision}; min cosine {figures['min_cosine']:.4f}). Use a better --calib set, or accept it "
+            f"with --allow-accuracy-drop {max(allowed, figures['recall_at_1_drop_pts']) + 0.01:.2f}",
+            figures,
+        )
+    return figures
+
+
+class GateFailed(ExportError):
+    def __init__(self, message: str, figures: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.figures = figures

@@ -85,6 +85,7 @@ class BaseBackend:
 REGISTRY: dict[str, tuple[str, str]] = {
     "onnxruntime": ("fashion_match.runtime.onnxruntime_backend", "OnnxRuntimeBackend"),
     "torch": ("fashion_match.models.torch_backend", "TorchBackend"),
+    "tensorrt": ("fashion_match.runtime.tensorrt_backend", "TensorRTBackend"),
 }
 # "auto" tries these in order: the fastest that is installed and has the artifact wins.
 AUTO_ORDER = ("tensorrt", "onnxruntime", "torch")
@@ -98,8 +99,6 @@ def _backend_class(name: str) -> Any:
 def unavailable_reason(name: str, device: str = "auto") -> str | None:
     """Why backend `name` cannot run here (None when it can)."""
     if name not in REGISTRY:
-        if name == "tensorrt":
-            return "the TensorRT runtime backend is not in this release yet (see the README's TensorRT section)"
         return f"unknown backend '{name}'"
     try:
         cls = _backend_class(name)

@@ -1,0 +1,119 @@
+"""`onnx2engine`: a TensorRT engine from one of our ONNX files (TensorRT 10.x / 11.x API).
+
+The network is *strongly typed*: every tensor's precision comes from the ONNX (FP32, the
+FP16 file's casts, the INT8 file's Q/DQ), so there are no FP16/INT8 builder flags and the
+engine runs exactly the precision the accuracy gate measured. Batch ranges become several
+narrow optimisation profiles (`batch_profiles`): one wide profile tunes kernels for its OPT
+size and makes batch 1 slow. A timing cache makes rebuilds fast.
+
+Not run on a TensorRT machine yet (TensorRT cannot be installed where this was written); the
+parts that need no TensorRT (profiles, manifests, refusals) are tested.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from fashion_match.errors import ExportError, MissingDependency, UsageError
+from fashion_match.runtime.cuda import gpu_identity
+
+log = logging.getLogger(__name__)
+DEFAULT_BATCH = (1, 32, 128)
+
+
+def parse_batch(text: str) -> tuple[int, int, int]:
+    """'MIN,OPT,MAX' (or one number) -> (min, opt, max), validated."""
+    try:
+        parts = [int(p) for p in text.split(",")]
+    except ValueError:
+        raise UsageError(f"--batch {text!r}: expected MIN,OPT,MAX such as 1,32,128") from None
+    if len(parts) == 1:
+        parts *= 3
+    if len(parts) != 3:
+        raise UsageError(f"--batch {text!r}: expected MIN,OPT,MAX such as 1,32,128")
+    mn, opt, mx = parts
+    if not 1 <= mn <= opt <= mx:
+        raise UsageError(f"--batch {text!r}: need 1 <= MIN <= OPT <= MAX")
+    return mn, opt, mx
+
+
+def batch_profiles(mn: int, opt: int, mx: int) -> list[tuple[int, int, int]]:
+    """Narrow (min, opt, max) profiles covering mn..mx: batch 1 alone, then up to OPT, then up to MAX.
+
+    Each profile is tuned at its top size, so a request is never run with kernels chosen for
+    a batch several times larger.
+    """
+    out: list[tuple[int, int, int]] = []
+    lo = mn
+    for top in sorted({b for b in (1, opt, mx) if mn <= b <= mx}):
+        if top >= lo:
+            out.append((lo, top, top))
+            lo = top + 1
+    return out
+
+
+def _trt() -> Any:
+    try:
+        import tensorrt as trt
+    except ImportError as e:
+        raise MissingDependency(
+            "TensorRT is not installed: pip install 'fashion-match[tensorrt]' on a machine with an NVIDIA GPU "
+            "(engines are built on the GPU that will run them)"
+        ) from e
+    return trt
+
+
+def build_engine(
+    onnx_path: str | Path,
+    engine_path: str | Path,
+    batch: tuple[int, int, int] = DEFAULT_BATCH,
+    *,
+    timing_cache: str | Path | None = None,
+    workspace_gib: float = 4.0,
+) -> dict[str, Any]:
+    """Build and write an engine; returns its manifest entry fields (TensorRT version, GPU, profiles)."""
+    from fashion_match.fileio import write_bytes_atomic
+
+    trt = _trt()
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+    network = builder.create_network(flags)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx_path)):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise ExportError(f"{onnx_path}: TensorRT's ONNX parser refused it: {errors[:400]}")
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gib * (1 << 30)))
+    inp = network.get_input(0)
+    _, h, w, c = inp.shape
+    profiles = batch_profiles(*batch)
+    for mn, opt, mx in profiles:
+        profile = builder.create_optimization_profile()
+        profile.set_shape(inp.name, (mn, h, w, c), (opt, h, w, c), (mx, h, w, c))
+        config.add_optimization_profile(profile)
+    cache_path = Path(timing_cache) if timing_cache else None
+    cache_bytes = cache_path.read_bytes() if cache_path and cache_path.is_file() else b""
+    cache = config.create_timing_cache(cache_bytes)
+    config.set_timing_cache(cache, ignore_mismatch=False)
+    t0 = time.perf_counter()
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise ExportError(f"{onnx_path}: TensorRT could not build an engine (see the TensorRT log above)")
+    build_s = time.perf_counter() - t0
+    write_bytes_atomic(engine_path, bytes(serialized))
+    if cache_path:
+        write_bytes_atomic(cache_path, bytes(cache.serialize()))
+    log.info("built %s in %.1fs", engine_path, build_s)
+    return {
+        "tensorrt_version": trt.__version__,
+        **gpu_identity(),
+        "profiles": [list(p) for p in profiles],
+        "strongly_typed": True,
+        "built_from": Path(onnx_path).name,
+        "build_s": round(build_s, 2),
+        "input": {"name": inp.name, "dtype": "uint8", "layout": "NHWC"},
+    }

@@ -1,0 +1,195 @@
+"""TensorRT backend (TensorRT 10.x / 11.x name-based API, cuda-python for memory and streams).
+
+An engine only runs on the TensorRT version and GPU it was built for: the manifest records
+both and this backend refuses a mismatch with a message that says to rebuild, before
+TensorRT is asked to deserialise anything. Per batch size it keeps one set of device buffers
+and pinned host buffers (reused across calls), selects the narrowest optimisation profile,
+and copies asynchronously on its own stream.
+
+Not run on a TensorRT machine yet: TensorRT cannot be installed where this was written. The
+refusal logic (`engine_mismatch`, `unavailable_reason`) is tested without it.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fashion_match.errors import BackendUnavailable, ManifestMismatch, MissingDependency
+from fashion_match.runtime.backend import BackendInfo, BaseBackend
+from fashion_match.runtime.cuda import check_cuda, cudart, gpu_identity
+from fashion_match.runtime.manifest import Manifest
+
+MAX_CACHED_BATCH_SIZES = 8
+
+
+def engine_mismatch(entry: dict[str, Any], trt_version: str, gpu: dict[str, Any]) -> str | None:
+    """Why an engine described by `entry` cannot run with this TensorRT and GPU (None when it can)."""
+    built = entry.get("tensorrt_version")
+    if built != trt_version:
+        return f"built with TensorRT {built}, this machine has TensorRT {trt_version}"
+    if entry.get("compute_capability") != gpu.get("compute_capability"):
+        return (
+            f"built for {entry.get('gpu')} (compute capability {entry.get('compute_capability')}), "
+            f"this GPU is {gpu.get('gpu')} (compute capability {gpu.get('compute_capability')})"
+        )
+    if entry.get("gpu") != gpu.get("gpu"):
+        return f"built on {entry.get('gpu')}, this GPU is {gpu.get('gpu')}"
+    return None
+
+
+def pick_profile(profiles: list[list[int]] | list[tuple[int, int, int]], batch: int) -> int | None:
+    """Index of the narrowest profile containing `batch` (None when none does)."""
+    fits = [(p[2] - p[0], i) for i, p in enumerate(profiles) if p[0] <= batch <= p[2]]
+    return min(fits)[1] if fits else None
+
+
+def _device_index(device: str) -> int:
+    return int(device.split(":")[1]) if device.startswith("cuda:") else 0
+
+
+@dataclass
+class _Buffers:
+    profile: int
+    d_in: int
+    d_out: int
+    h_in_ptr: int
+    h_out_ptr: int
+    h_in: np.ndarray
+    h_out: np.ndarray
+
+
+class TensorRTBackend(BaseBackend):
+    @staticmethod
+    def unavailable_reason(device: str = "auto") -> str | None:
+        if device == "cpu":
+            return "TensorRT runs on NVIDIA GPUs only (--device cpu was given)"
+        try:
+            import tensorrt  # noqa: F401
+        except ImportError:
+            return "TensorRT is not installed (pip install 'fashion-match[tensorrt]' on an NVIDIA GPU machine)"
+        try:
+            rt = cudart()
+            count = check_cuda(rt.cudaGetDeviceCount(), "cudaGetDeviceCount")
+        except (MissingDependency, Exception) as e:  # noqa: BLE001 - no driver raises several types
+            return f"CUDA is not usable ({e})"
+        if count <= _device_index(device):
+            return f"no CUDA device {_device_index(device)} ({count} visible)"
+        return None
+
+    def __init__(
+        self, path: Path, entry: dict[str, Any], manifest: Manifest, *, device: str = "auto", threads: int | None = None
+    ) -> None:
+        import tensorrt as trt
+
+        self.rt = cudart()
+        self.dev = _device_index(device)
+        why = engine_mismatch(entry, trt.__version__, gpu_identity(self.dev))
+        if why:
+            raise ManifestMismatch(
+                f"{path}: {why}; engines are tied to both - rebuild it here with "
+                f"fm-export {manifest.folder} --trt{' --' + entry['precision'] if entry['precision'] != 'fp32' else ''}"
+            )
+        check_cuda(self.rt.cudaSetDevice(self.dev), "cudaSetDevice")
+        self.logger = trt.Logger(trt.Logger.WARNING)
+        self.runtime = trt.Runtime(self.logger)
+        self.engine = self.runtime.deserialize_cuda_engine(path.read_bytes())
+        if self.engine is None:
+            raise ManifestMismatch(f"{path}: TensorRT cannot deserialise it; rebuild it with fm-export --trt")
+        self.context = self.engine.create_execution_context()
+        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
+        inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+        outputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise ManifestMismatch(f"{path}: expected one input and one output, got {inputs} -> {outputs}")
+        self.in_name, self.out_name = inputs[0], outputs[0]
+        self.profiles: list[list[int]] = [list(p) for p in entry["profiles"]]
+        if self.engine.num_optimization_profiles != len(self.profiles):
+            raise ManifestMismatch(f"{path}: the engine's profiles do not match its manifest entry")
+        self.stream = check_cuda(self.rt.cudaStreamCreate(), "cudaStreamCreate")
+        self.buffers: OrderedDict[int, _Buffers] = OrderedDict()
+        self.active_profile: int | None = None
+        spec = manifest.preprocess
+        self.info = BackendInfo(
+            backend="tensorrt",
+            precision=str(entry["precision"]),
+            device=f"cuda:{self.dev}",
+            artifact=path.name,
+            embedding_dim=manifest.embedding_dim,
+            input_size=spec.size,
+            min_batch=min(p[0] for p in self.profiles),
+            max_batch=max(p[2] for p in self.profiles),
+            detail=f"TensorRT {trt.__version__} on {entry.get('gpu')}, profiles {self.profiles}",
+        )
+
+    def _pinned(self, nbytes: int, dtype: Any, shape: tuple[int, ...]) -> tuple[int, np.ndarray]:
+        ptr = check_cuda(self.rt.cudaMallocHost(nbytes), "cudaMallocHost")
+        view = np.ctypeslib.as_array((ctypes.c_uint8 * nbytes).from_address(int(ptr)))
+        return int(ptr), view.view(dtype).reshape(shape)
+
+    def _buffers_for(self, n: int) -> _Buffers:
+        if n in self.buffers:
+            self.buffers.move_to_end(n)
+            return self.buffers[n]
+        profile = pick_profile(self.profiles, n)
+        if profile is None:
+            raise BackendUnavailable(f"tensorrt: batch {n} is in no optimisation profile {self.profiles}")
+        s, d = self.info.input_size, self.info.embedding_dim
+        in_bytes, out_bytes = n * s * s * 3, n * d * 4
+        h_in_ptr, h_in = self._pinned(in_bytes, np.uint8, (n, s, s, 3))
+        h_out_ptr, h_out = self._pinned(out_bytes, np.float32, (n, d))
+        buf = _Buffers(
+            profile,
+            int(check_cuda(self.rt.cudaMalloc(in_bytes), "cudaMalloc")),
+            int(check_cuda(self.rt.cudaMalloc(out_bytes), "cudaMalloc")),
+            h_in_ptr,
+            h_out_ptr,
+            h_in,
+            h_out,
+        )
+        self.buffers[n] = buf
+        if len(self.buffers) > MAX_CACHED_BATCH_SIZES:
+            self._free(self.buffers.popitem(last=False)[1])
+        return buf
+
+    def embed(self, pixels: np.ndarray) -> np.ndarray:
+        self.check_input(pixels)
+        n = len(pixels)
+        b = self._buffers_for(n)
+        rt = self.rt
+        if self.active_profile != b.profile:
+            self.context.set_optimization_profile_async(b.profile, self.stream)
+            self.active_profile = b.profile
+        self.context.set_input_shape(self.in_name, tuple(pixels.shape))
+        self.context.set_tensor_address(self.in_name, b.d_in)
+        self.context.set_tensor_address(self.out_name, b.d_out)
+        np.copyto(b.h_in, pixels)
+        h2d, d2h = rt.cudaMemcpyKind.cudaMemcpyHostToDevice, rt.cudaMemcpyKind.cudaMemcpyDeviceToHost
+        check_cuda(rt.cudaMemcpyAsync(b.d_in, b.h_in_ptr, b.h_in.nbytes, h2d, self.stream), "copy to GPU")
+        if not self.context.execute_async_v3(int(self.stream)):
+            raise BackendUnavailable("tensorrt: execute_async_v3 failed (see the TensorRT log)")
+        check_cuda(rt.cudaMemcpyAsync(b.h_out_ptr, b.d_out, b.h_out.nbytes, d2h, self.stream), "copy from GPU")
+        check_cuda(rt.cudaStreamSynchronize(self.stream), "cudaStreamSynchronize")
+        return b.h_out.copy()
+
+    def _free(self, b: _Buffers) -> None:
+        self.rt.cudaFree(b.d_in)
+        self.rt.cudaFree(b.d_out)
+        self.rt.cudaFreeHost(b.h_in_ptr)
+        self.rt.cudaFreeHost(b.h_out_ptr)
+
+    def close(self) -> None:
+        if getattr(self, "stream", None) is None:
+            return
+        self.rt.cudaStreamSynchronize(self.stream)
+        for b in self.buffers.values():
+            self._free(b)
+        self.buffers.clear()
+        self.rt.cudaStreamDestroy(self.stream)
+        self.stream = None
+        self.context = self.engine = None

@@ -1,0 +1,105 @@
+"""`fm-export`: FP16 / INT8 ONNX, TensorRT engines and a Triton repository, each accuracy-gated."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from fashion_match.cli.common import debug_option, entrypoint
+from fashion_match.export.gate import MAX_DROP_PTS
+from fashion_match.export.onnx2int8 import CALIB_METHODS, DEFAULT_CALIB, DEFAULT_CALIB_IMAGES, TARGETS
+
+
+def _batch(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple[int, int, int]:
+    from fashion_match.export.onnx2engine import parse_batch
+
+    return parse_batch(value)
+
+
+@click.command(
+    help="Export SOURCE (an fm-train output directory or a model directory; default: the embedded model) "
+    "to FP16/INT8 ONNX, TensorRT engines and a Triton model repository. Every reduced-precision artifact "
+    "passes an accuracy gate against FP32 first."
+)
+@click.argument("source", required=False, type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), help="Model directory to write (default: SOURCE itself).")
+@click.option("--fp16", is_flag=True, help="FP16 ONNX (pooling and L2 normalisation stay FP32).")
+@click.option("--int8", is_flag=True, help="INT8 Q/DQ ONNX calibrated on real images.")
+@click.option("--calib", help=f"Dataset spec of the calibration images [default: {DEFAULT_CALIB} train split].")
+@click.option("--calib-images", type=click.IntRange(1, 100_000), default=DEFAULT_CALIB_IMAGES, show_default=True)
+@click.option("--calib-method", type=click.Choice(CALIB_METHODS), default="minmax", show_default=True)
+@click.option(
+    "--target",
+    type=click.Choice(TARGETS),
+    help="Who runs the INT8 file: onnxruntime (uint8 activations) or tensorrt (symmetric int8) "
+    "[default: tensorrt with --trt, else onnxruntime].",
+)
+@click.option("--trt", is_flag=True, help="Build TensorRT engines (fp32, plus fp16/int8 when asked) on this GPU.")
+@click.option("--batch", default="1,32,128", show_default=True, callback=_batch, help="MIN,OPT,MAX engine batch.")
+@click.option("--timing-cache", type=click.Path(path_type=Path), help="TensorRT timing cache file (reused, updated).")
+@click.option("--triton", type=click.Path(path_type=Path), help="Write a Triton model repository here.")
+@click.option(
+    "--allow-accuracy-drop",
+    type=click.FloatRange(0, 100),
+    help=f"Recall@1 points an artifact may lose [default: {MAX_DROP_PTS['fp16']} for fp16, "
+    f"{MAX_DROP_PTS['int8']} for int8].",
+)
+@click.option("--gate-data", default="fashion-mnist", show_default=True, help="Retrieval data of the accuracy gate.")
+@click.option("--gate-queries", type=click.IntRange(1), default=1000, show_default=True)
+@click.option("--gate-gallery", type=click.IntRange(1), default=5000, show_default=True)
+@click.option(
+    "--gate-pairs", type=click.IntRange(0), default=500, show_default=True, help="fmnist-c2s pairs (0: none)."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print what was made as JSON.")
+@debug_option
+def cli(
+    source: Path | None,
+    out: Path | None,
+    fp16: bool,
+    int8: bool,
+    calib: str | None,
+    calib_images: int,
+    calib_method: str,
+    target: str | None,
+    trt: bool,
+    batch: tuple[int, int, int],
+    timing_cache: Path | None,
+    triton: Path | None,
+    allow_accuracy_drop: float | None,
+    gate_data: str,
+    gate_queries: int,
+    gate_gallery: int,
+    gate_pairs: int,
+    as_json: bool,
+) -> None:
+    from fashion_match.errors import UsageError
+    from fashion_match.export.pipeline import ExportOptions, run_export
+
+    if (calib or target) and not int8:
+        raise UsageError("--calib and --target apply to --int8")
+    opts = ExportOptions(
+        fp16=fp16,
+        int8=int8,
+        calib=calib,
+        calib_images=calib_images,
+        calib_method=calib_method,
+        target=target,
+        trt=trt,
+        batch=batch,
+        timing_cache=timing_cache,
+        triton=triton,
+        allow_accuracy_drop=allow_accuracy_drop,
+        gate_data=gate_data,
+        gate_queries=gate_queries,
+        gate_gallery=gate_gallery,
+        gate_verification="fmnist-c2s" if gate_pairs else None,
+        gate_pairs=gate_pairs,
+    )
+    result = run_export(source, out, opts, say=(lambda s: None) if as_json else click.echo)
+    if as_json:
+        click.echo(json.dumps({"out": str(result.out), "made": result.made, "triton": [str(p) for p in result.triton]}))
+
+
+main = entrypoint(cli, "fm-export")

@@ -1,0 +1,276 @@
+"""What `fm-export` does, in order: FP32 ONNX -> FP16 / INT8 ONNX -> TensorRT engines -> Triton.
+
+Every derived artifact is written under a temporary name, passes the accuracy gate, and only
+then takes its real name and its manifest entry (sha256, what it was made from, the gate's
+figures, the quantisation flavour). The manifest is rewritten after each artifact, so an
+interrupted export leaves a directory the runtime still accepts.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fashion_match.errors import UsageError
+from fashion_match.export import gate as gates
+from fashion_match.fileio import make_temp, sha256_file
+from fashion_match.formats import lookup
+from fashion_match.runtime.manifest import MANIFEST, Manifest, default_model_dir, load_manifest, write_manifest
+
+log = logging.getLogger(__name__)
+TRT_INT8_SOURCE = "model.int8.trt.onnx"  # symmetric Q/DQ: the engine's source, not an ONNX Runtime artifact
+
+
+@dataclass
+class ExportOptions:
+    fp16: bool = False
+    int8: bool = False
+    calib: str | None = None
+    calib_images: int = 128
+    calib_method: str = "minmax"
+    target: str | None = None  # int8 flavour; default: tensorrt with --trt, else onnxruntime
+    trt: bool = False
+    batch: tuple[int, int, int] = (1, 32, 128)
+    timing_cache: Path | None = None
+    triton: Path | None = None
+    allow_accuracy_drop: float | None = None
+    gate_data: str = gates.DEFAULT_RETRIEVAL
+    gate_queries: int = 1000
+    gate_gallery: int = 5000
+    gate_verification: str | None = gates.DEFAULT_VERIFICATION
+    gate_pairs: int = 500
+
+
+@dataclass
+class ExportResult:
+    out: Path
+    made: list[dict[str, Any]] = field(default_factory=list)
+    triton: list[Path] = field(default_factory=list)
+
+
+def is_run_dir(path: Path) -> bool:
+    return (path / "best" / "state.json").is_file() or (path / "latest" / "state.json").is_file()
+
+
+def resolve(source: Path | None, out: Path | None) -> tuple[Path, Path | None, str]:
+    """(model dir to start from, fm-train run or None, out dir) from the CLI's SOURCE and --out."""
+    if source is None:
+        if out is None:
+            raise UsageError(
+                "exporting the embedded default model needs --out DIR (the package's own copy is read-only)"
+            )
+        return default_model_dir(), None, str(out)
+    if not source.exists():
+        raise UsageError(f"{source}: no such file or directory")
+    if is_run_dir(source):
+        return source, source, str(out or source / "export")
+    if (source / MANIFEST).is_file():
+        return source, None, str(out or source)
+    raise UsageError(f"{source}: neither a model directory (no {MANIFEST}) nor an fm-train output (no best/state.json)")
+
+
+def prepare_out(model_dir: Path, run: Path | None, out: Path) -> Manifest:
+    """A model directory at `out` holding at least the verified FP32 ONNX."""
+    out.mkdir(parents=True, exist_ok=True)
+    if run is not None:
+        from fashion_match.export.torch2onnx import torch2onnx
+        from fashion_match.train.checkpoint import load_for_export
+
+        which = "best" if (run / "best" / "state.json").is_file() else "latest"
+        model, info = load_for_export(run, which)
+        torch2onnx(
+            model,
+            out,
+            threshold=info.get("threshold"),
+            display_name=info.get("name") or f"{model.name}-{run.name}",
+            source={"fm_train_run": str(run), "checkpoint": which, "metrics": info.get("metrics")},
+        )
+        return load_manifest(out)
+    src = load_manifest(model_dir)
+    if out.resolve() != model_dir.resolve():
+        for name in [n for n, e in src.artifacts.items() if e.get("precision") == "fp32"]:
+            src.artifact(src.artifacts[name]["backend"], "fp32")  # hash check before copying
+            shutil.copyfile(model_dir / name, out / name)
+        data = dict(src.data)
+        data["artifacts"] = {n: e for n, e in src.artifacts.items() if e.get("precision") == "fp32"}
+        write_manifest(out, data)
+    manifest = load_manifest(out)
+    manifest.artifact("onnxruntime", "fp32")
+    return manifest
+
+
+def _entry(path: Path, fp32: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    return {
+        "sha256": sha256_file(path),
+        "bytes": path.stat().st_size,
+        "made_from": {"file": "model.onnx", "sha256": fp32["sha256"]},
+        "input": fp32.get("input"),
+        "output": fp32.get("output"),
+        **extra,
+    }
+
+
+def _record(manifest: Manifest, name: str, entry: dict[str, Any], key: str = "artifacts") -> None:
+    manifest.data.setdefault(key, {})[name] = entry
+    write_manifest(manifest.folder, manifest.data)
+
+
+class _Gate:
+    """Built on first use: the gate set and the FP32 reference embeddings are shared by all artifacts."""
+
+    def __init__(self, manifest: Manifest, opts: ExportOptions) -> None:
+        self.manifest, self.opts = manifest, opts
+        self.gs: gates.GateSet | None = None
+        self.ref: gates.GateEmbeddings | None = None
+
+    def check(
+        self, candidate: Path, precision: str, name: str, embed: Callable[[np.ndarray], np.ndarray] | None = None
+    ) -> dict:
+        if self.gs is None or self.ref is None:
+            o = self.opts
+            self.gs = gates.build_gate_set(
+                self.manifest.preprocess, o.gate_data, o.gate_queries, o.gate_gallery, o.gate_verification, o.gate_pairs
+            )
+            self.ref = gates.embed_gate_set(self.manifest.folder / "model.onnx", self.gs)
+        return gates.run_gate(
+            candidate, precision, self.gs, self.ref, self.manifest.threshold, self.opts.allow_accuracy_drop, embed, name
+        )
+
+
+def _make_onnx(
+    manifest: Manifest, name: str, precision: str, convert: Callable[[Path], dict[str, Any]], gate: _Gate
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    out = manifest.folder
+    tmp = make_temp(out, name)
+    try:
+        summary = convert(tmp)
+        figures = gate.check(tmp, precision, name)
+        tmp.replace(out / name)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return summary, figures
+
+
+def run_export(source: Path | None, out: Path | None, opts: ExportOptions, say: Callable[[str], None]) -> ExportResult:
+    from fashion_match.export.onnx2fp16 import onnx2fp16
+    from fashion_match.export.onnx2int8 import (
+        DEFAULT_CALIB,
+        calibration_sources,
+        decode_calibration,
+        onnx2int8,
+    )
+
+    model_dir, run, out_text = resolve(source, out)
+    manifest = prepare_out(model_dir, run, Path(out_text))
+    result = ExportResult(manifest.folder)
+    fp32_path, fp32 = manifest.artifact("onnxruntime", "fp32")
+    say(f"fp32   {fp32_path}")
+    gate = _Gate(manifest, opts)
+
+    if opts.fp16:
+        name = lookup("onnxruntime", "fp16").artifact
+        summary, figures = _make_onnx(manifest, name, "fp16", lambda p: onnx2fp16(fp32_path, p), gate)
+        entry = _entry(
+            manifest.folder / name, fp32, backend="onnxruntime", precision="fp16", fp16=summary, gate=figures
+        )
+        _record(manifest, name, entry)
+        result.made.append({"file": name, **entry})
+        say(_gate_line("fp16", name, figures))
+
+    if opts.int8:
+        target = opts.target or ("tensorrt" if opts.trt else "onnxruntime")
+        sources, described = calibration_sources(opts.calib or DEFAULT_CALIB, opts.calib_images)
+        pixels = decode_calibration(sources, manifest.preprocess)
+        name = lookup("onnxruntime", "int8").artifact if target == "onnxruntime" else TRT_INT8_SOURCE
+
+        def quantise(p: Path) -> dict[str, Any]:
+            return onnx2int8(fp32_path, p, pixels, target=target, method=opts.calib_method)
+
+        summary, figures = _make_onnx(manifest, name, "int8", quantise, gate)
+        summary["calibration_data"] = described
+        if target == "onnxruntime":
+            entry = _entry(manifest.folder / name, fp32, backend="onnxruntime", precision="int8", int8=summary)
+            entry["gate"] = figures
+            _record(manifest, name, entry)
+        else:  # an engine source: listed apart, so no runtime mistakes it for an ONNX Runtime artifact
+            entry = _entry(manifest.folder / name, fp32, precision="int8", int8=summary, gate=figures)
+            _record(manifest, name, entry, key="engine_sources")
+        result.made.append({"file": name, **entry})
+        say(_gate_line(f"int8 ({target})", name, figures))
+
+    if opts.trt:
+        _build_engines(manifest, opts, gate, result, say)
+
+    if opts.triton:
+        from fashion_match.export.triton import write_repository
+
+        result.triton = write_repository(load_manifest(manifest.folder), opts.triton, max_batch=opts.batch[2])
+        say(f"triton {opts.triton}: {', '.join(p.name for p in result.triton)}")
+    return result
+
+
+def _engine_source(manifest: Manifest, precision: str) -> Path:
+    if precision == "int8":
+        entry = manifest.data.get("engine_sources", {}).get(TRT_INT8_SOURCE)
+        if entry is None:
+            raise UsageError(
+                "--trt --int8 needs the symmetric INT8 ONNX: add --int8 (its --target defaults to tensorrt)"
+            )
+        from fashion_match.runtime.manifest import verify_file
+
+        verify_file(manifest.folder / TRT_INT8_SOURCE, entry)
+        return manifest.folder / TRT_INT8_SOURCE
+    return manifest.artifact("onnxruntime", precision)[0]
+
+
+def _build_engines(
+    manifest: Manifest, opts: ExportOptions, gate: _Gate, result: ExportResult, say: Callable[[str], None]
+) -> None:
+    from fashion_match.export.onnx2engine import build_engine
+    from fashion_match.runtime.backend import open_backend, unavailable_reason
+
+    why = unavailable_reason("tensorrt", "cuda")
+    if why:
+        raise UsageError(f"--trt: {why}")
+    precisions = ["fp32"] + [p for p, on in (("fp16", opts.fp16), ("int8", opts.int8)) if on]
+    fp32 = manifest.artifacts["model.onnx"]
+    for precision in precisions:
+        src = _engine_source(manifest, precision)
+        name = lookup("tensorrt", precision).artifact
+        tmp = make_temp(manifest.folder, name)
+        try:
+            info = build_engine(
+                src, tmp, opts.batch, timing_cache=opts.timing_cache or manifest.folder / "timing.cache"
+            )
+            entry = _entry(tmp, fp32, backend="tensorrt", precision=precision, **info)
+            _record(manifest, name, entry)  # provisional: the backend opens engines through the manifest
+            tmp.replace(manifest.folder / name)
+            with open_backend(manifest.folder, "tensorrt", precision, device="cuda") as be:
+                entry["gate"] = gate.check(manifest.folder / name, precision, name, embed=be.embed)
+        except BaseException:
+            manifest.data["artifacts"].pop(name, None)
+            write_manifest(manifest.folder, manifest.data)
+            (manifest.folder / name).unlink(missing_ok=True)
+            raise
+        finally:
+            tmp.unlink(missing_ok=True)
+        _record(manifest, name, entry)
+        result.made.append({"file": name, **entry})
+        say(_gate_line(f"trt {precision}", name, entry["gate"]))
+
+
+def _gate_line(what: str, name: str, g: dict[str, Any]) -> str:
+    line = (
+        f"{what:<6} {name}: R@1 {g['recall_at_1']:.4f} (fp32 {g['recall_at_1_fp32']:.4f}, "
+        f"{-g['recall_at_1_drop_pts']:+.2f} pts, allowed -{g['allowed_drop_pts']}), "
+        f"cosine min {g['min_cosine']:.4f} mean {g['mean_cosine']:.5f}"
+    )
+    if "verification_accuracy" in g:
+        line += f", verification acc {g['verification_accuracy']:.4f} ({-g['verification_accuracy_drop_pts']:+.2f} pts)"
+    return line

@@ -61,6 +61,14 @@ class Manifest:
                 f"{self.folder / MANIFEST}: {fmt.artifact} is listed as "
                 f"{entry.get('backend')}/{entry.get('precision')}, expected {backend}/{precision}"
             )
+        made_from = entry.get("made_from")
+        if made_from:
+            parent = self.artifacts.get(made_from.get("file", ""), {})
+            if parent.get("sha256") != made_from.get("sha256"):
+                raise ManifestMismatch(
+                    f"{self.folder / MANIFEST}: {fmt.artifact} was made from another {made_from.get('file')} "
+                    "than the one listed now; re-run fm-export to remake it"
+                )
         path = self.folder / fmt.artifact
         verify_file(path, entry)
         return path, entry

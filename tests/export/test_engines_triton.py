@@ -1,0 +1,229 @@
+"""Everything around TensorRT that runs without it, the Triton repository, and fm-export's CLI."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fashion_match.errors import BackendUnavailable, ExportError, MissingDependency, UsageError
+from fashion_match.export.onnx2engine import batch_profiles, build_engine, parse_batch
+from fashion_match.export.pipeline import ExportOptions, run_export
+from fashion_match.export.triton import config_pbtxt, validate_config, write_repository
+from fashion_match.runtime.backend import open_backend, unavailable_reason
+from fashion_match.runtime.manifest import load_manifest
+from fashion_match.runtime.tensorrt_backend import engine_mismatch, pick_profile
+
+HAS_TRT = importlib.util.find_spec("tensorrt") is not None
+EXE = Path(sys.executable).parent / "fm-export"
+GATE_ARGS = ["--gate-queries", "100", "--gate-gallery", "500", "--gate-pairs", "0"]
+
+
+@pytest.mark.parametrize(
+    ("batch", "profiles"),
+    [
+        ((1, 32, 128), [(1, 1, 1), (2, 32, 32), (33, 128, 128)]),
+        ((1, 1, 1), [(1, 1, 1)]),
+        ((8, 8, 8), [(8, 8, 8)]),
+        ((1, 1, 64), [(1, 1, 1), (2, 64, 64)]),
+        ((4, 16, 64), [(4, 16, 16), (17, 64, 64)]),
+    ],
+)
+def test_batch_profiles_are_narrow_and_cover_the_range(batch: tuple[int, int, int], profiles: list) -> None:
+    got = batch_profiles(*batch)
+    assert got == profiles
+    covered = [b for p in got for b in range(p[0], p[2] + 1)]
+    assert covered == list(range(batch[0], batch[2] + 1))  # contiguous, no overlap
+    assert all(p[1] == p[2] for p in got)  # each tuned at its top size
+
+
+def test_pick_profile_takes_the_narrowest_fit() -> None:
+    profiles = [[1, 1, 1], [2, 32, 32], [33, 128, 128]]
+    assert [pick_profile(profiles, b) for b in (1, 2, 32, 33, 128)] == [0, 1, 1, 2, 2]
+    assert pick_profile(profiles, 129) is None
+    assert pick_profile([[1, 64, 64], [8, 8, 8]], 8) == 1
+
+
+@pytest.mark.parametrize("text", ["", "a,b,c", "1,2", "0,1,2", "8,4,16", "1,32,16"])
+def test_parse_batch_rejects_bad_ranges(text: str) -> None:
+    with pytest.raises(UsageError, match="--batch"):
+        parse_batch(text)
+    assert parse_batch("16") == (16, 16, 16)
+
+
+def test_engine_mismatch_names_what_differs() -> None:
+    entry = {"tensorrt_version": "10.8.0", "gpu": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0"}
+    same = {"gpu": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0"}
+    assert engine_mismatch(entry, "10.8.0", same) is None
+    assert "TensorRT 10.8.0" in str(engine_mismatch(entry, "11.0.0", same))
+    other = engine_mismatch(entry, "10.8.0", {"gpu": "NVIDIA L4", "compute_capability": "8.9"})
+    assert other is not None and "8.9" in other and "9.0" in other
+    assert "built on" in str(engine_mismatch(entry, "10.8.0", {"gpu": "NVIDIA H200", "compute_capability": "9.0"}))
+
+
+def _fake_engine(model_dir: Path, tmp_path: Path) -> None:
+    """A manifest entry for an engine file, as onnx2engine writes it (the bytes are not a real engine)."""
+    from fashion_match.fileio import sha256_file
+
+    (model_dir / "model.fp16.engine").write_bytes(b"not an engine")
+    man = json.loads((model_dir / "manifest.json").read_text())
+    man["artifacts"]["model.fp16.engine"] = {
+        "backend": "tensorrt",
+        "precision": "fp16",
+        "sha256": sha256_file(model_dir / "model.fp16.engine"),
+        "bytes": 13,
+        "tensorrt_version": "10.8.0",
+        "gpu": "NVIDIA H100 80GB HBM3",
+        "compute_capability": "9.0",
+        "profiles": [[1, 1, 1], [2, 32, 32]],
+    }
+    (model_dir / "manifest.json").write_text(json.dumps(man))
+
+
+@pytest.mark.skipif(HAS_TRT, reason="checks the messages a machine without TensorRT gives")
+def test_without_tensorrt_every_path_says_so(model_copy: Path, tmp_path: Path) -> None:
+    why = unavailable_reason("tensorrt", "cuda")
+    assert why is not None and "TensorRT" in why
+    assert "GPU" in str(unavailable_reason("tensorrt", "cpu"))
+    _fake_engine(model_copy, tmp_path)
+    with pytest.raises(BackendUnavailable, match="TensorRT"):
+        open_backend(model_copy, "tensorrt", "fp16")
+    # auto skips the engine it cannot run and says nothing can run fp16 here
+    with pytest.raises(BackendUnavailable, match="tensorrt: TensorRT is not installed"):
+        open_backend(model_copy, "auto", "fp16", device="cuda")
+    with pytest.raises(MissingDependency, match="TensorRT is not installed"):
+        build_engine(model_copy / "model.onnx", tmp_path / "x.engine")
+    with pytest.raises(UsageError, match="--trt: TensorRT is not installed"):
+        run_export(model_copy, None, ExportOptions(trt=True), lambda s: None)
+
+
+@pytest.mark.tensorrt
+@pytest.mark.gpu
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
+def test_engine_builds_runs_and_matches_onnxruntime(model_copy: Path, precision: str) -> None:
+    """Needs TensorRT and a GPU: build through fm-export's pipeline (gate included) and compare."""
+    import numpy as np
+
+    opts = ExportOptions(
+        fp16=precision == "fp16",
+        int8=precision == "int8",
+        trt=True,
+        batch=(1, 4, 8),
+        gate_queries=100,
+        gate_gallery=500,
+        gate_verification=None,
+    )
+    run_export(model_copy, None, opts, lambda s: None)
+    entry = load_manifest(model_copy).artifacts[f"model.{precision}.engine"]
+    assert entry["profiles"] == [[1, 1, 1], [2, 4, 4], [5, 8, 8]] and entry["gate"]["passed"]
+    s = load_manifest(model_copy).preprocess.size
+    px = np.random.default_rng(0).integers(0, 256, (8, s, s, 3), dtype=np.uint8)
+    with (
+        open_backend(model_copy, "tensorrt", precision, device="cuda") as trt,
+        open_backend(model_copy, "onnxruntime", "fp32", device="cpu") as ref,
+    ):
+        for n in (1, 3, 8, 3):  # profile switches and reused buffers
+            cos = np.sum(trt.embed(px[:n]) * ref.embed(px[:n]), axis=1)
+            assert np.all(cos > (0.999 if precision != "int8" else 0.9))
+
+
+def test_triton_configs_parse_with_tritons_protobuf(model_copy: Path, tmp_path: Path) -> None:
+    run_export(
+        model_copy,
+        None,
+        ExportOptions(fp16=True, gate_queries=100, gate_gallery=500, gate_verification=None),
+        lambda s: None,
+    )
+    repo = tmp_path / "triton repo"
+    folders = write_repository(load_manifest(model_copy), repo, max_batch=64)
+    names = sorted(p.name for p in folders)
+    assert len(names) == 2 and names[0].endswith("_onnx_fp16") and names[1].endswith("_onnx_fp32")
+    man = load_manifest(model_copy)
+    for folder in folders:
+        cfg = validate_config((folder / "config.pbtxt").read_text())
+        assert cfg.name == folder.name and cfg.platform == "onnxruntime_onnx" and cfg.max_batch_size == 64
+        assert list(cfg.input[0].dims) == [man.preprocess.size, man.preprocess.size, 3]
+        assert list(cfg.output[0].dims) == [man.embedding_dim]
+        assert list(cfg.dynamic_batching.preferred_batch_size) == [8, 32]
+        assert (folder / "1" / "model.onnx").is_file()
+
+
+def test_triton_plan_config(model_copy: Path, tmp_path: Path) -> None:
+    _fake_engine(model_copy, tmp_path)
+    man = load_manifest(model_copy)
+    entry = man.artifacts["model.fp16.engine"]
+    cfg = validate_config(config_pbtxt("m_trt_fp16", man, entry, max_batch=32, instances=2, gpu=True))
+    assert cfg.platform == "tensorrt_plan" and cfg.max_batch_size == 32
+    assert cfg.instance_group[0].count == 2 and list(cfg.instance_group[0].profile) == ["0", "1"]
+    folders = write_repository(man, tmp_path / "repo", max_batch=128)
+    plan = [f for f in folders if f.name.endswith("_trt_fp16")][0]
+    assert (plan / "1" / "model.plan").read_bytes() == b"not an engine"
+    assert validate_config((plan / "config.pbtxt").read_text()).max_batch_size == 32  # the engine's largest profile
+
+
+def test_triton_validation_rejects_a_broken_config() -> None:
+    with pytest.raises(ExportError, match="Triton ModelConfig"):
+        validate_config('name: "x"\nmax_batch_sizes: 4\n')
+
+
+def fm_export(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(EXE), *args], capture_output=True, text=True, timeout=300)
+
+
+def test_cli_exports_and_fm_match_uses_the_precision(model_copy: Path, tmp_path: Path) -> None:
+    r = fm_export(str(model_copy), "--fp16", "--int8", "--json", *GATE_ARGS)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert [m["file"] for m in out["made"]] == ["model.fp16.onnx", "model.int8.onnx"]
+    from tests.conftest import encode, photo
+
+    a, b = tmp_path / "a.jpg", tmp_path / "b.jpg"
+    a.write_bytes(encode(photo(seed=1), "JPEG"))
+    b.write_bytes(encode(photo(seed=2), "JPEG"))
+    match = Path(sys.executable).parent / "fm-match"
+    for precision in ("fp16", "int8"):
+        r = subprocess.run(
+            [str(match), str(a), str(b), "--model", str(model_copy), "--precision", precision, "--json"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert r.returncode in (0, 1), r.stderr
+        assert json.loads(r.stdout)["precision"] == precision
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--calib", "fashion-mnist"], "--calib and --target apply to --int8"),
+        (["--batch", "8,4,2", "--fp16"], "--batch"),
+        (["--fp16"], "needs --out"),
+        (["--int8", "--calib", "folder:/nonexistent/x"], "/nonexistent/x"),
+    ],
+)
+def test_cli_errors_are_one_line_exit_2(args: list[str], needle: str, model_copy: Path) -> None:
+    if "--calib" in args and "--int8" in args:
+        args = [str(model_copy), *args]
+    r = fm_export(*args)
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert needle in r.stderr and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_cli_missing_precision_artifact_is_one_line(model_copy: Path, tmp_path: Path) -> None:
+    from tests.conftest import encode, photo
+
+    a = tmp_path / "a.jpg"
+    a.write_bytes(encode(photo(seed=1), "JPEG"))
+    match = Path(sys.executable).parent / "fm-match"
+    r = subprocess.run(
+        [str(match), str(a), str(a), "--model", str(model_copy), "--precision", "int8"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 2 and "fm-export --int8" in r.stderr and len(r.stderr.strip().splitlines()) == 1

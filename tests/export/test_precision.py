@@ -1,0 +1,240 @@
+"""FP16 / INT8 conversion, the accuracy gate and the export pipeline, on the tiny model."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from PIL import Image
+
+from fashion_match.errors import ExportError, ManifestMismatch, UsageError
+from fashion_match.export.calib_ranges import _kl_threshold, compute_ranges
+from fashion_match.export.onnx2fp16 import convert_fp16, onnx2fp16
+from fashion_match.export.onnx2int8 import onnx2int8
+from fashion_match.export.pipeline import ExportOptions, run_export
+from fashion_match.export.regions import backbone_nodes
+from fashion_match.fileio import sha256_file
+from fashion_match.runtime.manifest import load_manifest
+from fashion_match.runtime.matcher import Matcher
+
+GATE = {"gate_data": "fashion-mnist", "gate_queries": 200, "gate_gallery": 1000, "gate_verification": None}
+
+
+def _pixels(n: int, size: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (n, size, size, 3), dtype=np.uint8)
+
+
+def _run(path: Path, pixels: np.ndarray) -> np.ndarray:
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return np.asarray(sess.run(None, {sess.get_inputs()[0].name: pixels})[0])
+
+
+def _elem_types(model: onnx.ModelProto) -> dict[str, int]:
+    g = onnx.shape_inference.infer_shapes(model).graph
+    types = {v.name: v.type.tensor_type.elem_type for v in [*g.input, *g.output, *g.value_info]}
+    types.update({t.name: t.data_type for t in g.initializer})
+    return types
+
+
+def test_backbone_region_excludes_preprocessing_and_tail(tiny_model_dir: Path) -> None:
+    g = onnx.load(str(tiny_model_dir / "model.onnx")).graph
+    inside = {g.node[i].op_type for i in backbone_nodes(g)}
+    outside = {n.op_type for i, n in enumerate(g.node) if i not in backbone_nodes(g)}
+    assert "Conv" in inside
+    assert {"Cast", "ReduceL2", "Div"} <= outside
+    assert not inside & {"Cast", "ReduceL2", "ReduceMean", "Div"}
+
+
+def test_fp16_keeps_io_types_and_fragile_parts_fp32(tiny_model_dir: Path, tmp_path: Path) -> None:
+    src = tiny_model_dir / "model.onnx"
+    summary = onnx2fp16(src, tmp_path / "m.onnx")
+    half = onnx.load(str(tmp_path / "m.onnx"))
+    types = _elem_types(half)
+    assert half.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.UINT8
+    assert half.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    convs = [n for n in half.graph.node if n.op_type == "Conv"]
+    assert convs and all(types[n.input[1]] == onnx.TensorProto.FLOAT16 for n in convs)
+    for n in half.graph.node:
+        if n.op_type in ("ReduceL2", "ReduceMean", "Div"):
+            assert types[n.input[0]] == onnx.TensorProto.FLOAT, n.name
+    assert summary["fp16_nodes"] > 0
+    s = load_manifest(tiny_model_dir).preprocess.size
+    px = _pixels(8, s)
+    ref, got = _run(src, px), _run(tmp_path / "m.onnx", px)
+    assert got.dtype == np.float32
+    assert np.min(np.sum(ref * got, axis=1)) > 0.999
+
+
+def test_fp16_l2_norm_does_not_overflow_for_large_embeddings(tiny_model_dir: Path) -> None:
+    """An embedding whose squared norm exceeds 65504 would be inf in FP16: it must stay finite."""
+    model = onnx.load(str(tiny_model_dir / "model.onnx"))
+    g = model.graph
+    # scale the last conv's weights so the pooled features are ~1000x larger
+    last_conv = [n for n in g.node if n.op_type == "Conv"][-1]
+    for t in g.initializer:
+        if t.name in last_conv.input[1:]:
+            arr = onnx.numpy_helper.to_array(t) * 1000.0
+            t.CopyFrom(onnx.numpy_helper.from_array(arr.astype(np.float32), t.name))
+    half, _ = convert_fp16(model)
+    s = load_manifest(tiny_model_dir).preprocess.size
+    px = _pixels(4, s, seed=1)
+    ref = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"pixels": px})
+    got = ort.InferenceSession(half.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"pixels": px})
+    assert np.all(np.isfinite(got[0]))
+    assert np.allclose(np.linalg.norm(got[0], axis=1), 1.0, atol=1e-3)
+    assert np.min(np.sum(ref[0] * got[0], axis=1)) > 0.999
+
+
+@pytest.mark.parametrize(
+    ("target", "act_dtype"), [("onnxruntime", onnx.TensorProto.UINT8), ("tensorrt", onnx.TensorProto.INT8)]
+)
+def test_int8_flavour_per_target(tiny_model_dir: Path, tmp_path: Path, target: str, act_dtype: int) -> None:
+    s = load_manifest(tiny_model_dir).preprocess.size
+    info = onnx2int8(tiny_model_dir / "model.onnx", tmp_path / "q.onnx", _pixels(16, s), target=target)
+    assert info["target"] == target and info["per_channel_weights"]
+    m = onnx.load(str(tmp_path / "q.onnx"))
+    inits = {t.name: onnx.numpy_helper.to_array(t) for t in m.graph.initializer}
+    types = {t.name: t.data_type for t in m.graph.initializer}
+    producers = {o: n for n in m.graph.node for o in n.output}
+    qs = [n for n in m.graph.node if n.op_type == "QuantizeLinear"]
+    assert qs, "no activation was quantised"
+    for n in qs:
+        zp = n.input[2]
+        assert types[zp] == act_dtype
+        if target == "tensorrt":
+            assert np.all(inits[zp] == 0), "TensorRT needs symmetric activations (zero point 0)"
+    weight_dq = [n for n in m.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in inits]
+    assert any(inits[n.input[1]].size > 1 for n in weight_dq), "weights are not per-channel"
+    assert all(np.all(inits[n.input[2]] == 0) for n in weight_dq if len(n.input) > 2)
+    # the tail computes in FP32: nothing after the pooling is quantised
+    consumers = {i: n for n in m.graph.node for i in n.input}
+    for n in m.graph.node:
+        if n.op_type in ("ReduceL2", "ReduceMean", "Div"):
+            assert all(consumers.get(o) is None or consumers[o].op_type != "QuantizeLinear" for o in n.output)
+        if n.op_type in ("ReduceL2", "Div"):
+            assert all(producers.get(i) is None or producers[i].op_type != "DequantizeLinear" for i in n.input)
+
+
+def test_kl_threshold_clips_rare_outliers() -> None:
+    rng = np.random.default_rng(0)
+    x = np.abs(np.concatenate([rng.normal(0, 1, 200_000), [60.0] * 5]))
+    hist, edges = np.histogram(x, bins=2048, range=(0, x.max()))
+    t = _kl_threshold(hist, edges)
+    assert 2.5 < t < 20, t  # far below the outliers, above the bulk of the Gaussian
+
+
+def test_calibration_ranges_by_method(tiny_model_dir: Path) -> None:
+    s = load_manifest(tiny_model_dir).preprocess.size
+    px = _pixels(24, s)
+    path = tiny_model_dir / "model.onnx"
+    mm = compute_ranges(path, px, "minmax")
+    pc = compute_ranges(path, px, "percentile", percentile=99.0)
+    en = compute_ranges(path, px, "entropy")
+    assert mm.keys() == pc.keys() == en.keys()
+    for name, (lo, hi) in mm.items():
+        assert lo <= hi
+        for other in (pc, en):
+            assert lo - 1e-6 <= other[name][0] <= other[name][1] <= hi + 1e-6
+    assert any(pc[n][1] < mm[n][1] for n in mm), "percentile 99 clipped nothing"
+
+
+def _constant_calib(folder: Path) -> str:
+    (folder / "grey").mkdir(parents=True)
+    for i in range(4):
+        Image.new("RGB", (64, 64), (128, 128, 128)).save(folder / "grey" / f"{i}.png")
+    return f"folder:{folder}"
+
+
+def test_export_fp16_int8_gated_and_loadable(model_copy: Path) -> None:
+    lines: list[str] = []
+    result = run_export(model_copy, None, ExportOptions(fp16=True, int8=True, **GATE), lines.append)
+    man = json.loads((model_copy / "manifest.json").read_text())
+    for name, precision in (("model.fp16.onnx", "fp16"), ("model.int8.onnx", "int8")):
+        entry = man["artifacts"][name]
+        assert entry["precision"] == precision and entry["backend"] == "onnxruntime"
+        assert entry["sha256"] == sha256_file(model_copy / name)
+        assert entry["made_from"]["sha256"] == man["artifacts"]["model.onnx"]["sha256"]
+        gate = entry["gate"]
+        assert gate["passed"] and gate["min_cosine"] <= gate["mean_cosine"] <= 1.0 + 1e-6
+        assert {"recall_at_1", "recall_at_1_fp32", "recall_at_1_drop_pts", "allowed_drop_pts"} <= gate.keys()
+    assert man["artifacts"]["model.int8.onnx"]["int8"]["activations"] == "uint8"
+    assert len(result.made) == 2 and any("R@1" in line for line in lines)
+    s = load_manifest(model_copy).preprocess.size
+    px = _pixels(3, s)
+    with Matcher(model_copy) as ref, Matcher(model_copy, precision="int8") as q:
+        assert q.backend.info.precision == "int8" and q.backend.info.artifact == "model.int8.onnx"
+        cos = np.sum(ref.backend.embed(px) * q.backend.embed(px), axis=1)
+        assert np.all(cos > 0.9)
+
+
+def test_constant_calibration_trips_the_gate_and_keeps_nothing(model_copy: Path, tmp_path: Path) -> None:
+    calib = _constant_calib(tmp_path / "calib")
+    before = (model_copy / "manifest.json").read_bytes()
+    with pytest.raises(ExportError, match="accuracy gate failed.*--allow-accuracy-drop"):
+        run_export(model_copy, None, ExportOptions(int8=True, calib=calib, **GATE), lambda s: None)
+    assert not (model_copy / "model.int8.onnx").exists()
+    assert (model_copy / "manifest.json").read_bytes() == before
+    assert not [p for p in model_copy.iterdir() if p.name.endswith(".tmp")]
+    # the user may accept the loss explicitly; the allowance is recorded
+    run_export(model_copy, None, ExportOptions(int8=True, calib=calib, allow_accuracy_drop=100, **GATE), lambda s: None)
+    gate = load_manifest(model_copy).artifacts["model.int8.onnx"]["gate"]
+    assert gate["allowance"] == "--allow-accuracy-drop" and gate["allowed_drop_pts"] == 100
+    assert gate["recall_at_1_drop_pts"] > 1.0
+
+
+def test_tensorrt_int8_source_is_not_an_onnxruntime_artifact(model_copy: Path) -> None:
+    run_export(model_copy, None, ExportOptions(int8=True, target="tensorrt", **GATE), lambda s: None)
+    man = load_manifest(model_copy)
+    assert "model.int8.onnx" not in man.artifacts
+    src = man.data["engine_sources"]["model.int8.trt.onnx"]
+    assert src["int8"]["activation_symmetric"] and src["int8"]["activations"] == "int8"
+    with pytest.raises(Exception, match="no int8 artifact"):
+        Matcher(model_copy, precision="int8", backend="onnxruntime")
+
+
+def test_derived_artifact_of_another_fp32_is_refused(model_copy: Path) -> None:
+    run_export(model_copy, None, ExportOptions(fp16=True, **GATE), lambda s: None)
+    man = json.loads((model_copy / "manifest.json").read_text())
+    man["artifacts"]["model.fp16.onnx"]["made_from"]["sha256"] = "0" * 64
+    (model_copy / "manifest.json").write_text(json.dumps(man))
+    with pytest.raises(ManifestMismatch, match="re-run fm-export"):
+        load_manifest(model_copy).artifact("onnxruntime", "fp16")
+
+
+def test_export_to_another_directory_copies_fp32_first(tiny_model_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out dir"
+    run_export(tiny_model_dir, out, ExportOptions(fp16=True, **GATE), lambda s: None)
+    man = load_manifest(out)
+    assert set(man.artifacts) >= {"model.onnx", "model.fp16.onnx"}
+    assert "model.fp16.onnx" not in load_manifest(tiny_model_dir).artifacts
+
+
+def test_embedded_model_needs_out(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="--out"):
+        run_export(None, None, ExportOptions(fp16=True), lambda s: None)
+    with pytest.raises(UsageError, match="neither a model directory"):
+        run_export(tmp_path, None, ExportOptions(fp16=True), lambda s: None)
+
+
+def test_export_from_an_fm_train_run(tmp_path: Path, tiny_model_dir: Path) -> None:
+    """An fm-train output directory is exported (torch2onnx) before the precision steps."""
+    from fashion_match.models import create_model
+    from fashion_match.models.checkpoint import save_weights
+
+    run = tmp_path / "run"
+    (run / "best").mkdir(parents=True)
+    model = create_model("tiny", pretrained=False)
+    save_weights(model, run / "best" / "model.safetensors")
+    state = {"model_config": model.config(), "threshold": 0.42, "metrics": {"recall_at_1": 0.5}}
+    (run / "best" / "state.json").write_text(json.dumps(state))
+    result = run_export(run, None, ExportOptions(fp16=True, **GATE), lambda s: None)
+    assert result.out == run / "export"
+    man = load_manifest(run / "export")
+    assert man.threshold == pytest.approx(0.42)
+    assert set(man.artifacts) >= {"model.onnx", "model.fp16.onnx", "model.safetensors"}
+    shutil.rmtree(run)

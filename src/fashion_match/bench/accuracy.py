@@ -1,0 +1,106 @@
+"""Accuracy of one backend x precision on a dataset protocol subsample (one metrics module)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from fashion_match.data.images import load_batch
+from fashion_match.data.preprocess import PreprocessSpec
+from fashion_match.metrics import retrieval_report, roc_auc
+
+
+@dataclass
+class EvalSet:
+    """Decoded query and gallery pixels of one dataset, shared by every row."""
+
+    name: str
+    description: str
+    match_on: str
+    q_pixels: np.ndarray
+    q_keys: np.ndarray
+    g_pixels: np.ndarray
+    g_keys: np.ndarray
+    skipped: list[str]
+
+    @property
+    def instance_level(self) -> bool:
+        return self.match_on == "item_id"
+
+
+def _evenly(idx: list[int], n: int) -> list[int]:
+    if len(idx) <= n:
+        return list(idx)
+    return [idx[int(i * len(idx) / n)] for i in range(n)]
+
+
+def load_eval_set(spec: str, preprocess: PreprocessSpec, queries: int, gallery: int) -> EvalSet:
+    """The first protocol queries (evenly spaced) and, for item protocols, their own gallery images.
+
+    For item-level protocols the gallery is the queries' own items plus evenly spaced others,
+    so every query has its match; the first items are used because threshold calibration
+    uses the last ones.
+    """
+    from fashion_match.data.spec import load_dataset
+
+    ds = load_dataset(spec)
+    key = ds.protocol.match_on
+    if key == "item_id":
+        q_rows = ds.protocol.queries[:queries]
+        wanted = {ds.records[i].item_id for i in q_rows}
+        own = [g for g in ds.protocol.gallery if ds.records[g].item_id in wanted]
+        rest = [g for g in ds.protocol.gallery if ds.records[g].item_id not in wanted]
+        g_rows = own + _evenly(rest, max(0, gallery - len(own)))
+    else:
+        q_rows, g_rows = _evenly(ds.protocol.queries, queries), _evenly(ds.protocol.gallery, gallery)
+    qb = load_batch([ds.records[i].source for i in q_rows], preprocess)
+    gb = load_batch([ds.records[i].source for i in g_rows], preprocess)
+    q_ok = [q_rows[i] for i in qb.indices]
+    g_ok = [g_rows[i] for i in gb.indices]
+    return EvalSet(
+        name=spec,
+        description=f"{ds.protocol.description}; {len(q_ok)} queries x {len(g_ok)} gallery images",
+        match_on=key,
+        q_pixels=qb.pixels,
+        q_keys=np.array([getattr(ds.records[i], key) for i in q_ok]),
+        g_pixels=gb.pixels,
+        g_keys=np.array([getattr(ds.records[i], key) for i in g_ok]),
+        skipped=[str(b) for b in [*qb.bad, *gb.bad]],
+    )
+
+
+def embed_all(embed: Any, pixels: np.ndarray, batch: int = 32) -> np.ndarray:
+    return np.concatenate([embed(pixels[s : s + batch]) for s in range(0, len(pixels), batch)]).astype(np.float32)
+
+
+def pair_scores(q: np.ndarray, qk: np.ndarray, g: np.ndarray, gk: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    sims = q @ g.T
+    same = qk[:, None] == gk[None, :]
+    return sims[same], sims[~same]
+
+
+def evaluate(q: np.ndarray, g: np.ndarray, es: EvalSet, threshold: float) -> dict[str, Any]:
+    rep = retrieval_report(q, es.q_keys, g, es.g_keys, ks=(1, 10))
+    pos, neg = pair_scores(q, es.q_keys, g, es.g_keys)
+    tpr = float((pos >= threshold).mean()) if len(pos) else float("nan")
+    tnr = float((neg < threshold).mean()) if len(neg) else float("nan")
+    return {
+        "recall_at_1": rep["recall_at_1"],
+        "recall_at_10": rep["recall_at_10"],
+        "map_at_r": rep["map_at_r"],
+        "pair_auc": roc_auc(pos, neg) if len(pos) and len(neg) else float("nan"),
+        "pair_accuracy": (tpr + tnr) / 2,  # balanced: negatives outnumber positives
+        "pairs": int(len(pos) + len(neg)),
+    }
+
+
+def roc_points(pos: np.ndarray, neg: np.ndarray, n: int = 200) -> tuple[np.ndarray, np.ndarray]:
+    """(false positive rate, true positive rate) at `n` thresholds spanning the scores."""
+    rng = np.random.default_rng(0)
+    if len(neg) > 100_000:  # a curve needs no more; the AUC in the table uses every pair
+        neg = rng.choice(neg, 100_000, replace=False)
+    lo, hi = min(pos.min(), neg.min()), max(pos.max(), neg.max())
+    t = np.linspace(hi, lo, n)
+    return (neg[None, :] >= t[:, None]).mean(1), (pos[None, :] >= t[:, None]).mean(1)

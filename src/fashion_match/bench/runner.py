@@ -1,0 +1,260 @@
+"""The `fm-bench` loop: one row per backend x precision x batch size, never stopping at a failure.
+
+For each backend x precision: open it (load time), embed every evaluation image once
+(accuracy, cosine drift against the ONNX Runtime FP32 reference), then time each batch size
+on decoded pixels (model latency) and on JPEG bytes (end to end: decode + resize + model).
+A row that cannot run says why - `unavailable` (no artifact, library or device) or
+`failed` (it ran and broke) - and the loop goes on.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from fashion_match.bench.accuracy import EvalSet, embed_all, evaluate, load_eval_set, pair_scores, roc_points
+from fashion_match.bench.timing import FULL, QUICK, TimingPlan, measure, rotated_batches, summarise
+from fashion_match.data.images import load_batch
+from fashion_match.errors import FmError
+from fashion_match.formats import lookup
+from fashion_match.runtime.backend import open_backend, unavailable_reason
+from fashion_match.runtime.manifest import Manifest, load_manifest
+
+log = logging.getLogger(__name__)
+
+ROW_KEYS = (
+    "backend",
+    "precision",
+    "batch_size",
+    "status",
+    "size_mb",
+    "recall_at_1",
+    "recall_at_10",
+    "map_at_r",
+    "pair_auc",
+    "pair_accuracy",
+    "max_cos_drift",
+    "latency_ms_p50",
+    "latency_ms_p99",
+    "throughput_ips",
+    "e2e_throughput_ips",
+    "load_s",
+)
+DEFAULT_DATA = ("fashion-mnist", "fmnist-c2s")
+DEFAULT_BATCHES = (1, 8, 32)
+DEFAULT_BACKENDS = ("onnxruntime", "torch", "tensorrt")
+DEFAULT_PRECISIONS = ("fp32", "fp16", "int8")
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """Evaluation subsample per dataset: (queries, gallery)."""
+
+    category: tuple[int, int]
+    instance: tuple[int, int]
+
+
+FULL_SIZES = Sizes(category=(1000, 4000), instance=(500, 500))
+QUICK_SIZES = Sizes(category=(100, 500), instance=(100, 100))
+
+
+@dataclass
+class BenchConfig:
+    model_dir: Path
+    data: tuple[str, ...] = DEFAULT_DATA
+    backends: tuple[str, ...] = DEFAULT_BACKENDS
+    precisions: tuple[str, ...] = DEFAULT_PRECISIONS
+    batch_sizes: tuple[int, ...] = DEFAULT_BATCHES
+    device: str = "auto"
+    threads: int | None = None
+    quick: bool = False
+
+    @property
+    def plan(self) -> TimingPlan:
+        return QUICK if self.quick else FULL
+
+    @property
+    def sizes(self) -> Sizes:
+        return QUICK_SIZES if self.quick else FULL_SIZES
+
+
+@dataclass
+class BenchResult:
+    rows: list[dict[str, Any]]
+    datasets: list[dict[str, Any]]
+    model: dict[str, Any]
+    roc: dict[str, tuple[list[float], list[float]]] = field(default_factory=dict)  # "backend/precision" -> curve
+
+
+def _empty_row(backend: str, precision: str, batch: int, status: str) -> dict[str, Any]:
+    row: dict[str, Any] = dict.fromkeys(ROW_KEYS)
+    row.update(backend=backend, precision=precision, batch_size=batch, status=status)
+    return row
+
+
+def _jpegs(pixels: np.ndarray, n: int) -> list[bytes]:
+    """Real JPEG files of the evaluation images, for the end-to-end rate (decode is part of the job)."""
+    out = []
+    for a in pixels[:n]:
+        buf = io.BytesIO()
+        Image.fromarray(a).save(buf, "JPEG", quality=90)
+        out.append(buf.getvalue())
+    return out
+
+
+def _status_unavailable(manifest: Manifest, backend: str, precision: str, device: str) -> str | None:
+    try:
+        fmt = lookup(backend, precision)
+    except FmError as e:
+        return f"unavailable: {e}"
+    if fmt.artifact not in manifest.artifacts:
+        return f"unavailable: no {fmt.artifact} (make it with {fmt.made_by})"
+    why = unavailable_reason(backend, device)
+    return f"unavailable: {why}" if why else None
+
+
+def run_bench(cfg: BenchConfig, say: Callable[[str], None] = lambda s: None) -> BenchResult:
+    manifest = load_manifest(cfg.model_dir)
+    spec = manifest.preprocess
+    sets: list[EvalSet] = []
+    for name in cfg.data:
+        probe = load_eval_set(name, spec, 1, 1)
+        n_q, n_g = cfg.sizes.instance if probe.instance_level else cfg.sizes.category
+        sets.append(load_eval_set(name, spec, n_q, n_g))
+        say(f"data   {sets[-1].name}: {sets[-1].description}")
+    pool = np.concatenate([s.q_pixels for s in sets])
+    jpegs = _jpegs(pool, max(cfg.batch_sizes) * 2)
+    rows: list[dict[str, Any]] = []
+    reference: dict[str, tuple[np.ndarray, np.ndarray]] | None = None
+    result = BenchResult(rows, [], {})
+    for backend in cfg.backends:
+        for precision in cfg.precisions:
+            status = _status_unavailable(manifest, backend, precision, cfg.device)
+            if status:
+                rows += [_empty_row(backend, precision, b, status) for b in cfg.batch_sizes]
+                say(f"{backend:<12}{precision:<5} {status}")
+                continue
+            try:
+                new_rows, embs = _bench_one(cfg, manifest, backend, precision, sets, pool, jpegs, reference)
+            except Exception as e:  # noqa: BLE001 - a failing row records why; the loop goes on
+                log.debug("row failed", exc_info=True)
+                reason = " ".join(str(e).split())[:300] or type(e).__name__
+                rows += [_empty_row(backend, precision, b, f"failed: {reason}") for b in cfg.batch_sizes]
+                say(f"{backend:<12}{precision:<5} failed: {reason}")
+                continue
+            if backend == "onnxruntime" and precision == "fp32":
+                reference = embs
+            rows += new_rows
+            key = f"{backend}/{precision}"
+            inst = [s for s in sets if s.instance_level] or sets
+            q, g = embs[inst[0].name]
+            pos, neg = pair_scores(q, inst[0].q_keys, g, inst[0].g_keys)
+            fpr, tpr = roc_points(pos, neg)
+            result.roc[key] = (fpr.tolist(), tpr.tolist())
+            r = new_rows[-1]
+            say(
+                f"{backend:<12}{precision:<5} R@1 {r['recall_at_1']:.4f}  load {r['load_s']:.2f}s  "
+                + "  ".join(
+                    f"b{x['batch_size']}: {x['latency_ms_p50']:.1f} ms, {x['throughput_ips']:.0f} img/s"
+                    for x in new_rows
+                )
+            )
+    if reference is None:  # drift is against ONNX Runtime FP32; without it there is nothing to compare
+        for row in rows:
+            row["max_cos_drift"] = None
+    result.datasets = [
+        {
+            "name": s.name,
+            "description": s.description,
+            "match_on": s.match_on,
+            "queries": len(s.q_keys),
+            "gallery": len(s.g_keys),
+            "skipped_files": s.skipped,
+        }
+        for s in sets
+    ]
+    result.model = {
+        "dir": str(manifest.folder),
+        "name": manifest.model,
+        "id": manifest.short_id(),
+        "embedding_dim": manifest.embedding_dim,
+        "input_size": spec.size,
+        "threshold": manifest.threshold,
+    }
+    return result
+
+
+def _bench_one(
+    cfg: BenchConfig,
+    manifest: Manifest,
+    backend: str,
+    precision: str,
+    sets: list[EvalSet],
+    pool: np.ndarray,
+    jpegs: list[bytes],
+    reference: dict[str, tuple[np.ndarray, np.ndarray]] | None,
+) -> tuple[list[dict[str, Any]], dict[str, tuple[np.ndarray, np.ndarray]]]:
+    fmt = lookup(backend, precision)
+    size_mb = (manifest.folder / fmt.artifact).stat().st_size / 1e6
+    t0 = time.perf_counter()
+    be = open_backend(manifest.folder, backend, precision, device=cfg.device, threads=cfg.threads, manifest=manifest)
+    load_s = time.perf_counter() - t0
+    try:
+        embs = {s.name: (embed_all(be.embed, s.q_pixels), embed_all(be.embed, s.g_pixels)) for s in sets}
+        scores = {s.name: evaluate(*embs[s.name], s, manifest.threshold) for s in sets}
+        drift = None
+        if reference is not None:
+            cos = np.concatenate([np.sum(embs[n][i] * reference[n][i], axis=1) for n in embs for i in (0, 1)])
+            drift = float(max(0.0, 1.0 - cos.min()))
+        elif backend == "onnxruntime" and precision == "fp32":
+            drift = 0.0
+        first = sets[0].name
+        inst = next((s.name for s in sets if s.instance_level), first)
+        rows = []
+        for b in cfg.batch_sizes:
+            batches = rotated_batches(pool, b)
+            timing = summarise(measure(be.embed, batches, cfg.plan), b)
+            e2e = _e2e_rate(be.embed, jpegs, b, manifest, cfg.plan)
+            row = _empty_row(backend, precision, b, "ok")
+            row.update(
+                size_mb=round(size_mb, 2),
+                recall_at_1=scores[first]["recall_at_1"],
+                recall_at_10=scores[first]["recall_at_10"],
+                map_at_r=scores[first]["map_at_r"],
+                pair_auc=scores[inst]["pair_auc"],
+                pair_accuracy=scores[inst]["pair_accuracy"],
+                max_cos_drift=drift,
+                load_s=round(load_s, 3),
+                e2e_throughput_ips=round(e2e, 1),
+                device=be.info.device,
+                by_dataset=scores,
+                **timing,
+            )
+            rows.append(row)
+        return rows, embs
+    finally:
+        be.close()
+
+
+def _e2e_rate(embed: Any, jpegs: list[bytes], batch: int, manifest: Manifest, plan: TimingPlan) -> float:
+    """Images/s from JPEG bytes to embeddings: decode, resize and model, batch by batch."""
+    spec = manifest.preprocess
+    chunks = [jpegs[(i * batch) % len(jpegs) :][:batch] for i in range(4)]
+    chunks = [c if len(c) == batch else (c + jpegs)[:batch] for c in chunks]
+
+    def step(i: np.ndarray) -> None:
+        embed(load_batch(chunks[int(i[0, 0, 0, 0]) % len(chunks)], spec).pixels)
+
+    markers = [np.full((1, 1, 1, 1), k, np.uint8) for k in range(len(chunks))]
+    seconds = measure(
+        step, markers, TimingPlan(plan.warmup, max(3, plan.min_runs // 2), plan.max_runs, plan.min_seconds / 2)
+    )
+    return batch / float(np.median(seconds))

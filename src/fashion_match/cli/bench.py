@@ -1,0 +1,90 @@
+"""`fm-bench`: accuracy against latency for every backend x precision x batch size."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+
+import click
+
+from fashion_match.cli.common import debug_option, entrypoint
+
+
+def _csv(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple[str, ...]:
+    return tuple(v.strip() for v in value.split(",") if v.strip())
+
+
+def _ints(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple[int, ...]:
+    try:
+        out = tuple(int(v) for v in value.split(",") if v.strip())
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: expected comma-separated integers such as 1,8,32") from None
+    if not out or min(out) < 1:
+        raise click.BadParameter(f"{value!r}: batch sizes must be >= 1")
+    return out
+
+
+@click.command(help="Benchmark a model: accuracy, latency and throughput per backend x precision x batch size.")
+@click.option("--model", "model_dir", type=click.Path(path_type=Path), help="Model directory [default: embedded].")
+@click.option("--data", default="fashion-mnist,fmnist-c2s", show_default=True, callback=_csv, help="Dataset specs.")
+@click.option("--backends", default="onnxruntime,torch,tensorrt", show_default=True, callback=_csv)
+@click.option("--precisions", default="fp32,fp16,int8", show_default=True, callback=_csv)
+@click.option("--batch-sizes", default="1,8,32", show_default=True, callback=_ints)
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
+@click.option("--threads", type=click.IntRange(1, 256), help="Inference threads (CPU backends).")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("bench-report"), show_default=True)
+@click.option("--quick", is_flag=True, help="Small subsample and short timing (under a minute on 2 cores).")
+@click.option("--min-recall", type=click.FloatRange(0, 1), help="Exit 1 when an ok row's Recall@1 is below this.")
+@debug_option
+def cli(
+    model_dir: Path | None,
+    data: tuple[str, ...],
+    backends: tuple[str, ...],
+    precisions: tuple[str, ...],
+    batch_sizes: tuple[int, ...],
+    device: str,
+    threads: int | None,
+    out: Path,
+    quick: bool,
+    min_recall: float | None,
+) -> None:
+    from fashion_match.bench.machine import machine_info
+    from fashion_match.bench.report import write_report
+    from fashion_match.bench.runner import BenchConfig, run_bench
+    from fashion_match.errors import UsageError
+    from fashion_match.formats import BACKENDS, PRECISIONS
+    from fashion_match.runtime.manifest import default_model_dir
+
+    bad = [b for b in backends if b not in BACKENDS] + [p for p in precisions if p not in PRECISIONS]
+    if bad or not backends or not precisions or not data:
+        raise UsageError(
+            f"unknown or empty choice {bad}: backends are {', '.join(BACKENDS)}; precisions {', '.join(PRECISIONS)}"
+        )
+    cfg = BenchConfig(model_dir or default_model_dir(), data, backends, precisions, batch_sizes, device, threads, quick)
+    result = run_bench(cfg, say=click.echo)
+    plan = cfg.plan
+    settings = {
+        "quick": quick,
+        "timing": f"{plan.warmup} warm-up calls, then >= {plan.min_runs} timed calls and >= {plan.min_seconds} s "
+        f"(at most {plan.max_runs}), 4 rotated input batches; latency = wall time of embed() returning host memory",
+        "sizes": {"category": cfg.sizes.category, "instance": cfg.sizes.instance},
+        "threads": threads,
+        "device": device,
+    }
+    command = "fm-bench " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    rep = write_report(result, out, machine_info(), command.strip(), settings)
+    click.echo(f"report {out}/report.md (+ report.json, report.csv, pareto.png)")
+    if min_recall is not None:
+        low = [r for r in rep["rows"] if r["status"] == "ok" and (r["recall_at_1"] or 0) < min_recall]
+        if low:
+            for r in low:
+                click.echo(
+                    f"below --min-recall {min_recall}: {r['backend']} {r['precision']} batch {r['batch_size']}: "
+                    f"Recall@1 {r['recall_at_1']:.4f}",
+                    err=True,
+                )
+            sys.exit(1)
+
+
+main = entrypoint(cli, "fm-bench")

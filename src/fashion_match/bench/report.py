@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import math
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -185,9 +186,11 @@ def plot(report: dict[str, Any], roc: dict[str, tuple[list[float], list[float]]]
         + (f", {m['gpus'][0]}" if m.get("gpus") else ""),
         fontsize=10,
     )
-    fig.tight_layout()
-    with atomic_open(path, "wb") as f:
-        fig.savefig(f, format="png", dpi=110)
+    with warnings.catch_warnings():  # a glyph missing from the font (odd dataset paths) is not the user's problem
+        warnings.simplefilter("ignore", UserWarning)
+        fig.tight_layout()
+        with atomic_open(path, "wb") as f:
+            fig.savefig(f, format="png", dpi=110)
     plt.close(fig)
 
 

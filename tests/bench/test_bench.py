@@ -1,0 +1,122 @@
+"""fm-bench: the report schema, failing rows, and --min-recall's exit status (tiny model, tiny data)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fashion_match.bench.report import pareto_front, write_report
+from fashion_match.bench.runner import ROW_KEYS, BenchConfig, run_bench
+from fashion_match.export.pipeline import ExportOptions, run_export
+
+EXE = Path(sys.executable).parent / "fm-bench"
+GATE = {"gate_queries": 100, "gate_gallery": 500, "gate_verification": None}
+
+
+def test_pareto_front() -> None:
+    pts = [(1.0, 0.5), (2.0, 0.9), (3.0, 0.8), (0.5, 0.4), (2.0, 0.7)]
+    assert sorted(pareto_front(pts)) == [0, 1, 3]
+
+
+def test_report_schema_and_files(model_copy: Path, tiny_fmnist: Path, tmp_path: Path) -> None:
+    run_export(model_copy, None, ExportOptions(fp16=True, **GATE), lambda s: None)
+    cfg = BenchConfig(
+        model_copy,
+        data=(f"fashion-mnist:{tiny_fmnist}",),
+        backends=("onnxruntime", "torch", "tensorrt"),
+        precisions=("fp32", "fp16", "int8"),
+        batch_sizes=(1, 4),
+        device="cpu",
+        quick=True,
+    )
+    result = run_bench(cfg)
+    out = tmp_path / "report dir"
+    rep = write_report(
+        result, out, {"cpu": "test", "cores": 2, "gpus": [], "packages": {}}, "fm-bench", {"timing": "t"}
+    )
+    assert {p.name for p in out.iterdir()} >= {"report.md", "report.json", "report.csv", "pareto.png"}
+    data = json.loads((out / "report.json").read_text())
+    assert set(data) >= {"machine", "model", "dataset", "rows"}
+    rows = data["rows"]
+    assert len(rows) == 3 * 3 * 2
+    for r in rows:
+        assert set(ROW_KEYS) <= set(r)
+    by = {(r["backend"], r["precision"], r["batch_size"]): r for r in rows}
+    for key in [("onnxruntime", "fp32", 1), ("onnxruntime", "fp16", 4), ("torch", "fp32", 4)]:
+        r = by[key]
+        assert r["status"] == "ok"
+        assert 0 <= r["recall_at_1"] <= r["recall_at_10"] <= 1
+        assert 0 <= r["map_at_r"] <= 1 and 0 <= r["pair_auc"] <= 1 and 0 <= r["pair_accuracy"] <= 1
+        assert r["latency_ms_p50"] <= r["latency_ms_p99"] and r["throughput_ips"] > 0 and r["e2e_throughput_ips"] > 0
+        assert r["size_mb"] > 0 and r["load_s"] >= 0
+    assert by[("onnxruntime", "fp32", 1)]["max_cos_drift"] == 0.0
+    assert 0 < by[("onnxruntime", "fp16", 1)]["max_cos_drift"] < 0.01
+    assert by[("torch", "fp32", 1)]["max_cos_drift"] < 1e-4
+    # throughput is batch / median latency
+    r = by[("onnxruntime", "fp32", 4)]
+    assert r["throughput_ips"] == pytest.approx(4 / (r["latency_ms_p50"] / 1000), rel=0.01)
+    assert by[("onnxruntime", "int8", 1)]["status"].startswith("unavailable: no model.int8.onnx")
+    assert by[("tensorrt", "fp32", 1)]["status"].startswith("unavailable")
+    assert by[("torch", "fp16", 1)]["status"].startswith("unavailable")
+    assert by[("onnxruntime", "int8", 1)]["recall_at_1"] is None
+    with open(out / "report.csv") as f:
+        assert len(list(csv.DictReader(f))) == len(rows)
+    md = (out / "report.md").read_text()
+    assert "| onnxruntime | fp16 | cpu | 4 | ok |" in md and "pareto.png" in md
+    assert rep["rows"] == rows
+
+
+def test_a_failing_backend_becomes_a_failed_row(model_copy: Path, tiny_fmnist: Path) -> None:
+    run_export(model_copy, None, ExportOptions(fp16=True, **GATE), lambda s: None)
+    with open(model_copy / "model.fp16.onnx", "r+b") as f:  # corrupt it after the manifest recorded its hash
+        f.seek(100)
+        f.write(b"\0" * 16)
+    cfg = BenchConfig(
+        model_copy,
+        data=(f"fashion-mnist:{tiny_fmnist}",),
+        backends=("onnxruntime",),
+        precisions=("fp16", "fp32"),
+        batch_sizes=(2,),
+        device="cpu",
+        quick=True,
+    )
+    rows = run_bench(cfg).rows
+    assert rows[0]["status"].startswith("failed:") and "sha256" in rows[0]["status"]
+    assert rows[0]["latency_ms_p50"] is None
+    assert rows[1]["status"] == "ok"  # the loop went on
+
+
+def _bench(model: Path, data: Path, out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    args = [
+        "--model",
+        str(model),
+        "--data",
+        f"fashion-mnist:{data}",
+        "--backends",
+        "onnxruntime",
+        "--precisions",
+        "fp32",
+        "--batch-sizes",
+        "1,2",
+        "--quick",
+        "--out",
+        str(out),
+        *extra,
+    ]
+    return subprocess.run([str(EXE), *args], capture_output=True, text=True, timeout=300)
+
+
+def test_min_recall_exit_status(model_copy: Path, tiny_fmnist: Path, tmp_path: Path) -> None:
+    ok = _bench(model_copy, tiny_fmnist, tmp_path / "a", "--min-recall", "0")
+    assert ok.returncode == 0, ok.stderr
+    r1 = json.loads((tmp_path / "a" / "report.json").read_text())["rows"][0]["recall_at_1"]
+    assert r1 < 1.0
+    low = _bench(model_copy, tiny_fmnist, tmp_path / "b", "--min-recall", "1")
+    assert low.returncode == 1 and "below --min-recall 1.0" in low.stderr
+    bad = _bench(model_copy, tiny_fmnist, tmp_path / "c", "--precisions", "fp64")
+    assert bad.returncode == 2 and "fp64" in bad.stderr and "Traceback" not in bad.stderr

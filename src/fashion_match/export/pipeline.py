@@ -33,7 +33,7 @@ class ExportOptions:
     int8: bool = False
     calib: str | None = None
     calib_images: int = 128
-    calib_method: str = "minmax"
+    calib_method: str = "percentile"
     target: str | None = None  # int8 flavour; default: tensorrt with --trt, else onnxruntime
     trt: bool = False
     batch: tuple[int, int, int] = (1, 32, 128)

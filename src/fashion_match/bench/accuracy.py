@@ -9,6 +9,7 @@ import numpy as np
 
 from fashion_match.data.images import load_batch
 from fashion_match.data.preprocess import PreprocessSpec
+from fashion_match.data.records import spaced
 from fashion_match.metrics import retrieval_report, roc_auc
 
 
@@ -30,12 +31,6 @@ class EvalSet:
         return self.match_on == "item_id"
 
 
-def _evenly(idx: list[int], n: int) -> list[int]:
-    if len(idx) <= n:
-        return list(idx)
-    return [idx[int(i * len(idx) / n)] for i in range(n)]
-
-
 def load_eval_set(spec: str, preprocess: PreprocessSpec, queries: int, gallery: int) -> EvalSet:
     """The first protocol queries (evenly spaced) and, for item protocols, their own gallery images.
 
@@ -52,9 +47,9 @@ def load_eval_set(spec: str, preprocess: PreprocessSpec, queries: int, gallery: 
         wanted = {ds.records[i].item_id for i in q_rows}
         own = [g for g in ds.protocol.gallery if ds.records[g].item_id in wanted]
         rest = [g for g in ds.protocol.gallery if ds.records[g].item_id not in wanted]
-        g_rows = own + _evenly(rest, max(0, gallery - len(own)))
+        g_rows = own + spaced(rest, max(0, gallery - len(own)))
     else:
-        q_rows, g_rows = _evenly(ds.protocol.queries, queries), _evenly(ds.protocol.gallery, gallery)
+        q_rows, g_rows = spaced(ds.protocol.queries, queries), spaced(ds.protocol.gallery, gallery)
     qb = load_batch([ds.records[i].source for i in q_rows], preprocess)
     gb = load_batch([ds.records[i].source for i in g_rows], preprocess)
     q_ok = [q_rows[i] for i in qb.indices]

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from fashion_match.data.images import ImageSource
 
 SPLITS = ("train", "val", "test", "query", "gallery")
@@ -54,3 +56,11 @@ class Dataset:
 
     def subset(self, split: str) -> list[Record]:
         return [r for r in self.records if r.split == split]
+
+
+def spaced(indices: list[int], n: int | None) -> list[int]:
+    """An evenly spaced subset of at most n indices (all of them for None)."""
+    if n is None or n >= len(indices):
+        return list(indices)
+    pick = np.linspace(0, len(indices) - 1, n).round().astype(int)
+    return [indices[i] for i in pick]

@@ -22,6 +22,7 @@ import numpy as np
 
 from fashion_match.data.images import load_batch
 from fashion_match.data.preprocess import PreprocessSpec
+from fashion_match.data.records import spaced
 from fashion_match.errors import ExportError
 from fashion_match.metrics import recall_at_k
 
@@ -51,12 +52,6 @@ class GateSet:
         return n + (len(self.pair_q) + len(self.pair_g) if self.pair_q is not None and self.pair_g is not None else 0)
 
 
-def _evenly(idx: list[int], n: int) -> list[int]:
-    if len(idx) <= n:
-        return list(idx)
-    return [idx[int(i * len(idx) / n)] for i in range(n)]
-
-
 def _decode(ds: Any, rows: list[int], spec: PreprocessSpec) -> np.ndarray:
     batch = load_batch([ds.records[i].source for i in rows], spec)
     if batch.bad:
@@ -77,8 +72,8 @@ def build_gate_set(
 
     ds = load_dataset(retrieval)
     key = ds.protocol.match_on
-    q_rows = _evenly(ds.protocol.queries, queries)
-    g_rows = _evenly(ds.protocol.gallery, gallery)
+    q_rows = spaced(ds.protocol.queries, queries)
+    g_rows = spaced(ds.protocol.gallery, gallery)
     if not q_rows or not g_rows:
         raise ExportError(f"gate: {retrieval} has no query/gallery protocol")
     gs = GateSet(

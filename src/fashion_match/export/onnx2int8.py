@@ -24,6 +24,7 @@ import numpy as np
 
 from fashion_match.data.images import load_batch
 from fashion_match.data.preprocess import PreprocessSpec
+from fashion_match.data.records import spaced
 from fashion_match.errors import ExportError, UsageError
 from fashion_match.export.calib_ranges import compute_ranges, write_cache
 from fashion_match.export.regions import split_names
@@ -71,8 +72,7 @@ def calibration_sources(spec: str, n: int) -> tuple[list[Any], str]:
     recs = [r for r in ds.records if r.split == "train"] or list(ds.records)
     if not recs:
         raise UsageError(f"--calib {spec}: the dataset has no images")
-    step = max(1, len(recs) // n)
-    picked = recs[::step][:n]
+    picked = [recs[i] for i in spaced(list(range(len(recs))), n)]
     return [r.source for r in picked], f"{spec}: {len(picked)} evenly spaced train images of {len(recs)}"
 
 

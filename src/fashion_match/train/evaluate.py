@@ -8,18 +8,10 @@ import numpy as np
 import torch
 
 from fashion_match.data.images import iter_batches
-from fashion_match.data.records import Dataset, Record
+from fashion_match.data.records import Dataset, Record, spaced
 from fashion_match.metrics import retrieval_report, topk_accuracy
 from fashion_match.models.embedding import EmbeddingModel
 from fashion_match.train.augment import eval_batch
-
-
-def spaced(indices: list[int], n: int | None) -> list[int]:
-    """An evenly spaced subset of at most n indices (all of them for None)."""
-    if n is None or n >= len(indices):
-        return list(indices)
-    pick = np.linspace(0, len(indices) - 1, n).round().astype(int)
-    return [indices[i] for i in pick]
 
 
 @torch.no_grad()

@@ -67,7 +67,8 @@ def cli(
     settings = {
         "quick": quick,
         "timing": f"{plan.warmup} warm-up calls, then >= {plan.min_runs} timed calls and >= {plan.min_seconds} s "
-        f"(at most {plan.max_runs}), 4 rotated input batches; latency = wall time of embed() returning host memory",
+        f"(at most {plan.max_runs}), 4 rotated input batches; latency = wall time of embed() returning host memory; "
+        "e2e = JPEG bytes of the evaluation images (224 px, quality 90) decoded, resized and embedded",
         "sizes": {"category": cfg.sizes.category, "instance": cfg.sizes.instance},
         "threads": threads,
         "device": device,

@@ -163,7 +163,7 @@ class TensorRTBackend(BaseBackend):
         b = self._buffers_for(n)
         rt = self.rt
         if self.active_profile != b.profile:
-            self.context.set_optimization_profile_async(b.profile, self.stream)
+            self.context.set_optimization_profile_async(b.profile, int(self.stream))
             self.active_profile = b.profile
         self.context.set_input_shape(self.in_name, tuple(pixels.shape))
         self.context.set_tensor_address(self.in_name, b.d_in)

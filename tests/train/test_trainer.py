@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import torch.multiprocessing as mp
 from safetensors.torch import load_file
 
@@ -251,3 +252,46 @@ def test_onnxruntime_prefix_cache_equals_torch(tiny_fmnist: Path) -> None:
     b, kb = prefix_outputs(prefix, False, recs, model, cpu, False, "", engine="onnxruntime")
     assert ka == kb and a.shape == b.shape
     torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("cache_frozen", [False, True])
+def test_category_metric_loss_trains_category_proxies(tiny_fmnist: Path, tmp_path: Path, cache_frozen: bool) -> None:
+    """Item loss plus Proxy-Anchor over categories: the category proxies exist, learn, and are checkpointed."""
+    from fashion_match.train.losses import MetricLoss
+    from fashion_match.train.trainer import _seed_all, build
+
+    cfg = tiny_cfg(
+        f"fmnist-c2s:{tiny_fmnist}",
+        tmp_path / "cat",
+        loss="multi_similarity",
+        category_metric_weight=1.0,
+        cache_frozen=cache_frozen,  # epoch 1 (frozen) on cached features: the MapNet path; epoch 2: TrainNet
+    )
+    train(cfg, progress=False)
+    state = load_file(str(tmp_path / "cat" / "latest" / "state.safetensors"))
+    proxies = state["loss.category_loss.proxies"]
+    n_categories = len({r.category for r in build(cfg)[1]})
+    assert proxies.shape == (n_categories, 16)
+    # the same seed builds the same initial proxies: training moved them
+
+    _seed_all(cfg.seed)
+    *_, loss = build(cfg)
+    assert isinstance(loss, MetricLoss)
+    assert not torch.equal(loss.category_loss.proxies.detach(), proxies)
+    # a loss with the category term differs from the item loss alone on the same batch
+    emb = torch.nn.functional.normalize(torch.randn(8, 16), dim=1)
+    items, cats = torch.tensor([0, 0, 1, 1, 2, 2, 3, 3]), torch.tensor([0, 0, 0, 0, 1, 1, 1, 1])
+    assert not torch.isclose(loss(emb, items, cats), loss(emb, items))
+
+
+def test_init_loads_weights_and_refuses_another_architecture(tiny_fmnist: Path, tmp_path: Path) -> None:
+    data = f"fashion-mnist:{tiny_fmnist}"
+    train(tiny_cfg(data, tmp_path / "a", epochs=1), progress=False)
+    weights = tmp_path / "a" / "latest" / "model.safetensors"
+    from fashion_match.train.trainer import build
+
+    *_, model, _ = build(tiny_cfg(data, tmp_path / "b", init=str(weights)))
+    saved = load_file(str(weights))
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in saved.items())
+    with pytest.raises(Exception, match="do not fit"):
+        build(tiny_cfg(data, tmp_path / "c", embedding_dim=8, init=str(weights)))

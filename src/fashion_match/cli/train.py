@@ -54,6 +54,16 @@ from fashion_match.train.config import LABELS, LOSSES
 @click.option("--head-lr-mult", type=float, default=100.0, show_default=True)
 @click.option("--weight-decay", type=float, default=1e-4, show_default=True)
 @click.option("--category-head", is_flag=True, help="Train category logits jointly (reports top-1/3/5).")
+@click.option(
+    "--category-metric-weight",
+    type=click.FloatRange(0),
+    default=0.0,
+    show_default=True,
+    help="Add Proxy-Anchor over categories on the embedding, with this weight (beside the item loss).",
+)
+@click.option(
+    "--init", "init", type=click.Path(path_type=Path), help="Start from these weights (an fm-train model.safetensors)."
+)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--workers", type=click.IntRange(0, 64), default=2, show_default=True)
 @click.option("--eval-queries", type=click.IntRange(1), default=None, help="Evaluate on N evenly spaced queries.")
@@ -89,6 +99,8 @@ def cli(
     head_lr_mult: float,
     weight_decay: float,
     category_head: bool,
+    category_metric_weight: float,
+    init: Path | None,
     seed: int,
     workers: int,
     eval_queries: int | None,
@@ -132,6 +144,8 @@ def cli(
             head_lr_mult=head_lr_mult,
             weight_decay=weight_decay,
             category_head=category_head,
+            category_metric_weight=category_metric_weight,
+            init=str(init) if init else None,
             seed=seed,
             workers=workers,
             eval_queries=eval_queries,

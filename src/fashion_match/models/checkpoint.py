@@ -41,3 +41,24 @@ def load_weights(path: str | Path, config: dict[str, Any]) -> EmbeddingModel:
             f"{path}: weights do not fit {config['model']} (missing {missing[:3]}, unexpected {unexpected[:3]})"
         )
     return model.eval()
+
+
+def load_state_into(model: EmbeddingModel, path: str | Path) -> None:
+    """Load an fm-train `model.safetensors` into `model` (same architecture, shapes checked)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        sd = load_file(str(path))
+    except (OSError, SafetensorError) as e:
+        raise ManifestMismatch(f"--init {path}: not a readable safetensors file ({e})") from None
+    own = model.state_dict()
+    wrong = [k for k, v in sd.items() if k in own and own[k].shape != v.shape]
+    missing = [k for k in own if k not in sd]
+    unexpected = [k for k in sd if k not in own]
+    if wrong or missing or unexpected:
+        raise ManifestMismatch(
+            f"--init {path}: weights do not fit this model (shape differs: {wrong[:3]}, "
+            f"missing: {missing[:3]}, unexpected: {unexpected[:3]})"
+        )
+    model.load_state_dict(sd)

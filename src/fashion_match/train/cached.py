@@ -143,7 +143,7 @@ class MapNet(nn.Module):
             flip = torch.rand(len(maps), device=maps.device) < 0.5
             maps = torch.where(flip[:, None, None, None], maps.flip(-1), maps)
         emb, logits = self.embed(maps)
-        out: torch.Tensor = self.loss(emb, labels)
+        out: torch.Tensor = self.loss(emb, labels, cats)
         if logits is not None and (cats >= 0).any():
             ok = cats >= 0
             out = out + self.category_weight * nn.functional.cross_entropy(logits[ok], cats[ok])

@@ -33,6 +33,10 @@ class TrainConfig:
     weight_decay: float = 1e-4
     category_head: bool = False
     category_weight: float = 0.5
+    # Proxy-Anchor on *categories*, on the embedding itself, beside the item loss: items of one
+    # category gather while items stay apart (serves category retrieval and instance matching)
+    category_metric_weight: float = 0.0
+    init: str | None = None  # start from these model weights (an fm-train model.safetensors)
     seed: int = 0
     workers: int = 2
     eval_queries: int | None = None  # evenly spaced subset of the protocol's queries, None: all
@@ -51,6 +55,8 @@ class TrainConfig:
             raise UsageError(f"--batch {self.p}x{self.k}: need at least 2 classes per batch")
         if self.loss in ("multi_similarity", "ce_triplet") and self.k < 2:
             raise UsageError(f"--loss {self.loss} needs K >= 2 images per class in --batch PxK")
+        if self.category_metric_weight < 0:
+            raise UsageError("--category-metric-weight must be >= 0")
         if self.epochs < 1 or not 0 <= self.freeze_epochs <= self.epochs:
             raise UsageError("--epochs must be >= 1 and --freeze-epochs between 0 and --epochs")
 

@@ -40,9 +40,21 @@ class MetricLoss(nn.Module):
             self.miner = miners.BatchHardMiner()
             self.classifier = nn.Linear(dim, num_classes)
 
-    def forward(self, emb: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def add_category_loss(self, num_categories: int, dim: int, weight: float) -> None:
+        """A second Proxy-Anchor over categories on the same embedding (its proxies live here too)."""
+        losses, _ = _pml()
+        self.category_loss = losses.ProxyAnchorLoss(
+            num_classes=num_categories, embedding_size=dim, margin=0.1, alpha=32
+        )
+        self.category_metric_weight = weight
+
+    def forward(self, emb: torch.Tensor, labels: torch.Tensor, cats: torch.Tensor | None = None) -> torch.Tensor:
         pairs = self.miner(emb, labels) if self.miner is not None else None
         out: torch.Tensor = self.loss(emb, labels, pairs) if pairs is not None else self.loss(emb, labels)
         if self.classifier is not None:
             out = out + nn.functional.cross_entropy(self.classifier(emb) * 16.0, labels)
+        category_loss = getattr(self, "category_loss", None)
+        if category_loss is not None and cats is not None and (cats >= 0).any():
+            ok = cats >= 0
+            out = out + self.category_metric_weight * category_loss(emb[ok], cats[ok])
         return out

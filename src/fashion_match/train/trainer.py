@@ -49,7 +49,7 @@ class TrainNet(nn.Module):
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor, cats: torch.Tensor) -> torch.Tensor:
         emb, logits = self.model.forward_with_logits(x)
-        out = self.loss(emb.float(), labels)
+        out = self.loss(emb.float(), labels, cats)
         if logits is not None and (cats >= 0).any():
             ok = cats >= 0
             out = out + self.category_weight * nn.functional.cross_entropy(logits[ok].float(), cats[ok])
@@ -91,7 +91,15 @@ def build(cfg: TrainConfig) -> tuple[Any, ...]:
     )
     if cfg.image_size:
         model.preprocess = replace(model.preprocess, size=cfg.image_size)
+    if cfg.init:
+        from fashion_match.models.checkpoint import load_state_into
+
+        load_state_into(model, cfg.init)
     loss = MetricLoss(cfg.loss, len(label_vocab), model.embedding_dim)
+    if cfg.category_metric_weight > 0:
+        if not cat_vocab:
+            raise UsageError(f"--category-metric-weight: {ds.format} has no categories")
+        loss.add_category_loss(len(cat_vocab), model.embedding_dim, cfg.category_metric_weight)
     return ds, recs, labels, label_vocab, cats, cat_vocab, model, loss
 
 
@@ -122,7 +130,8 @@ def train(
     ]
     opt = torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr, weight_decay=cfg.weight_decay)
     sampler = PKBatchSampler(labels, cfg.p, cfg.k, seed=cfg.seed, steps=cfg.steps_per_epoch, rank=rank, world=world)
-    dataset = RecordDataset(recs, labels, cats if cfg.category_head else None, train_transform(model.preprocess))
+    wants_cats = cfg.category_head or cfg.category_metric_weight > 0
+    dataset = RecordDataset(recs, labels, cats if wants_cats else None, train_transform(model.preprocess))
     total_steps = cfg.epochs * len(sampler)
     history: list[dict[str, Any]] = []
     start_epoch, best = 0, -1.0
@@ -150,7 +159,7 @@ def train(
         maps, kept = prefix_outputs(
             prefix, n_train == 0, recs, model, device, progress and rank == 0, "caching frozen outputs"
         )
-        cat_codes = cats if cfg.category_head else np.full(len(recs), -1)
+        cat_codes = cats if wants_cats else np.full(len(recs), -1)
         cache = (maps, torch.as_tensor(labels[kept]), torch.as_tensor(cat_codes[kept]))
         cached_sampler = PKBatchSampler(
             labels[kept], cfg.p, cfg.k, seed=cfg.seed, steps=len(sampler), rank=rank, world=world

@@ -1,7 +1,12 @@
 """Build the embedded default model: export, parity-gate, calibrate, and add its FP16/INT8 files.
 
-    python scripts/make_default_model.py --checkpoint runs/default-v2 --name NAME   # a trained model
-    python scripts/make_default_model.py                                          # zero-shot MobileNetV2
+    python scripts/make_default_model.py --checkpoint runs/default-v3 --name NAME [--wise 0.75]  # trained
+    python scripts/make_default_model.py                                                        # zero-shot
+
+`--wise A` interpolates the trained backbone's weights with the ImageNet ones (weight-space
+ensembling, Wortsman et al. 2022, "Robust fine-tuning of zero-shot models"): A * trained +
+(1 - A) * ImageNet, BatchNorm statistics included; the trained head is kept. It gives back much
+of what fine-tuning on 28-pixel grayscale clothes took from real colour photos.
 
 The match threshold is calibrated on the last 1000 fmnist-c2s test items (consumer vs shop
 photos) by the maximum-balanced-accuracy rule; the figures land in the manifest. Then fm-export's
@@ -24,11 +29,25 @@ from fashion_match.models import create_model
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "src" / "fashion_match" / "assets" / "default_model"
 
 
+def interpolate_with_imagenet(model: object, alpha: float) -> None:
+    """Backbone <- alpha * trained + (1 - alpha) * ImageNet (floating-point tensors; counters stay)."""
+    if not 0.0 <= alpha <= 1.0:
+        raise SystemExit(f"--wise {alpha}: expected a value between 0 and 1")
+    imagenet = create_model(model.name, None, pretrained=True).backbone.state_dict()  # type: ignore[attr-defined]
+    trained = model.backbone.state_dict()  # type: ignore[attr-defined]
+    mixed = {
+        k: (alpha * v.float() + (1 - alpha) * imagenet[k].float()).to(v.dtype) if v.is_floating_point() else v
+        for k, v in trained.items()
+    }
+    model.backbone.load_state_dict(mixed)  # type: ignore[attr-defined]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
     ap.add_argument("--checkpoint", type=Path, help="an fm-train output directory (its best/ checkpoint)")
     ap.add_argument("--name", help="display name of the model (with --checkpoint)")
+    ap.add_argument("--wise", type=float, default=None, help="interpolate with the ImageNet backbone (0..1)")
     ap.add_argument("--calibration-items", type=int, default=1000)
     ap.add_argument("--calib-method", default="percentile", help="INT8 calibration method")
     ap.add_argument("--no-reduced", action="store_true", help="skip the FP16/INT8 files")
@@ -38,12 +57,15 @@ def main() -> None:
         from fashion_match.train.checkpoint import load_for_export
 
         model, info = load_for_export(args.checkpoint, "best")
+        if args.wise is not None:
+            interpolate_with_imagenet(model, args.wise)
         name = args.name or f"{model.name}-{args.checkpoint.name}"
         source = {
             "fm_train_run": args.checkpoint.name,
             "epoch": info.get("epoch"),
             "config": json.loads((args.checkpoint / "config.json").read_text(encoding="utf-8")),
             "metrics": info.get("metrics"),
+            "wise_alpha": args.wise,
         }
     else:
         model = create_model("mobilenet_v2", None, pretrained=True)

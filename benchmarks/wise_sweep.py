@@ -1,0 +1,72 @@
+"""Weight-space ensembling sweep: trained backbone vs ImageNet backbone, A * trained + (1 - A) * ImageNet.
+
+    python benchmarks/wise_sweep.py --checkpoint runs/default-v3 0.5 0.75 1.0 [--out FILE]
+
+For each A: export (ONNX Runtime fp32), then Fashion-MNIST category retrieval (2,000 evenly spaced
+test queries x 10,000 train images), fmnist-c2s instance retrieval (the first 2,000 consumer photos x
+their shop photos), and benchmarks/real_photo_check.py. Prints one JSON line per A; this is how the
+shipped default model's A was chosen (see docs/default_model.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from make_default_model import interpolate_with_imagenet  # noqa: E402
+
+from fashion_match.bench.accuracy import embed_all, evaluate, load_eval_set  # noqa: E402
+from fashion_match.export.torch2onnx import torch2onnx  # noqa: E402
+from fashion_match.runtime.backend import open_backend  # noqa: E402
+from fashion_match.runtime.manifest import load_manifest  # noqa: E402
+from fashion_match.train.checkpoint import load_for_export  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--checkpoint", type=Path, required=True)
+    ap.add_argument("alphas", type=float, nargs="+")
+    ap.add_argument("--out", type=Path)
+    args = ap.parse_args()
+    rows = []
+    for a in args.alphas:
+        model, _ = load_for_export(args.checkpoint, "best")
+        interpolate_with_imagenet(model, a)
+        with tempfile.TemporaryDirectory() as d:
+            out = Path(d) / "m"
+            torch2onnx(model.eval(), out, threshold=0.5, save_weights=False)
+            m = load_manifest(out)
+            row: dict = {"alpha": a}
+            for spec, nq, ng in [("fashion-mnist", 2000, 10000), ("fmnist-c2s", 2000, 2000)]:
+                es = load_eval_set(spec, m.preprocess, nq, ng)
+                with open_backend(out, "onnxruntime", "fp32", device="cpu") as be:
+                    q, g = embed_all(be.embed, es.q_pixels), embed_all(be.embed, es.g_pixels)
+                r = evaluate(q, g, es, m.threshold)
+                row[spec] = {"recall_at_1": r["recall_at_1"], "map_at_r": r["map_at_r"], "pair_auc": r["pair_auc"]}
+            real = Path(d) / "real.json"
+            cmd = [
+                sys.executable,
+                str(ROOT / "benchmarks" / "real_photo_check.py"),
+                "--model",
+                str(out),
+                "--out",
+                str(real),
+            ]
+            subprocess.run(cmd, check=True, capture_output=True)
+            rp = json.loads(real.read_text())
+            row["real_photos"] = {k: rp[k] for k in ("recall_at_1", "map_at_r", "pair_auc")}
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+    if args.out:
+        args.out.write_text(json.dumps({"checkpoint": str(args.checkpoint), "rows": rows}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

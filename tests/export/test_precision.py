@@ -238,3 +238,10 @@ def test_export_from_an_fm_train_run(tmp_path: Path, tiny_model_dir: Path) -> No
     assert man.threshold == pytest.approx(0.42)
     assert set(man.artifacts) >= {"model.onnx", "model.fp16.onnx", "model.safetensors"}
     shutil.rmtree(run)
+
+
+def test_missing_gate_data_says_how_to_point_the_gate_elsewhere(model_copy: Path, tmp_path: Path) -> None:
+    opts = ExportOptions(fp16=True, gate_data=f"fashion-mnist:{tmp_path / 'nowhere'}", gate_verification=None)
+    with pytest.raises(UsageError, match="--gate-data SPEC"):
+        run_export(model_copy, None, opts, lambda s: None)
+    assert "model.fp16.onnx" not in load_manifest(model_copy).artifacts

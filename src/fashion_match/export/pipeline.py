@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from fashion_match.errors import UsageError
+from fashion_match.errors import FmError, UsageError
 from fashion_match.export import gate as gates
 from fashion_match.fileio import make_temp, sha256_file
 from fashion_match.formats import lookup
@@ -134,9 +134,20 @@ class _Gate:
     ) -> dict:
         if self.gs is None or self.ref is None:
             o = self.opts
-            self.gs = gates.build_gate_set(
-                self.manifest.preprocess, o.gate_data, o.gate_queries, o.gate_gallery, o.gate_verification, o.gate_pairs
-            )
+            try:
+                self.gs = gates.build_gate_set(
+                    self.manifest.preprocess,
+                    o.gate_data,
+                    o.gate_queries,
+                    o.gate_gallery,
+                    o.gate_verification,
+                    o.gate_pairs,
+                )
+            except FmError as e:
+                raise UsageError(
+                    f"the accuracy gate needs its held-out data ({e}); point it at yours with --gate-data SPEC "
+                    "and --gate-pairs 0 (or install Fashion-MNIST: apt install dataset-fashion-mnist)"
+                ) from None
             self.ref = gates.embed_gate_set(self.manifest.folder / "model.onnx", self.gs)
         return gates.run_gate(
             candidate, precision, self.gs, self.ref, self.manifest.threshold, self.opts.allow_accuracy_drop, embed, name
@@ -252,7 +263,12 @@ def _build_engines(
             _record(manifest, name, entry)  # provisional: the backend opens engines through the manifest
             tmp.replace(manifest.folder / name)
             with open_backend(manifest.folder, "tensorrt", precision, device="cuda") as be:
-                entry["gate"] = gate.check(manifest.folder / name, precision, name, embed=be.embed)
+                step = min(32, be.info.max_batch or 32)  # stay inside the engine's profiles
+
+                def embed(px: np.ndarray, be: Any = be, step: int = step) -> np.ndarray:
+                    return np.concatenate([be.embed(px[i : i + step]) for i in range(0, len(px), step)])
+
+                entry["gate"] = gate.check(manifest.folder / name, precision, name, embed=embed)
         except BaseException:
             manifest.data["artifacts"].pop(name, None)
             write_manifest(manifest.folder, manifest.data)

@@ -46,7 +46,7 @@ def test_threshold_option_flips_the_verdict() -> None:
     "args, needle",
     [
         (["missing.jpg"], "missing.jpg: no such file"),
-        (["--precision", "fp16"], "no fp16 artifact"),
+        (["--precision", "fp16", "--backend", "torch"], "no 'fp16' format"),
         (["--backend", "tensorrt"], "tensorrt"),
         (["--model", "/nonexistent/model"], "not a model directory"),
         (["--device", "cuda"], "cuda"),

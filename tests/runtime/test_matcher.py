@@ -60,10 +60,15 @@ def test_backend_checks_input(tiny_model_dir: Path) -> None:
 def test_default_model_matches_the_example_pair() -> None:
     with Matcher() as m:
         assert m.model_dir == default_model_dir() and m.info.backend == "onnxruntime"
-        assert m.manifest.embedding_dim == 1280 and m.manifest.data["calibration"]["n_pos"] == 1000
+        assert m.manifest.embedding_dim == 512 and m.manifest.data["calibration"]["n_pos"] == 1000
         assert m.verify(*PAIR).match
+        # it ships its reduced-precision files, each with a passed gate
+        for name in ("model.fp16.onnx", "model.int8.onnx"):
+            assert m.manifest.artifacts[name]["gate"]["passed"]
         # an ankle boot is not that pullover
         assert not m.verify(PAIR[0], REPO / "examples/sample/00-ankle-boot/shop.png").match
+    with Matcher(precision="int8") as q:
+        assert q.info.artifact == "model.int8.onnx" and q.verify(*PAIR).match
 
 
 def test_runtime_never_imports_torch() -> None:

@@ -99,6 +99,7 @@ def prepare_out(model_dir: Path, run: Path | None, out: Path) -> Manifest:
             shutil.copyfile(model_dir / name, out / name)
         data = dict(src.data)
         data["artifacts"] = {n: e for n, e in src.artifacts.items() if e.get("precision") == "fp32"}
+        data.pop("engine_sources", None)  # not copied: remade on request
         write_manifest(out, data)
     manifest = load_manifest(out)
     manifest.artifact("onnxruntime", "fp32")

@@ -1,1 +1,1 @@
-"""Benchmarks: machine records now; the accuracy-versus-latency report comes with fm-bench."""
+"""fm-bench: accuracy against latency per backend x precision x batch size, and machine records."""

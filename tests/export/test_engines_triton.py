@@ -227,3 +227,14 @@ def test_cli_missing_precision_artifact_is_one_line(model_copy: Path, tmp_path: 
         timeout=120,
     )
     assert r.returncode == 2 and "fm-export --int8" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_network_flags_per_tensorrt_major() -> None:
+    """Strongly typed through the creation flag on TensorRT 10; no flag on 11, where it is always on."""
+    from types import SimpleNamespace
+
+    from fashion_match.export.onnx2engine import network_flags
+
+    enum = SimpleNamespace(STRONGLY_TYPED=1)
+    assert network_flags(SimpleNamespace(__version__="10.8.0.43", NetworkDefinitionCreationFlag=enum)) == 1 << 1
+    assert network_flags(SimpleNamespace(__version__="11.0.0", NetworkDefinitionCreationFlag=enum)) == 0

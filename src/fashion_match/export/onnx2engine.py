@@ -66,6 +66,13 @@ def _trt() -> Any:
     return trt
 
 
+def network_flags(trt: Any) -> int:
+    """Strongly typed: a flag in TensorRT 10, always on (the flag deprecated and ignored) from 11."""
+    major = int(str(trt.__version__).split(".")[0])
+    flag = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
+    return 1 << int(flag) if major < 11 and flag is not None else 0
+
+
 def build_engine(
     onnx_path: str | Path,
     engine_path: str | Path,
@@ -80,8 +87,7 @@ def build_engine(
     trt = _trt()
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
-    flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
-    network = builder.create_network(flags)
+    network = builder.create_network(network_flags(trt))
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))

@@ -45,7 +45,7 @@ def main() -> None:
             m = load_manifest(out)
             row: dict = {"alpha": a}
             for spec, nq, ng in [("fashion-mnist", 2000, 10000), ("fmnist-c2s", 2000, 2000)]:
-                es = load_eval_set(spec, m.preprocess, nq, ng)
+                es = load_eval_set(spec, m.preprocess, (nq, ng), (nq, ng))
                 with open_backend(out, "onnxruntime", "fp32", device="cpu") as be:
                     q, g = embed_all(be.embed, es.q_pixels), embed_all(be.embed, es.g_pixels)
                 r = evaluate(q, g, es, m.threshold)

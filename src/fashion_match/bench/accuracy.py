@@ -31,17 +31,20 @@ class EvalSet:
         return self.match_on == "item_id"
 
 
-def load_eval_set(spec: str, preprocess: PreprocessSpec, queries: int, gallery: int) -> EvalSet:
+def load_eval_set(
+    spec: str, preprocess: PreprocessSpec, category: tuple[int, int], instance: tuple[int, int]
+) -> EvalSet:
     """The first protocol queries (evenly spaced) and, for item protocols, their own gallery images.
 
     For item-level protocols the gallery is the queries' own items plus evenly spaced others,
     so every query has its match; the first items are used because threshold calibration
-    uses the last ones.
+    uses the last ones. (queries, gallery) sizes: `instance` for item protocols, else `category`.
     """
     from fashion_match.data.spec import load_dataset
 
     ds = load_dataset(spec)
     key = ds.protocol.match_on
+    queries, gallery = instance if key == "item_id" else category
     if key == "item_id":
         q_rows = ds.protocol.queries[:queries]
         wanted = {ds.records[i].item_id for i in q_rows}

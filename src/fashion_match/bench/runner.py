@@ -126,9 +126,7 @@ def run_bench(cfg: BenchConfig, say: Callable[[str], None] = lambda s: None) -> 
     spec = manifest.preprocess
     sets: list[EvalSet] = []
     for name in cfg.data:
-        probe = load_eval_set(name, spec, 1, 1)
-        n_q, n_g = cfg.sizes.instance if probe.instance_level else cfg.sizes.category
-        sets.append(load_eval_set(name, spec, n_q, n_g))
+        sets.append(load_eval_set(name, spec, cfg.sizes.category, cfg.sizes.instance))
         say(f"data   {sets[-1].name}: {sets[-1].description}")
     pool = np.concatenate([s.q_pixels for s in sets])
     jpegs = _jpegs(pool, max(cfg.batch_sizes) * 2)

@@ -120,3 +120,23 @@ def test_min_recall_exit_status(model_copy: Path, tiny_fmnist: Path, tmp_path: P
     assert low.returncode == 1 and "below --min-recall 1.0" in low.stderr
     bad = _bench(model_copy, tiny_fmnist, tmp_path / "c", "--precisions", "fp64")
     assert bad.returncode == 2 and "fp64" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_drift_reference_runs_first_but_rows_keep_the_asked_order(model_copy: Path, tiny_fmnist: Path) -> None:
+    cfg = BenchConfig(
+        model_copy,
+        data=(f"fashion-mnist:{tiny_fmnist}",),
+        backends=("torch", "onnxruntime"),
+        precisions=("fp32",),
+        batch_sizes=(4, 1),
+        device="cpu",
+        quick=True,
+    )
+    rows = run_bench(cfg).rows
+    assert [(r["backend"], r["batch_size"]) for r in rows] == [
+        ("torch", 4),
+        ("torch", 1),
+        ("onnxruntime", 4),
+        ("onnxruntime", 1),
+    ]
+    assert rows[0]["max_cos_drift"] is not None and rows[0]["max_cos_drift"] < 1e-4

@@ -133,41 +133,44 @@ def run_bench(cfg: BenchConfig, say: Callable[[str], None] = lambda s: None) -> 
     rows: list[dict[str, Any]] = []
     reference: dict[str, tuple[np.ndarray, np.ndarray]] | None = None
     result = BenchResult(rows, [], {})
-    for backend in cfg.backends:
-        for precision in cfg.precisions:
-            status = _status_unavailable(manifest, backend, precision, cfg.device)
-            if status:
-                rows += [_empty_row(backend, precision, b, status) for b in cfg.batch_sizes]
-                say(f"{backend:<12}{precision:<5} {status}")
-                continue
-            try:
-                new_rows, embs = _bench_one(cfg, manifest, backend, precision, sets, pool, jpegs, reference)
-            except Exception as e:  # noqa: BLE001 - a failing row records why; the loop goes on
-                log.debug("row failed", exc_info=True)
-                reason = " ".join(str(e).split())[:300] or type(e).__name__
-                rows += [_empty_row(backend, precision, b, f"failed: {reason}") for b in cfg.batch_sizes]
-                say(f"{backend:<12}{precision:<5} failed: {reason}")
-                continue
-            if backend == "onnxruntime" and precision == "fp32":
-                reference = embs
-            rows += new_rows
-            key = f"{backend}/{precision}"
-            inst = [s for s in sets if s.instance_level] or sets
-            q, g = embs[inst[0].name]
-            pos, neg = pair_scores(q, inst[0].q_keys, g, inst[0].g_keys)
-            fpr, tpr = roc_points(pos, neg)
-            result.roc[key] = (fpr.tolist(), tpr.tolist())
-            r = new_rows[-1]
-            say(
-                f"{backend:<12}{precision:<5} R@1 {r['recall_at_1']:.4f}  load {r['load_s']:.2f}s  "
-                + "  ".join(
-                    f"b{x['batch_size']}: {x['latency_ms_p50']:.1f} ms, {x['throughput_ips']:.0f} img/s"
-                    for x in new_rows
-                )
+    # the drift reference (ONNX Runtime fp32) runs first whatever the order asked; rows keep that order
+    combos = [(b, p) for b in cfg.backends for p in cfg.precisions]
+    order = {c: i for i, c in enumerate(combos)}
+    combos.sort(key=lambda c: c != ("onnxruntime", "fp32"))
+    for backend, precision in combos:
+        status = _status_unavailable(manifest, backend, precision, cfg.device)
+        if status:
+            rows += [_empty_row(backend, precision, b, status) for b in cfg.batch_sizes]
+            say(f"{backend:<12}{precision:<5} {status}")
+            continue
+        try:
+            new_rows, embs = _bench_one(cfg, manifest, backend, precision, sets, pool, jpegs, reference)
+        except Exception as e:  # noqa: BLE001 - a failing row records why; the loop goes on
+            log.debug("row failed", exc_info=True)
+            reason = " ".join(str(e).split())[:300] or type(e).__name__
+            rows += [_empty_row(backend, precision, b, f"failed: {reason}") for b in cfg.batch_sizes]
+            say(f"{backend:<12}{precision:<5} failed: {reason}")
+            continue
+        if backend == "onnxruntime" and precision == "fp32":
+            reference = embs
+        rows += new_rows
+        key = f"{backend}/{precision}"
+        inst = [s for s in sets if s.instance_level] or sets
+        q, g = embs[inst[0].name]
+        pos, neg = pair_scores(q, inst[0].q_keys, g, inst[0].g_keys)
+        fpr, tpr = roc_points(pos, neg)
+        result.roc[key] = (fpr.tolist(), tpr.tolist())
+        r = new_rows[-1]
+        say(
+            f"{backend:<12}{precision:<5} R@1 {r['recall_at_1']:.4f}  load {r['load_s']:.2f}s  "
+            + "  ".join(
+                f"b{x['batch_size']}: {x['latency_ms_p50']:.1f} ms, {x['throughput_ips']:.0f} img/s" for x in new_rows
             )
+        )
     if reference is None:  # drift is against ONNX Runtime FP32; without it there is nothing to compare
         for row in rows:
             row["max_cos_drift"] = None
+    rows.sort(key=lambda r: (order[(r["backend"], r["precision"])], cfg.batch_sizes.index(r["batch_size"])))
     result.datasets = [
         {
             "name": s.name,

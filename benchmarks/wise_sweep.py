@@ -22,9 +22,9 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 from make_default_model import interpolate_with_imagenet  # noqa: E402
 
-from fashion_match.bench.accuracy import embed_all, evaluate, load_eval_set  # noqa: E402
+from fashion_match.bench.accuracy import evaluate, load_eval_set  # noqa: E402
 from fashion_match.export.torch2onnx import torch2onnx  # noqa: E402
-from fashion_match.runtime.backend import open_backend  # noqa: E402
+from fashion_match.runtime.backend import embed_in_batches, open_backend  # noqa: E402
 from fashion_match.runtime.manifest import load_manifest  # noqa: E402
 from fashion_match.train.checkpoint import load_for_export  # noqa: E402
 
@@ -47,7 +47,7 @@ def main() -> None:
             for spec, nq, ng in [("fashion-mnist", 2000, 10000), ("fmnist-c2s", 2000, 2000)]:
                 es = load_eval_set(spec, m.preprocess, (nq, ng), (nq, ng))
                 with open_backend(out, "onnxruntime", "fp32", device="cpu") as be:
-                    q, g = embed_all(be.embed, es.q_pixels), embed_all(be.embed, es.g_pixels)
+                    q, g = embed_in_batches(be.embed, es.q_pixels), embed_in_batches(be.embed, es.g_pixels)
                 r = evaluate(q, g, es, m.threshold)
                 row[spec] = {"recall_at_1": r["recall_at_1"], "map_at_r": r["map_at_r"], "pair_auc": r["pair_auc"]}
             real = Path(d) / "real.json"

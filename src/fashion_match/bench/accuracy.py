@@ -69,10 +69,6 @@ def load_eval_set(
     )
 
 
-def embed_all(embed: Any, pixels: np.ndarray, batch: int = 32) -> np.ndarray:
-    return np.concatenate([embed(pixels[s : s + batch]) for s in range(0, len(pixels), batch)]).astype(np.float32)
-
-
 def pair_scores(q: np.ndarray, qk: np.ndarray, g: np.ndarray, gk: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     sims = q @ g.T
     same = qk[:, None] == gk[None, :]

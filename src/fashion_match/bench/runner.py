@@ -20,12 +20,12 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from fashion_match.bench.accuracy import EvalSet, embed_all, evaluate, load_eval_set, pair_scores, roc_points
+from fashion_match.bench.accuracy import EvalSet, evaluate, load_eval_set, pair_scores, roc_points
 from fashion_match.bench.timing import FULL, QUICK, TimingPlan, measure, rotated_batches, summarise
 from fashion_match.data.images import load_batch
 from fashion_match.errors import FmError
 from fashion_match.formats import lookup
-from fashion_match.runtime.backend import open_backend, unavailable_reason
+from fashion_match.runtime.backend import embed_in_batches, open_backend, unavailable_reason
 from fashion_match.runtime.manifest import Manifest, load_manifest
 
 log = logging.getLogger(__name__)
@@ -209,7 +209,7 @@ def _bench_one(
     be = open_backend(manifest.folder, backend, precision, device=cfg.device, threads=cfg.threads, manifest=manifest)
     load_s = time.perf_counter() - t0
     try:
-        embs = {s.name: (embed_all(be.embed, s.q_pixels), embed_all(be.embed, s.g_pixels)) for s in sets}
+        embs = {s.name: (embed_in_batches(be.embed, s.q_pixels), embed_in_batches(be.embed, s.g_pixels)) for s in sets}
         scores = {s.name: evaluate(*embs[s.name], s, manifest.threshold) for s in sets}
         drift = None
         if reference is not None:

@@ -25,6 +25,7 @@ from fashion_match.data.preprocess import PreprocessSpec
 from fashion_match.data.records import spaced
 from fashion_match.errors import ExportError
 from fashion_match.metrics import recall_at_k
+from fashion_match.runtime.backend import embed_in_batches
 
 log = logging.getLogger(__name__)
 
@@ -95,21 +96,18 @@ def build_gate_set(
     return gs
 
 
-def embed_file(path: str | Path, pixels: np.ndarray, batch: int = 32, threads: int | None = None) -> np.ndarray:
-    """Embeddings of `pixels` from an ONNX file on the CPU (the gate is device-independent)."""
+def onnx_embedder(path: str | Path) -> Embed:
+    """`embed` for an ONNX file on the CPU (the gate is device-independent); one session per file."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
-    if threads:
-        opts.intra_op_num_threads = threads
     try:
         sess = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
     except Exception as e:  # noqa: BLE001
         raise ExportError(f"{path}: ONNX Runtime cannot load it ({' '.join(str(e).split())[:200]})") from None
     name = sess.get_inputs()[0].name
-    out = [sess.run(None, {name: pixels[s : s + batch]})[0] for s in range(0, len(pixels), batch)]
-    return np.concatenate(out).astype(np.float32)
+    return lambda pixels: sess.run(None, {name: pixels})[0]
 
 
 @dataclass
@@ -120,19 +118,19 @@ class GateEmbeddings:
     pg: np.ndarray | None
 
 
-def embed_gate_set(path: str | Path, gs: GateSet, embed: Embed | None = None) -> GateEmbeddings:
+def embed_gate_set(path: str | Path, gs: GateSet, embed: Embed | None = None, batch: int = 32) -> GateEmbeddings:
     """Gate embeddings from an ONNX file (ONNX Runtime CPU) or, with `embed`, from any backend."""
+    fn = embed or onnx_embedder(path)
 
     def run(pixels: np.ndarray | None) -> np.ndarray | None:
-        if pixels is None:
-            return None
-        if embed is None:
-            return embed_file(path, pixels)
-        return np.concatenate([embed(pixels[s : s + 32]) for s in range(0, len(pixels), 32)]).astype(np.float32)
+        return None if pixels is None else embed_in_batches(fn, pixels, batch)
 
-    q, g = run(gs.q_pixels), run(gs.g_pixels)
-    assert q is not None and g is not None
-    return GateEmbeddings(q, g, run(gs.pair_q), run(gs.pair_g))
+    return GateEmbeddings(
+        embed_in_batches(fn, gs.q_pixels, batch),
+        embed_in_batches(fn, gs.g_pixels, batch),
+        run(gs.pair_q),
+        run(gs.pair_g),
+    )
 
 
 def _verification_accuracy(pq: np.ndarray, pg: np.ndarray, threshold: float) -> float:
@@ -171,10 +169,11 @@ def run_gate(
     allow_drop_pts: float | None = None,
     embed: Embed | None = None,
     name: str | None = None,
+    batch: int = 32,
 ) -> dict[str, Any]:
     """Gate figures for `candidate`; `GateFailed` (an ExportError, with the figures) when it fails."""
     allowed = MAX_DROP_PTS[precision] if allow_drop_pts is None else float(allow_drop_pts)
-    got = embed_gate_set(candidate, gs, embed)
+    got = embed_gate_set(candidate, gs, embed, batch)
     base, new = score(ref, gs, threshold), score(got, gs, threshold)
     figures: dict[str, Any] = {
         "data": gs.description,

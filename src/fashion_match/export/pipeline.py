@@ -131,7 +131,12 @@ class _Gate:
         self.ref: gates.GateEmbeddings | None = None
 
     def check(
-        self, candidate: Path, precision: str, name: str, embed: Callable[[np.ndarray], np.ndarray] | None = None
+        self,
+        candidate: Path,
+        precision: str,
+        name: str,
+        embed: Callable[[np.ndarray], np.ndarray] | None = None,
+        batch: int = 32,
     ) -> dict:
         if self.gs is None or self.ref is None:
             o = self.opts
@@ -151,7 +156,15 @@ class _Gate:
                 ) from None
             self.ref = gates.embed_gate_set(self.manifest.folder / "model.onnx", self.gs)
         return gates.run_gate(
-            candidate, precision, self.gs, self.ref, self.manifest.threshold, self.opts.allow_accuracy_drop, embed, name
+            candidate,
+            precision,
+            self.gs,
+            self.ref,
+            self.manifest.threshold,
+            self.opts.allow_accuracy_drop,
+            embed,
+            name,
+            batch,
         )
 
 
@@ -265,11 +278,7 @@ def _build_engines(
             tmp.replace(manifest.folder / name)
             with open_backend(manifest.folder, "tensorrt", precision, device="cuda") as be:
                 step = min(32, be.info.max_batch or 32)  # stay inside the engine's profiles
-
-                def embed(px: np.ndarray, be: Any = be, step: int = step) -> np.ndarray:
-                    return np.concatenate([be.embed(px[i : i + step]) for i in range(0, len(px), step)])
-
-                entry["gate"] = gate.check(manifest.folder / name, precision, name, embed=embed)
+                entry["gate"] = gate.check(manifest.folder / name, precision, name, embed=be.embed, batch=step)
         except BaseException:
             manifest.data["artifacts"].pop(name, None)
             write_manifest(manifest.folder, manifest.data)

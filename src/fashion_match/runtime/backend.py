@@ -81,6 +81,11 @@ class BaseBackend:
         raise NotImplementedError
 
 
+def embed_in_batches(embed: Any, pixels: np.ndarray, batch: int = 32) -> np.ndarray:
+    """float32 embeddings of `pixels` through `embed`, `batch` images per call."""
+    return np.concatenate([embed(pixels[s : s + batch]) for s in range(0, len(pixels), batch)]).astype(np.float32)
+
+
 # name -> (module, class). Modules import lazily: a missing library fails only its own backend.
 REGISTRY: dict[str, tuple[str, str]] = {
     "onnxruntime": ("fashion_match.runtime.onnxruntime_backend", "OnnxRuntimeBackend"),

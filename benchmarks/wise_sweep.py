@@ -22,7 +22,8 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 from make_default_model import interpolate_with_imagenet  # noqa: E402
 
-from fashion_match.bench.accuracy import evaluate, load_eval_set  # noqa: E402
+from fashion_match.bench.accuracy import evaluate  # noqa: E402
+from fashion_match.data.evalset import load_eval_set  # noqa: E402
 from fashion_match.export.torch2onnx import torch2onnx  # noqa: E402
 from fashion_match.runtime.backend import embed_in_batches, open_backend  # noqa: E402
 from fashion_match.runtime.manifest import load_manifest  # noqa: E402

@@ -245,3 +245,13 @@ def test_missing_gate_data_says_how_to_point_the_gate_elsewhere(model_copy: Path
     with pytest.raises(UsageError, match="--gate-data SPEC"):
         run_export(model_copy, None, opts, lambda s: None)
     assert "model.fp16.onnx" not in load_manifest(model_copy).artifacts
+
+
+def test_gate_on_an_item_protocol_keeps_every_query_s_match(tiny_fmnist: Path, tiny_model_dir: Path) -> None:
+    """With item-level gate data, a subsampled gallery must still hold each query's item (else R@1 is capped)."""
+    from fashion_match.export.gate import build_gate_set
+
+    spec = load_manifest(tiny_model_dir).preprocess
+    gs = build_gate_set(spec, f"fmnist-c2s:{tiny_fmnist}", queries=4, gallery=3, verification=None)
+    assert len(gs.q_keys) == 4
+    assert set(gs.q_keys) <= set(gs.g_keys)  # evenly spaced 4 queries and 3 gallery images would miss two

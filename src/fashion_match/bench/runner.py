@@ -20,8 +20,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from fashion_match.bench.accuracy import EvalSet, evaluate, load_eval_set, pair_scores, roc_points
+from fashion_match.bench.accuracy import evaluate, pair_scores, roc_points
 from fashion_match.bench.timing import FULL, QUICK, TimingPlan, measure, rotated_batches, summarise
+from fashion_match.data.evalset import EvalSet, load_eval_set
 from fashion_match.data.images import load_batch
 from fashion_match.errors import FmError
 from fashion_match.formats import lookup

@@ -22,7 +22,6 @@ import numpy as np
 
 from fashion_match.data.images import load_batch
 from fashion_match.data.preprocess import PreprocessSpec
-from fashion_match.data.records import spaced
 from fashion_match.errors import ExportError
 from fashion_match.metrics import recall_at_k
 from fashion_match.runtime.backend import embed_in_batches
@@ -68,21 +67,21 @@ def build_gate_set(
     verification: str | None = DEFAULT_VERIFICATION,
     pairs: int = 500,
 ) -> GateSet:
+    from fashion_match.data.evalset import load_eval_set
     from fashion_match.data.spec import load_dataset
     from fashion_match.export.calibrate import held_out_pairs
 
-    ds = load_dataset(retrieval)
-    key = ds.protocol.match_on
-    q_rows = spaced(ds.protocol.queries, queries)
-    g_rows = spaced(ds.protocol.gallery, gallery)
-    if not q_rows or not g_rows:
+    es = load_eval_set(retrieval, spec, (queries, gallery), (queries, gallery))
+    if es.skipped:
+        raise ExportError(f"gate: unreadable gate image {es.skipped[0]}")
+    if not len(es.q_keys) or not len(es.g_keys):
         raise ExportError(f"gate: {retrieval} has no query/gallery protocol")
     gs = GateSet(
-        description=f"{retrieval}: {len(q_rows)} queries x {len(g_rows)} gallery ({key} match)",
-        q_pixels=_decode(ds, q_rows, spec),
-        q_keys=np.array([getattr(ds.records[i], key) for i in q_rows]),
-        g_pixels=_decode(ds, g_rows, spec),
-        g_keys=np.array([getattr(ds.records[i], key) for i in g_rows]),
+        description=f"{retrieval}: {len(es.q_keys)} queries x {len(es.g_keys)} gallery ({es.match_on} match)",
+        q_pixels=es.q_pixels,
+        q_keys=es.q_keys,
+        g_pixels=es.g_pixels,
+        g_keys=es.g_keys,
     )
     if verification:
         vd = load_dataset(verification)

@@ -8,8 +8,10 @@ The Q/DQ flavour depends on who runs the file, so it is chosen per target and re
   for explicit quantisation. ONNX Runtime's CPU runs this flavour *slower* than FP32, so it is
   never the `onnxruntime` artifact.
 
-Only the backbone is quantised (see `export.regions`); the input normalisation and the tail
-(pooling, projection, L2 normalisation) stay FP32, which keeps the embedding's direction.
+Only the backbone is quantised (see `export.regions`); the tail (pooling, projection, L2
+normalisation) stays FP32, which keeps the embedding's direction. The input normalisation stays
+FP32 for TensorRT; for ONNX Runtime it is folded into the first convolution so the uint8 pixels
+feed it directly (see `export.fold_input`).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from fashion_match.data.preprocess import PreprocessSpec
 from fashion_match.data.records import spaced
 from fashion_match.errors import ExportError, UsageError
 from fashion_match.export.calib_ranges import compute_ranges, write_cache
+from fashion_match.export.fold_input import FoldedInput, feed_pixels_directly, fold_normalisation
 from fashion_match.export.regions import split_names
 
 log = logging.getLogger(__name__)
@@ -114,6 +117,7 @@ def onnx2int8(
         raise UsageError(f"--calib-method {method}: choose one of {', '.join(CALIB_METHODS)}")
     flavour = FLAVOURS[target]
     model = onnx.load(str(src))
+    folded: FoldedInput | None = fold_normalisation(model) if target == "onnxruntime" else None
     backbone, kept = split_names(model.graph)
     methods = {
         "minmax": q.CalibrationMethod.MinMax,
@@ -132,11 +136,15 @@ def onnx2int8(
     logging.getLogger().addFilter(quiet)
     workdir = tempfile.TemporaryDirectory(prefix="fm-int8-")
     try:
-        ranges = compute_ranges(src, pixels, method, percentile, batch)
+        float_model = Path(workdir.name) / "float.onnx"
+        onnx.save(model, str(float_model))
+        ranges = compute_ranges(float_model, pixels, method, percentile, batch)
+        if folded is not None:  # pixels - z over all of 0..255: uint8 scale 1, zero point z (the pixel itself)
+            ranges[folded.tensor] = (-float(folded.zero_point), 255.0 - folded.zero_point)
         cache = Path(workdir.name) / "ranges.json"
         write_cache(ranges, methods[method], cache)
         q.quantize_static(
-            str(src),
+            str(float_model),
             str(tmp),
             None,
             calibration_cache_path=cache,
@@ -148,6 +156,10 @@ def onnx2int8(
             calibrate_method=methods[method],
             extra_options=extra,
         )
+        if folded is not None:
+            quantised = onnx.load(str(tmp))
+            feed_pixels_directly(quantised, folded)
+            onnx.save(quantised, str(tmp))
         onnx.checker.check_model(str(tmp), full_check=True)
         tmp.replace(dst)
     except (UsageError, ExportError):
@@ -165,5 +177,7 @@ def onnx2int8(
         "calibration_images": int(len(pixels)),
         "quantised_nodes": len(backbone),
         "fp32_nodes": len(kept),
-        "kept_fp32": "input cast and normalisation, global pooling, projection, L2 normalisation",
+        "kept_fp32": "global pooling, projection, L2 normalisation"
+        + ("" if folded else ", input cast and normalisation"),
+        **(folded.to_dict() if folded else {"pixels_feed_first_conv": False}),
     }

@@ -6,8 +6,12 @@ On held-out real images the candidate is compared with the FP32 reference (`mode
   Fashion-MNIST test queries against train gallery images, category match);
 - verification: balanced accuracy at the manifest's threshold on held-out consumer/shop pairs
   (default: the last items of the fmnist-c2s test split, as the threshold calibration uses).
-The export fails when Recall@1 drops by more than the precision's allowance (`MAX_DROP_PTS`,
-in percentage points) unless the user raises it with `--allow-accuracy-drop`.
+The export fails when Recall@1 or the verification accuracy drops by more than the precision's
+allowance (`MAX_DROP_PTS`, in percentage points), or when the mean cosine to FP32 falls below
+`MIN_MEAN_COSINE`, unless the user accepts it with `--allow-accuracy-drop` (which sets the
+allowance and waives the cosine floor; both are recorded). The floor matters on small or
+weak gate sets where Recall@1 barely moves: there a constant-image calibration left Recall@1
+within 0.5 points while the mean cosine fell to 0.89.
 """
 
 from __future__ import annotations
@@ -28,7 +32,8 @@ from fashion_match.runtime.backend import embed_in_batches
 
 log = logging.getLogger(__name__)
 
-MAX_DROP_PTS = {"fp16": 0.1, "int8": 1.0}  # Recall@1, percentage points
+MAX_DROP_PTS = {"fp16": 0.1, "int8": 1.0}  # Recall@1 and verification accuracy, percentage points
+MIN_MEAN_COSINE = {"fp16": 0.999, "int8": 0.95}  # shipped default model: fp16 0.99998, int8 0.994
 DEFAULT_RETRIEVAL = "fashion-mnist"
 DEFAULT_VERIFICATION = "fmnist-c2s"
 Embed = Callable[[np.ndarray], np.ndarray]
@@ -190,13 +195,28 @@ def run_gate(
         figures["verification_accuracy_drop_pts"] = round(
             100 * (base["verification_accuracy"] - new["verification_accuracy"]), 4
         )
-    figures["passed"] = figures["recall_at_1_drop_pts"] <= allowed + 1e-9
-    if not figures["passed"]:
+    floor = MIN_MEAN_COSINE[precision] if allow_drop_pts is None else None
+    figures["min_mean_cosine"] = floor
+    failures = []
+    if figures["recall_at_1_drop_pts"] > allowed + 1e-9:
+        failures.append(
+            f"Recall@1 {base['recall_at_1']:.4f} -> {new['recall_at_1']:.4f} "
+            f"({figures['recall_at_1_drop_pts']:.2f} points lost, {allowed} allowed for {precision})"
+        )
+    if figures.get("verification_accuracy_drop_pts", 0.0) > allowed + 1e-9:
+        failures.append(
+            f"verification accuracy {base['verification_accuracy']:.4f} -> {new['verification_accuracy']:.4f} "
+            f"({figures['verification_accuracy_drop_pts']:.2f} points lost, {allowed} allowed for {precision})"
+        )
+    if floor is not None and figures["mean_cosine"] < floor:
+        failures.append(f"mean cosine to FP32 {figures['mean_cosine']:.4f} < {floor} for {precision}")
+    figures["passed"] = not failures
+    if failures:
+        worst = max(allowed, figures["recall_at_1_drop_pts"], figures.get("verification_accuracy_drop_pts", 0.0))
         raise GateFailed(
-            f"{name or Path(candidate).name}: accuracy gate failed: Recall@1 {base['recall_at_1']:.4f} -> "
-            f"{new['recall_at_1']:.4f} ({figures['recall_at_1_drop_pts']:.2f} points lost, {allowed} allowed"
-            f" for {precision}; min cosine {figures['min_cosine']:.4f}). Use a better --calib set, or accept it "
-            f"with --allow-accuracy-drop {max(allowed, figures['recall_at_1_drop_pts']) + 0.01:.2f}",
+            f"{name or Path(candidate).name}: accuracy gate failed: {'; '.join(failures)}; min cosine "
+            f"{figures['min_cosine']:.4f}. Use a better --calib set, or accept it with --allow-accuracy-drop "
+            f"{worst + 0.01:.2f}",
             figures,
         )
     return figures

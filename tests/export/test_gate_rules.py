@@ -1,0 +1,67 @@
+"""The accuracy gate's verdicts: Recall@1, verification accuracy and the mean-cosine floor."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fashion_match.export.gate import MIN_MEAN_COSINE, GateFailed, GateSet, embed_gate_set, run_gate
+
+N, DIM = 16, 32
+
+
+def _gate_set() -> GateSet:
+    """Image i (a 2x2 patch of value i) has key i; the pairs are images 0..7 against themselves."""
+    px = np.stack([np.full((2, 2, 3), i, np.uint8) for i in range(N)])
+    keys = np.arange(N)
+    return GateSet("synthetic", px, keys, px.copy(), keys.copy(), px[:8].copy(), px[:8].copy())
+
+
+def _one_hot(pixels: np.ndarray) -> np.ndarray:
+    e = np.zeros((len(pixels), DIM), np.float32)
+    e[np.arange(len(pixels)), pixels[:, 0, 0, 0].astype(int)] = 1.0
+    return e
+
+
+def _blurred(weight: float):  # noqa: ANN202 - an Embed
+    """Each embedding leans towards one shared direction: rankings stay, cosines and similarities change."""
+
+    def embed(pixels: np.ndarray) -> np.ndarray:
+        e = _one_hot(pixels) * weight
+        e[:, -1] += np.sqrt(1 - weight**2)
+        return e
+
+    return embed
+
+
+def _gate(embed, **kw):  # noqa: ANN001, ANN202
+    gs = _gate_set()
+    ref = embed_gate_set("ref", gs, _one_hot)
+    return run_gate("cand", "int8", gs, ref, threshold=0.5, embed=embed, **kw)
+
+
+def test_identical_candidate_passes() -> None:
+    figures = _gate(_one_hot)
+    assert figures["passed"] and figures["mean_cosine"] == pytest.approx(1.0)
+    assert figures["min_mean_cosine"] == MIN_MEAN_COSINE["int8"]
+
+
+def test_mean_cosine_floor_trips_even_when_rankings_hold() -> None:
+    # cosine 0.9 to FP32; the impostor pairs' similarity (0.19) stays below the threshold
+    with pytest.raises(GateFailed, match="mean cosine to FP32 0.9000 < 0.95") as err:
+        _gate(_blurred(0.9))
+    assert err.value.figures["recall_at_1_drop_pts"] == 0.0
+    assert err.value.figures["verification_accuracy_drop_pts"] == 0.0
+
+
+def test_verification_drop_trips() -> None:
+    # cosine 0.6: impostor similarity 0.64 crosses the 0.5 threshold, verification accuracy falls
+    with pytest.raises(GateFailed, match="verification accuracy 1.0000 -> 0.5000") as err:
+        _gate(_blurred(0.6), allow_drop_pts=10.0)
+    assert err.value.figures["recall_at_1_drop_pts"] == 0.0
+
+
+def test_allowance_waives_the_floor_and_is_recorded() -> None:
+    figures = _gate(_blurred(0.9), allow_drop_pts=2.0)
+    assert figures["passed"] and figures["min_mean_cosine"] is None
+    assert figures["allowance"] == "--allow-accuracy-drop" and figures["allowed_drop_pts"] == 2.0

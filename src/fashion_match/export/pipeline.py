@@ -296,6 +296,7 @@ def _gate_line(what: str, name: str, g: dict[str, Any]) -> str:
         f"{what:<6} {name}: R@1 {g['recall_at_1']:.4f} (fp32 {g['recall_at_1_fp32']:.4f}, "
         f"{-g['recall_at_1_drop_pts']:+.2f} pts, allowed -{g['allowed_drop_pts']}), "
         f"cosine min {g['min_cosine']:.4f} mean {g['mean_cosine']:.5f}"
+        + (f" (floor {g['min_mean_cosine']})" if g.get("min_mean_cosine") is not None else " (floor waived)")
     )
     if "verification_accuracy" in g:
         line += f", verification acc {g['verification_accuracy']:.4f} ({-g['verification_accuracy_drop_pts']:+.2f} pts)"

@@ -20,7 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from make_default_model import interpolate_with_imagenet  # noqa: E402
+from make_default_model import interpolate_with_imagenet, mix_with_run  # noqa: E402
 
 from fashion_match.bench.accuracy import evaluate  # noqa: E402
 from fashion_match.data.evalset import load_eval_set  # noqa: E402
@@ -34,17 +34,20 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--checkpoint", type=Path, required=True)
     ap.add_argument("alphas", type=float, nargs="+")
+    ap.add_argument("--mix", nargs=2, metavar=("RUN", "B"), help="as make_default_model.py --mix")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
     rows = []
     for a in args.alphas:
         model, _ = load_for_export(args.checkpoint, "best")
+        if args.mix:
+            mix_with_run(model, Path(args.mix[0]), float(args.mix[1]))
         interpolate_with_imagenet(model, a)
         with tempfile.TemporaryDirectory() as d:
             out = Path(d) / "m"
             torch2onnx(model.eval(), out, threshold=0.5, save_weights=False)
             m = load_manifest(out)
-            row: dict = {"alpha": a}
+            row: dict = {"alpha": a, **({"mix": [args.mix[0], float(args.mix[1])]} if args.mix else {})}
             for spec, nq, ng in [("fashion-mnist", 2000, 10000), ("fmnist-c2s", 2000, 2000)]:
                 es = load_eval_set(spec, m.preprocess, (nq, ng), (nq, ng))
                 with open_backend(out, "onnxruntime", "fp32", device="cpu") as be:
@@ -66,7 +69,8 @@ def main() -> None:
         print(json.dumps(row), flush=True)
         rows.append(row)
     if args.out:
-        args.out.write_text(json.dumps({"checkpoint": str(args.checkpoint), "rows": rows}, indent=2) + "\n")
+        found = {"checkpoint": str(args.checkpoint), "mix": args.mix, "rows": rows}
+        args.out.write_text(json.dumps(found, indent=2) + "\n")
 
 
 if __name__ == "__main__":

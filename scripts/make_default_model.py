@@ -1,6 +1,6 @@
 """Build the embedded default model: export, parity-gate, calibrate, and add its FP16/INT8 files.
 
-    python scripts/make_default_model.py --checkpoint runs/default-v3 --name NAME [--wise 0.75]  # trained
+    python scripts/make_default_model.py --checkpoint runs/default-v3 --name NAME [--mix RUN B] [--wise 0.75]
     python scripts/make_default_model.py                                                        # zero-shot
 
 `--wise A` interpolates the trained backbone's weights with the ImageNet ones (weight-space
@@ -42,11 +42,34 @@ def interpolate_with_imagenet(model: object, alpha: float) -> None:
     model.backbone.load_state_dict(mixed)  # type: ignore[attr-defined]
 
 
+def mix_with_run(model: object, other: Path, beta: float) -> None:
+    """Every weight <- (1 - beta) * model + beta * `other`'s best checkpoint (a model soup of two runs).
+
+    Meaningful only for runs of one lineage (one started from the other's weights): they share a
+    basin, so the straight line between them keeps both runs' strengths to a degree."""
+    from fashion_match.train.checkpoint import load_for_export
+
+    if not 0.0 <= beta <= 1.0:
+        raise SystemExit(f"--mix {other} {beta}: expected a weight between 0 and 1")
+    theirs = load_for_export(other, "best")[0].state_dict()
+    ours = model.state_dict()  # type: ignore[attr-defined]
+    if ours.keys() != theirs.keys() or any(ours[k].shape != theirs[k].shape for k in ours):
+        raise SystemExit(f"--mix {other}: its model does not have the same tensors")
+    mixed = {
+        k: ((1 - beta) * v.float() + beta * theirs[k].float()).to(v.dtype) if v.is_floating_point() else v
+        for k, v in ours.items()
+    }
+    model.load_state_dict(mixed)  # type: ignore[attr-defined]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
     ap.add_argument("--checkpoint", type=Path, help="an fm-train output directory (its best/ checkpoint)")
     ap.add_argument("--name", help="display name of the model (with --checkpoint)")
+    ap.add_argument(
+        "--mix", nargs=2, metavar=("RUN", "B"), help="first mix with another run's best weights: (1-B) ours + B theirs"
+    )
     ap.add_argument("--wise", type=float, default=None, help="interpolate with the ImageNet backbone (0..1)")
     ap.add_argument("--calibration-items", type=int, default=1000)
     ap.add_argument("--calib-method", default="percentile", help="INT8 calibration method")
@@ -57,6 +80,8 @@ def main() -> None:
         from fashion_match.train.checkpoint import load_for_export
 
         model, info = load_for_export(args.checkpoint, "best")
+        if args.mix:
+            mix_with_run(model, Path(args.mix[0]), float(args.mix[1]))
         if args.wise is not None:
             interpolate_with_imagenet(model, args.wise)
         name = args.name or f"{model.name}-{args.checkpoint.name}"
@@ -65,6 +90,7 @@ def main() -> None:
             "epoch": info.get("epoch"),
             "config": json.loads((args.checkpoint / "config.json").read_text(encoding="utf-8")),
             "metrics": info.get("metrics"),
+            "mixed_with": {"fm_train_run": Path(args.mix[0]).name, "weight": float(args.mix[1])} if args.mix else None,
             "wise_alpha": args.wise,
         }
     else:

@@ -29,17 +29,21 @@ from fashion_match.models import create_model
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "src" / "fashion_match" / "assets" / "default_model"
 
 
+def _lerp(ours: dict, theirs: dict, weight: float) -> dict:
+    """(1 - weight) * ours + weight * theirs for floating-point tensors; integer counters stay ours."""
+    return {
+        k: ((1 - weight) * v.float() + weight * theirs[k].float()).to(v.dtype) if v.is_floating_point() else v
+        for k, v in ours.items()
+    }
+
+
 def interpolate_with_imagenet(model: object, alpha: float) -> None:
     """Backbone <- alpha * trained + (1 - alpha) * ImageNet (floating-point tensors; counters stay)."""
     if not 0.0 <= alpha <= 1.0:
         raise SystemExit(f"--wise {alpha}: expected a value between 0 and 1")
     imagenet = create_model(model.name, None, pretrained=True).backbone.state_dict()  # type: ignore[attr-defined]
     trained = model.backbone.state_dict()  # type: ignore[attr-defined]
-    mixed = {
-        k: (alpha * v.float() + (1 - alpha) * imagenet[k].float()).to(v.dtype) if v.is_floating_point() else v
-        for k, v in trained.items()
-    }
-    model.backbone.load_state_dict(mixed)  # type: ignore[attr-defined]
+    model.backbone.load_state_dict(_lerp(trained, imagenet, 1 - alpha))  # type: ignore[attr-defined]
 
 
 def mix_with_run(model: object, other: Path, beta: float) -> None:
@@ -55,11 +59,7 @@ def mix_with_run(model: object, other: Path, beta: float) -> None:
     ours = model.state_dict()  # type: ignore[attr-defined]
     if ours.keys() != theirs.keys() or any(ours[k].shape != theirs[k].shape for k in ours):
         raise SystemExit(f"--mix {other}: its model does not have the same tensors")
-    mixed = {
-        k: ((1 - beta) * v.float() + beta * theirs[k].float()).to(v.dtype) if v.is_floating_point() else v
-        for k, v in ours.items()
-    }
-    model.load_state_dict(mixed)  # type: ignore[attr-defined]
+    model.load_state_dict(_lerp(ours, theirs, beta))  # type: ignore[attr-defined]
 
 
 def main() -> None:

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from fashion_match.errors import ExportError
+from fashion_match.export.onnx_graph import drop_unused_initializers
 
 
 @dataclass(frozen=True)
@@ -72,13 +73,6 @@ def _replace_initializer(graph: Any, name: str, value: np.ndarray) -> None:
             graph.initializer[i].CopyFrom(numpy_helper.from_array(value.astype(np.float32), name))
             return
     graph.initializer.append(numpy_helper.from_array(value.astype(np.float32), name))
-
-
-def _drop_unused_initializers(graph: Any) -> None:
-    used = {name for node in graph.node for name in node.input}
-    keep = [init for init in graph.initializer if init.name in used]
-    del graph.initializer[:]
-    graph.initializer.extend(keep)
 
 
 def fold_normalisation(model: Any) -> FoldedInput | None:
@@ -132,7 +126,7 @@ def fold_normalisation(model: Any) -> FoldedInput | None:
         nodes.insert(nodes.index(cast) + 1, sub)
         del g.node[:]
         g.node.extend(nodes)
-        _drop_unused_initializers(g)
+        drop_unused_initializers(g)
         return FoldedInput(centred, z)
     return None
 
@@ -162,4 +156,4 @@ def feed_pixels_directly(model: Any, folded: FoldedInput) -> None:
     keep = [n for n in g.node if n is not cast and n is not sub and n is not quant]
     del g.node[:]
     g.node.extend(keep)
-    _drop_unused_initializers(g)
+    drop_unused_initializers(g)

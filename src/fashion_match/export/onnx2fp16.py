@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from fashion_match.errors import ExportError
+from fashion_match.export.onnx_graph import drop_unused_initializers
 from fashion_match.export.regions import backbone_nodes
 
 # float inputs that must stay FP32 even inside the backbone (they are parameters, not data)
@@ -96,13 +97,9 @@ def convert_fp16(model: Any) -> tuple[Any, dict[str, Any]]:
                             other.input[m] = inner
                 new_nodes.append(helper.make_node("Cast", [inner], [out], to=FLOAT, name=f"fp32_out_{n_cast}"))
                 n_cast += 1
-    # drop FP32 weights that only the backbone used
-    still_used = {name for n in new_nodes for name in n.input}
-    keep = [t for t in g.initializer if t.name in still_used]
-    del g.initializer[:]
-    g.initializer.extend(keep)
     del g.node[:]
     g.node.extend(new_nodes)
+    drop_unused_initializers(g)  # the FP32 weights that only the backbone used
     del g.value_info[:]
     model = onnx.shape_inference.infer_shapes(model, strict_mode=True)
     onnx.checker.check_model(model, full_check=True)

@@ -1,11 +1,13 @@
 """Weight-space ensembling sweep: trained backbone vs ImageNet backbone, A * trained + (1 - A) * ImageNet.
 
-    python benchmarks/wise_sweep.py --checkpoint runs/default-v3 0.5 0.75 1.0 [--out FILE]
+    python benchmarks/wise_sweep.py --checkpoint runs/default-v3 0.5 0.75 1.0 [--mix RUN B] [--full] [--out FILE]
 
 For each A: export (ONNX Runtime fp32), then Fashion-MNIST category retrieval (2,000 evenly spaced
 test queries x 10,000 train images), fmnist-c2s instance retrieval (the first 2,000 consumer photos x
-their shop photos), and benchmarks/real_photo_check.py. Prints one JSON line per A; this is how the
-shipped default model's A was chosen (see docs/default_model.md).
+their shop photos), and benchmarks/real_photo_check.py. `--full` replaces the two subsamples with
+benchmarks/eval_model.py's full protocols (10,000 x 60,000 and 10,000 x 10,000; ~6 min more per A on
+two cores). Prints one JSON line per A; this is how the shipped default model's A was chosen (see
+docs/default_model.md).
 """
 
 from __future__ import annotations
@@ -22,9 +24,13 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 from make_default_model import interpolate_with_imagenet, mix_with_run  # noqa: E402
 
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from eval_model import run as full_protocol  # noqa: E402
+
 from fashion_match.bench.accuracy import evaluate  # noqa: E402
 from fashion_match.data.evalset import load_eval_set  # noqa: E402
 from fashion_match.export.torch2onnx import torch2onnx  # noqa: E402
+from fashion_match.runtime import Matcher  # noqa: E402
 from fashion_match.runtime.backend import embed_in_batches, open_backend  # noqa: E402
 from fashion_match.runtime.manifest import load_manifest  # noqa: E402
 from fashion_match.train.checkpoint import load_for_export  # noqa: E402
@@ -35,6 +41,7 @@ def main() -> None:
     ap.add_argument("--checkpoint", type=Path, required=True)
     ap.add_argument("alphas", type=float, nargs="+")
     ap.add_argument("--mix", nargs=2, metavar=("RUN", "B"), help="as make_default_model.py --mix")
+    ap.add_argument("--full", action="store_true", help="full protocols instead of subsamples")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
     rows = []
@@ -48,7 +55,13 @@ def main() -> None:
             torch2onnx(model.eval(), out, threshold=0.5, save_weights=False)
             m = load_manifest(out)
             row: dict = {"alpha": a, **({"mix": [args.mix[0], float(args.mix[1])]} if args.mix else {})}
-            for spec, nq, ng in [("fashion-mnist", 2000, 10000), ("fmnist-c2s", 2000, 2000)]:
+            if args.full:
+                row["protocols"] = "full"
+                with Matcher(out, batch_size=64) as matcher:
+                    for spec in ("fashion-mnist", "fmnist-c2s"):
+                        r = full_protocol(matcher, spec)
+                        row[spec] = {k: r.get(k) for k in ("recall_at_1", "recall_at_10", "map_at_r", "pair_auc")}
+            for spec, nq, ng in [] if args.full else [("fashion-mnist", 2000, 10000), ("fmnist-c2s", 2000, 2000)]:
                 es = load_eval_set(spec, m.preprocess, (nq, ng), (nq, ng))
                 with open_backend(out, "onnxruntime", "fp32", device="cpu") as be:
                     q, g = embed_in_batches(be.embed, es.q_pixels), embed_in_batches(be.embed, es.g_pixels)
@@ -69,7 +82,7 @@ def main() -> None:
         print(json.dumps(row), flush=True)
         rows.append(row)
     if args.out:
-        found = {"checkpoint": str(args.checkpoint), "mix": args.mix, "rows": rows}
+        found = {"checkpoint": str(args.checkpoint), "mix": args.mix, "full": args.full, "rows": rows}
         args.out.write_text(json.dumps(found, indent=2) + "\n")
 
 

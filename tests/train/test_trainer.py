@@ -121,6 +121,10 @@ def test_config_errors() -> None:
         TrainConfig(data="x", loss="arcface")
     with pytest.raises(UsageError, match="K >= 2"):
         TrainConfig(data="x", loss="multi_similarity", k=1)
+    with pytest.raises(UsageError, match="--map-shift"):
+        TrainConfig(data="x", map_shift=1, train_blocks=2)  # no cache: nothing to shift
+    with pytest.raises(UsageError, match="--map-shift"):
+        TrainConfig(data="x", map_shift=-1)
 
 
 def _ddp_worker(rank: int, port: int, data: str, out: str, results: str) -> None:
@@ -183,6 +187,31 @@ def test_train_blocks_with_cache_trains_only_the_last_blocks(tiny_fmnist: Path, 
     latest = tmp_path / "tb" / "latest"
     state = json.loads((latest / "state.json").read_text())
     assert load_weights(latest / "model.safetensors", state["model_config"]).preprocess.size == 64
+
+
+def test_shift_maps_moves_whole_cells_and_repeats_the_edge() -> None:
+    import torch
+
+    from fashion_match.train.cached import shift_maps
+
+    m = torch.arange(2 * 2 * 3 * 4, dtype=torch.float32).reshape(2, 2, 3, 4)
+    out = shift_maps(m, torch.tensor([1, 0]), torch.tensor([0, -2]))
+    # sample 0 moves down one row (the top row repeats); sample 1 moves left two columns
+    assert torch.equal(out[0, :, 1:], m[0, :, :2]) and torch.equal(out[0, :, 0], m[0, :, 0])
+    assert torch.equal(out[1, :, :, :2], m[1, :, :, 2:])
+    assert torch.equal(out[1, :, :, 2], m[1, :, :, 3]) and torch.equal(out[1, :, :, 3], m[1, :, :, 3])
+    assert torch.equal(shift_maps(m, torch.zeros(2, dtype=torch.long), torch.zeros(2, dtype=torch.long)), m)
+
+
+def test_map_shift_changes_training_and_resumes_exactly(tiny_fmnist: Path, tmp_path: Path) -> None:
+    kw: dict = dict(model="mobilenet_v2", image_size=64, cache_frozen=True, train_blocks=3, freeze_epochs=0)
+    data = f"fashion-mnist:{tiny_fmnist}"
+    plain = train(tiny_cfg(data, tmp_path / "plain", **kw), progress=False)
+    whole = train(tiny_cfg(data, tmp_path / "whole", map_shift=1, **kw), progress=False)
+    assert whole["weights_sha256"] != plain["weights_sha256"], "--map-shift must change what trains"
+    cut = tiny_cfg(data, tmp_path / "cut", map_shift=1, **kw)
+    train(cut, stop_after_epochs=1, progress=False)
+    assert train(cut, resume=True, progress=False)["weights_sha256"] == whole["weights_sha256"]
 
 
 def test_train_blocks_needs_a_sequential_backbone(tiny_fmnist: Path, tmp_path: Path) -> None:

@@ -49,6 +49,13 @@ from fashion_match.train.config import LABELS, LOSSES
     default=None,
     help="Only the last N backbone blocks ever train; with --cache-frozen the rest runs once.",
 )
+@click.option(
+    "--map-shift",
+    type=click.IntRange(0),
+    default=0,
+    show_default=True,
+    help="With --cache-frozen and --train-blocks: shift cached maps randomly by up to N cells (augmentation).",
+)
 @click.option("--batch", default="32x4", show_default=True, help="PxK: P classes x K images per class.")
 @click.option("--lr", type=float, default=1e-4, show_default=True, help="Backbone learning rate.")
 @click.option("--head-lr-mult", type=float, default=100.0, show_default=True)
@@ -94,6 +101,7 @@ def cli(
     freeze_epochs: int,
     cache_frozen: bool,
     train_blocks: int | None,
+    map_shift: int,
     batch: str,
     lr: float,
     head_lr_mult: float,
@@ -138,6 +146,7 @@ def cli(
             freeze_epochs=freeze_epochs,
             cache_frozen=cache_frozen,
             train_blocks=train_blocks,
+            map_shift=map_shift,
             p=p,
             k=k,
             lr=lr,

@@ -4,7 +4,8 @@ When the first part of the backbone never trains, its outputs for every training
 evaluation) image can be computed once. The rest — the last `train_blocks` backbone blocks, the
 pooling, the head, the proxies — then trains on those cached maps at a small fraction of the
 cost. With `train_blocks=0` the cache holds pooled features and only the head trains (the
-frozen warm-up). Augmentation is limited to random horizontal flips of the cached maps.
+frozen warm-up). Augmentation is limited to what the cached maps allow: random horizontal flips
+and, with `map_shift`, random translations by whole map cells (a stand-in for random crops).
 """
 
 from __future__ import annotations
@@ -123,15 +124,33 @@ def prefix_outputs(
     return torch.cat(outs), kept
 
 
+def shift_maps(maps: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor) -> torch.Tensor:
+    """Each map (N, C, H, W) moved by (dy[i], dx[i]) cells; uncovered cells repeat the edge.
+
+    Edge replication rather than zeros: a cached map's border is the prefix's response to the
+    image background, and zero is not what any background produces."""
+    n, _, h, w = maps.shape
+    rows = (torch.arange(h, device=maps.device)[None, :] - dy[:, None]).clamp(0, h - 1)  # (N, H)
+    cols = (torch.arange(w, device=maps.device)[None, :] - dx[:, None]).clamp(0, w - 1)  # (N, W)
+    idx = torch.arange(n, device=maps.device)[:, None, None]
+    return maps.permute(0, 2, 3, 1)[idx, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
+
+
 class MapNet(nn.Module):
     """Suffix blocks -> pooling -> head (+ classifier) -> loss, on cached prefix outputs."""
 
     def __init__(
-        self, suffix: nn.Sequential, model: EmbeddingModel, loss: nn.Module, category_weight: float, flip: bool = True
+        self,
+        suffix: nn.Sequential,
+        model: EmbeddingModel,
+        loss: nn.Module,
+        category_weight: float,
+        flip: bool = True,
+        shift: int = 0,
     ) -> None:
         super().__init__()
         self.suffix, self.head, self.classifier, self.loss = suffix, model.head, model.classifier, loss
-        self.category_weight, self.flip = category_weight, flip
+        self.category_weight, self.flip, self.shift = category_weight, flip, shift
 
     def embed(self, maps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         f = self.suffix(maps.float()).mean(dim=(2, 3))
@@ -142,6 +161,9 @@ class MapNet(nn.Module):
         if self.flip and self.training and maps.shape[-1] > 1:
             flip = torch.rand(len(maps), device=maps.device) < 0.5
             maps = torch.where(flip[:, None, None, None], maps.flip(-1), maps)
+        if self.shift > 0 and self.training and maps.shape[-1] > 1:
+            dy, dx = torch.randint(-self.shift, self.shift + 1, (2, len(maps)), device=maps.device)
+            maps = shift_maps(maps, dy, dx)
         emb, logits = self.embed(maps)
         out: torch.Tensor = self.loss(emb, labels, cats)
         if logits is not None and (cats >= 0).any():

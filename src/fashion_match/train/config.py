@@ -26,6 +26,7 @@ class TrainConfig:
     freeze_epochs: int = 1  # frozen-backbone warm-up before the whole network trains
     cache_frozen: bool = False  # compute what never trains once (pooled features or prefix maps)
     train_blocks: int | None = None  # only the last N backbone blocks ever train (None: all)
+    map_shift: int = 0  # cached maps: random translation by up to N cells (a stand-in for random crops)
     p: int = 32  # classes per batch
     k: int = 4  # images per class
     lr: float = 1e-4
@@ -57,6 +58,8 @@ class TrainConfig:
             raise UsageError(f"--loss {self.loss} needs K >= 2 images per class in --batch PxK")
         if self.category_metric_weight < 0:
             raise UsageError("--category-metric-weight must be >= 0")
+        if self.map_shift < 0 or (self.map_shift and not (self.cache_frozen and self.train_blocks)):
+            raise UsageError("--map-shift needs --cache-frozen and --train-blocks >= 1 (it moves cached maps)")
         if self.epochs < 1 or not 0 <= self.freeze_epochs <= self.epochs:
             raise UsageError("--epochs must be >= 1 and --freeze-epochs between 0 and --epochs")
 

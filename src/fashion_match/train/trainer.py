@@ -164,7 +164,7 @@ def train(
         cached_sampler = PKBatchSampler(
             labels[kept], cfg.p, cfg.k, seed=cfg.seed, steps=len(sampler), rank=rank, world=world
         )
-        map_net = MapNet(suffix, model, loss, cfg.category_weight)
+        map_net = MapNet(suffix, model, loss, cfg.category_weight, shift=cfg.map_shift)
         if n_train > 0 and rank == 0:  # the prefix never changes: cache the evaluation images too
             q_idx, g_idx = eval_indices(ds, cfg.eval_queries, cfg.eval_gallery)
             em, ek = prefix_outputs(

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import re
 import socket
 from pathlib import Path
 
@@ -74,6 +75,15 @@ def test_checkpoints_are_safetensors_and_json(tiny_fmnist: Path, tmp_path: Path)
     for key in ("recall_at_1", "recall_at_10", "recall_at_50", "map_at_r", "pair_auc", "threshold"):
         assert key in h
     assert TrainConfig.load(out / "config.json").loss == "multi_similarity"
+
+
+def test_one_line_per_epoch_when_stderr_is_not_a_terminal(
+    tiny_fmnist: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    r = train(tiny_cfg(f"fashion-mnist:{tiny_fmnist}", tmp_path / "run"), progress=True)
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if re.match(r"epoch \d+/\d+: loss", ln)]
+    assert [ln.split(":")[0] for ln in lines] == ["epoch 1/2", "epoch 2/2"]
+    assert f"R@1 {r['history'][1]['recall_at_1']:.4f}" in lines[1]
 
 
 def test_item_labels_and_triplet_baseline_on_c2s(tiny_fmnist: Path, tmp_path: Path) -> None:

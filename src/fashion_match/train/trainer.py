@@ -15,6 +15,7 @@ import logging
 import math
 import os
 import random
+import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -304,7 +305,12 @@ def train(
                 best = metrics["recall_at_1"]
                 save_training(out / "best", model, loss, opt, info)
             save_training(out / "latest", model, loss, opt, info)
-            log.info("epoch %d: loss %.4f R@1 %.4f", epoch + 1, row["loss"], metrics["recall_at_1"])
+            if progress:  # one line per epoch even when stderr is a log file and the bars are off
+                tqdm.write(
+                    f"epoch {epoch + 1}/{cfg.epochs}: loss {row['loss']:.4f}  R@1 {metrics['recall_at_1']:.4f}  "
+                    f"mAP@R {metrics['map_at_r']:.4f}  {row['images_per_s']:.0f} img/s",
+                    file=sys.stderr,
+                )
         if world > 1:
             dist.barrier()
         ran += 1

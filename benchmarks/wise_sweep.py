@@ -1,6 +1,7 @@
 """Weight-space ensembling sweep: trained backbone vs ImageNet backbone, A * trained + (1 - A) * ImageNet.
 
-    python benchmarks/wise_sweep.py --checkpoint runs/default-v3 0.5 0.75 1.0 [--mix RUN B] [--full] [--out FILE]
+    python benchmarks/wise_sweep.py --checkpoint RUN[/latest] 0.5 0.75 1.0 [--soup CKPT...] [--mix RUN B] [--full]
+        [--out FILE]
 
 For each A: export (ONNX Runtime fp32), then Fashion-MNIST category retrieval (2,000 evenly spaced
 test queries x 10,000 train images), fmnist-c2s instance retrieval (the first 2,000 consumer photos x
@@ -22,7 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from make_default_model import interpolate_with_imagenet, mix_with_run  # noqa: E402
+from make_default_model import interpolate_with_imagenet, load_checkpoint, mix_with_run, soup_with  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from eval_model import run as full_protocol  # noqa: E402
@@ -33,7 +34,6 @@ from fashion_match.export.torch2onnx import torch2onnx  # noqa: E402
 from fashion_match.runtime import Matcher  # noqa: E402
 from fashion_match.runtime.backend import embed_in_batches, open_backend  # noqa: E402
 from fashion_match.runtime.manifest import load_manifest  # noqa: E402
-from fashion_match.train.checkpoint import load_for_export  # noqa: E402
 
 
 def main() -> None:
@@ -41,12 +41,15 @@ def main() -> None:
     ap.add_argument("--checkpoint", type=Path, required=True)
     ap.add_argument("alphas", type=float, nargs="+")
     ap.add_argument("--mix", nargs=2, metavar=("RUN", "B"), help="as make_default_model.py --mix")
+    ap.add_argument("--soup", nargs="+", type=Path, default=[], metavar="CKPT", help="as make_default_model.py --soup")
     ap.add_argument("--full", action="store_true", help="full protocols instead of subsamples")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
     rows = []
     for a in args.alphas:
-        model, _ = load_for_export(args.checkpoint, "best")
+        model = load_checkpoint(args.checkpoint)[0]
+        if args.soup:
+            soup_with(model, args.soup)
         if args.mix:
             mix_with_run(model, Path(args.mix[0]), float(args.mix[1]))
         interpolate_with_imagenet(model, a)
@@ -55,6 +58,8 @@ def main() -> None:
             torch2onnx(model.eval(), out, threshold=0.5, save_weights=False)
             m = load_manifest(out)
             row: dict = {"alpha": a, **({"mix": [args.mix[0], float(args.mix[1])]} if args.mix else {})}
+            if args.soup:
+                row["soup"] = [str(f) for f in args.soup]
             if args.full:
                 row["protocols"] = "full"
                 with Matcher(out, batch_size=64) as matcher:
@@ -83,7 +88,8 @@ def main() -> None:
         print(json.dumps(row), flush=True)
         rows.append(row)
     if args.out:
-        found = {"checkpoint": str(args.checkpoint), "mix": args.mix, "full": args.full, "rows": rows}
+        found = {"checkpoint": str(args.checkpoint), "soup": [str(f) for f in args.soup], "mix": args.mix}
+        found |= {"full": args.full, "rows": rows}
         args.out.write_text(json.dumps(found, indent=2) + "\n")
 
 

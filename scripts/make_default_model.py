@@ -62,6 +62,37 @@ def mix_with_run(model: object, other: Path, beta: float) -> None:
     model.load_state_dict(_lerp(ours, theirs, beta))  # type: ignore[attr-defined]
 
 
+def load_checkpoint(path: Path) -> tuple[object, dict, Path]:
+    """(model, state.json, run directory) for an fm-train run directory (its best/ checkpoint)
+    or one of its checkpoint folders (RUN/best, RUN/latest)."""
+    from fashion_match.train.checkpoint import load_for_export
+
+    if (path / "state.json").is_file():
+        model, info = load_for_export(path.parent, path.name)
+        return model, info, path.parent
+    model, info = load_for_export(path, "best")
+    return model, info, path
+
+
+def soup_with(model: object, folders: list[Path]) -> list[dict]:
+    """Every weight <- the uniform average of `model` and the checkpoints in `folders` (a uniform
+    model soup, Wortsman et al. 2022, "Model soups"). Like --mix, only for runs of one lineage."""
+    ours = model.state_dict()  # type: ignore[attr-defined]
+    total = {k: v.float().clone() for k, v in ours.items() if v.is_floating_point()}
+    used = []
+    for folder in folders:
+        other, info, run = load_checkpoint(folder)
+        theirs = other.state_dict()  # type: ignore[attr-defined]
+        if ours.keys() != theirs.keys() or any(ours[k].shape != theirs[k].shape for k in ours):
+            raise SystemExit(f"--soup {folder}: its model does not have the same tensors")
+        for k in total:
+            total[k] += theirs[k].float()
+        used.append({"fm_train_run": run.name, "checkpoint": folder.name, "epoch": info.get("epoch")})
+    n = len(folders) + 1
+    model.load_state_dict({k: (total[k] / n).to(v.dtype) if k in total else v for k, v in ours.items()})  # type: ignore[attr-defined]
+    return used
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
@@ -70,6 +101,7 @@ def main() -> None:
     ap.add_argument(
         "--mix", nargs=2, metavar=("RUN", "B"), help="first mix with another run's best weights: (1-B) ours + B theirs"
     )
+    ap.add_argument("--soup", nargs="+", type=Path, default=[], metavar="CKPT", help="average with these checkpoints")
     ap.add_argument("--wise", type=float, default=None, help="interpolate with the ImageNet backbone (0..1)")
     ap.add_argument("--calibration-items", type=int, default=1000)
     ap.add_argument("--calib-method", default="percentile", help="INT8 calibration method")
@@ -77,19 +109,20 @@ def main() -> None:
     args = ap.parse_args()
     t0 = time.perf_counter()
     if args.checkpoint:
-        from fashion_match.train.checkpoint import load_for_export
-
-        model, info = load_for_export(args.checkpoint, "best")
+        model, info, run = load_checkpoint(args.checkpoint)
+        souped = soup_with(model, args.soup) if args.soup else None
         if args.mix:
             mix_with_run(model, Path(args.mix[0]), float(args.mix[1]))
         if args.wise is not None:
             interpolate_with_imagenet(model, args.wise)
-        name = args.name or f"{model.name}-{args.checkpoint.name}"
+        name = args.name or f"{model.name}-{run.name}"
         source = {
-            "fm_train_run": args.checkpoint.name,
+            "fm_train_run": run.name,
+            "checkpoint": args.checkpoint.name if run != args.checkpoint else "best",
             "epoch": info.get("epoch"),
-            "config": json.loads((args.checkpoint / "config.json").read_text(encoding="utf-8")),
+            "config": json.loads((run / "config.json").read_text(encoding="utf-8")),
             "metrics": info.get("metrics"),
+            "souped_with": souped,
             "mixed_with": {"fm_train_run": Path(args.mix[0]).name, "weight": float(args.mix[1])} if args.mix else None,
             "wise_alpha": args.wise,
         }

@@ -1,0 +1,44 @@
+"""scripts/make_default_model.py's weight averaging: --soup (uniform) and the checkpoint folders it reads."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from fashion_match.train.trainer import train
+from tests.train.test_trainer import tiny_cfg
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
+from make_default_model import load_checkpoint, soup_with  # noqa: E402
+
+
+def test_soup_is_the_uniform_average_of_the_checkpoints(tiny_fmnist: Path, tmp_path: Path) -> None:
+    data = f"fashion-mnist:{tiny_fmnist}"
+    for name, seed in (("a", 0), ("b", 1), ("c", 2)):
+        train(tiny_cfg(data, tmp_path / name, epochs=1, seed=seed), progress=False)
+    parts = [load_checkpoint(tmp_path / n / "latest")[0].state_dict() for n in "abc"]
+    model, _, run = load_checkpoint(tmp_path / "a" / "latest")
+    assert run == tmp_path / "a"
+    used = soup_with(model, [tmp_path / "b" / "latest", tmp_path / "c" / "latest"])
+    assert [(u["fm_train_run"], u["checkpoint"], u["epoch"]) for u in used] == [("b", "latest", 0), ("c", "latest", 0)]
+    souped = model.state_dict()
+    weights = [k for k, v in souped.items() if v.is_floating_point()]
+    assert weights and any(not torch.equal(parts[0][k], parts[1][k]) for k in weights)
+    for k in weights:
+        torch.testing.assert_close(souped[k], (parts[0][k] + parts[1][k] + parts[2][k]) / 3)
+    # integer counters (BatchNorm's num_batches_tracked) are not averaged
+    for k, v in souped.items():
+        if not v.is_floating_point():
+            assert torch.equal(v, parts[0][k])
+
+
+def test_soup_refuses_another_architecture(tiny_fmnist: Path, tmp_path: Path) -> None:
+    data = f"fashion-mnist:{tiny_fmnist}"
+    train(tiny_cfg(data, tmp_path / "a", epochs=1), progress=False)
+    train(tiny_cfg(data, tmp_path / "b", epochs=1, embedding_dim=8), progress=False)
+    model = load_checkpoint(tmp_path / "a")[0]  # a run directory means its best/ checkpoint
+    with pytest.raises(SystemExit, match="same tensors"):
+        soup_with(model, [tmp_path / "b" / "latest"])

@@ -1,6 +1,7 @@
 """Build the embedded default model: export, parity-gate, calibrate, and add its FP16/INT8 files.
 
-    python scripts/make_default_model.py --checkpoint runs/default-v3 --name NAME [--mix RUN B] [--wise 0.75]
+    python scripts/make_default_model.py --checkpoint RUN[/latest] --name NAME [--soup CKPT...] [--mix RUN B]
+        [--wise 0.75]
     python scripts/make_default_model.py                                                        # zero-shot
 
 `--wise A` interpolates the trained backbone's weights with the ImageNet ones (weight-space

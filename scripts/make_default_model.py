@@ -48,19 +48,22 @@ def interpolate_with_imagenet(model: object, alpha: float) -> None:
 
 
 def mix_with_run(model: object, other: Path, beta: float) -> None:
-    """Every weight <- (1 - beta) * model + beta * `other`'s best checkpoint (a model soup of two runs).
+    """Every weight <- (1 - beta) * model + beta * `other`'s weights (its best checkpoint, or the
+    RUN/latest folder given): a model soup of two runs.
 
     Meaningful only for runs of one lineage (one started from the other's weights): they share a
     basin, so the straight line between them keeps both runs' strengths to a degree."""
-    from fashion_match.train.checkpoint import load_for_export
-
     if not 0.0 <= beta <= 1.0:
         raise SystemExit(f"--mix {other} {beta}: expected a weight between 0 and 1")
-    theirs = load_for_export(other, "best")[0].state_dict()
     ours = model.state_dict()  # type: ignore[attr-defined]
-    if ours.keys() != theirs.keys() or any(ours[k].shape != theirs[k].shape for k in ours):
-        raise SystemExit(f"--mix {other}: its model does not have the same tensors")
+    theirs = load_checkpoint(other)[0].state_dict()  # type: ignore[attr-defined]
+    _refuse_other_tensors(ours, theirs, f"--mix {other}")
     model.load_state_dict(_lerp(ours, theirs, beta))  # type: ignore[attr-defined]
+
+
+def _refuse_other_tensors(ours: dict, theirs: dict, what: str) -> None:
+    if ours.keys() != theirs.keys() or any(ours[k].shape != theirs[k].shape for k in ours):
+        raise SystemExit(f"{what}: its model does not have the same tensors")
 
 
 def load_checkpoint(path: Path) -> tuple[object, dict, Path]:
@@ -84,8 +87,7 @@ def soup_with(model: object, folders: list[Path]) -> list[dict]:
     for folder in folders:
         other, info, run = load_checkpoint(folder)
         theirs = other.state_dict()  # type: ignore[attr-defined]
-        if ours.keys() != theirs.keys() or any(ours[k].shape != theirs[k].shape for k in ours):
-            raise SystemExit(f"--soup {folder}: its model does not have the same tensors")
+        _refuse_other_tensors(ours, theirs, f"--soup {folder}")
         for k in total:
             total[k] += theirs[k].float()
         used.append({"fm_train_run": run.name, "checkpoint": folder.name, "epoch": info.get("epoch")})
@@ -124,7 +126,7 @@ def main() -> None:
             "config": json.loads((run / "config.json").read_text(encoding="utf-8")),
             "metrics": info.get("metrics"),
             "souped_with": souped,
-            "mixed_with": {"fm_train_run": Path(args.mix[0]).name, "weight": float(args.mix[1])} if args.mix else None,
+            "mixed_with": {"checkpoint": args.mix[0], "weight": float(args.mix[1])} if args.mix else None,
             "wise_alpha": args.wise,
         }
     else:

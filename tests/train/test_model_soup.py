@@ -1,4 +1,4 @@
-"""scripts/make_default_model.py's weight averaging: --soup (uniform) and the checkpoint folders it reads."""
+"""scripts/make_default_model.py's weight averaging: --soup (uniform), --mix, and the checkpoint folders they read."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from fashion_match.train.trainer import train
 from tests.train.test_trainer import tiny_cfg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
-from make_default_model import load_checkpoint, soup_with  # noqa: E402
+from make_default_model import load_checkpoint, mix_with_run, soup_with  # noqa: E402
 
 
 def test_soup_is_the_uniform_average_of_the_checkpoints(tiny_fmnist: Path, tmp_path: Path) -> None:
@@ -42,3 +42,17 @@ def test_soup_refuses_another_architecture(tiny_fmnist: Path, tmp_path: Path) ->
     model = load_checkpoint(tmp_path / "a")[0]  # a run directory means its best/ checkpoint
     with pytest.raises(SystemExit, match="same tensors"):
         soup_with(model, [tmp_path / "b" / "latest"])
+    with pytest.raises(SystemExit, match="same tensors"):
+        mix_with_run(model, tmp_path / "b", 0.5)
+
+
+def test_mix_takes_a_checkpoint_folder(tiny_fmnist: Path, tmp_path: Path) -> None:
+    data = f"fashion-mnist:{tiny_fmnist}"
+    for name, seed in (("a", 0), ("b", 1)):
+        train(tiny_cfg(data, tmp_path / name, epochs=1, seed=seed), progress=False)
+    a, b = (load_checkpoint(tmp_path / n / "latest")[0].state_dict() for n in "ab")
+    model = load_checkpoint(tmp_path / "a" / "latest")[0]
+    mix_with_run(model, tmp_path / "b" / "latest", 0.25)
+    for k, v in model.state_dict().items():
+        if v.is_floating_point():
+            torch.testing.assert_close(v, 0.75 * a[k] + 0.25 * b[k])

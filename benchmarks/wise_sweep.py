@@ -46,12 +46,14 @@ def main() -> None:
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
     rows = []
+    model = load_checkpoint(args.checkpoint)[0]
+    if args.soup:
+        soup_with(model, args.soup)
+    if args.mix:
+        mix_with_run(model, Path(args.mix[0]), float(args.mix[1]))
+    start = {k: v.clone() for k, v in model.state_dict().items()}  # each A starts from the same weights
     for a in args.alphas:
-        model = load_checkpoint(args.checkpoint)[0]
-        if args.soup:
-            soup_with(model, args.soup)
-        if args.mix:
-            mix_with_run(model, Path(args.mix[0]), float(args.mix[1]))
+        model.load_state_dict(start)
         interpolate_with_imagenet(model, a)
         with tempfile.TemporaryDirectory() as d:
             out = Path(d) / "m"

@@ -102,7 +102,7 @@ def main() -> None:
     ap.add_argument("--checkpoint", type=Path, help="an fm-train output directory (its best/ checkpoint)")
     ap.add_argument("--name", help="display name of the model (with --checkpoint)")
     ap.add_argument(
-        "--mix", nargs=2, metavar=("RUN", "B"), help="first mix with another run's best weights: (1-B) ours + B theirs"
+        "--mix", nargs=2, metavar=("RUN", "B"), help="then mix with RUN or RUN/latest: (1-B) ours + B theirs"
     )
     ap.add_argument("--soup", nargs="+", type=Path, default=[], metavar="CKPT", help="average with these checkpoints")
     ap.add_argument("--wise", type=float, default=None, help="interpolate with the ImageNet backbone (0..1)")

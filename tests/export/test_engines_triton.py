@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from fashion_match.errors import BackendUnavailable, ExportError, MissingDependency, UsageError
@@ -16,7 +17,7 @@ from fashion_match.export.pipeline import ExportOptions, run_export
 from fashion_match.export.triton import config_pbtxt, validate_config, write_repository
 from fashion_match.runtime.backend import open_backend, unavailable_reason
 from fashion_match.runtime.manifest import load_manifest
-from fashion_match.runtime.tensorrt_backend import engine_mismatch, pick_profile
+from fashion_match.runtime.tensorrt_backend import engine_mismatch, io_dtype_mismatch, pick_profile
 
 HAS_TRT = importlib.util.find_spec("tensorrt") is not None
 EXE = Path(sys.executable).parent / "fm-export"
@@ -53,6 +54,12 @@ def test_parse_batch_rejects_bad_ranges(text: str) -> None:
     with pytest.raises(UsageError, match="--batch"):
         parse_batch(text)
     assert parse_batch("16") == (16, 16, 16)
+
+
+def test_engine_io_dtypes_must_fit_the_buffers() -> None:
+    assert io_dtype_mismatch(np.uint8, np.float32) is None
+    assert "float16" in str(io_dtype_mismatch(np.uint8, np.float16))  # an FP16 output would be read as float32
+    assert "float32/float32" in str(io_dtype_mismatch(np.float32, np.float32))
 
 
 def test_engine_mismatch_names_what_differs() -> None:

@@ -43,6 +43,15 @@ def engine_mismatch(entry: dict[str, Any], trt_version: str, gpu: dict[str, Any]
     return None
 
 
+def io_dtype_mismatch(input_dtype: Any, output_dtype: Any) -> str | None:
+    """Why an engine with these I/O dtypes cannot use this backend's buffers (uint8 pixels in,
+    float32 embeddings out; None when it can): a mismatch would read or write garbage silently."""
+    got = (np.dtype(input_dtype), np.dtype(output_dtype))
+    if got != (np.dtype(np.uint8), np.dtype(np.float32)):
+        return f"its input/output are {got[0]}/{got[1]}, expected uint8 pixels in and float32 embeddings out"
+    return None
+
+
 def pick_profile(profiles: list[list[int]] | list[tuple[int, int, int]], batch: int) -> int | None:
     """Index of the narrowest profile containing `batch` (None when none does)."""
     fits = [(p[2] - p[0], i) for i, p in enumerate(profiles) if p[0] <= batch <= p[2]]
@@ -108,6 +117,12 @@ class TensorRTBackend(BaseBackend):
         if len(inputs) != 1 or len(outputs) != 1:
             raise ManifestMismatch(f"{path}: expected one input and one output, got {inputs} -> {outputs}")
         self.in_name, self.out_name = inputs[0], outputs[0]
+        why = io_dtype_mismatch(
+            trt.nptype(self.engine.get_tensor_dtype(self.in_name)),
+            trt.nptype(self.engine.get_tensor_dtype(self.out_name)),
+        )
+        if why:
+            raise ManifestMismatch(f"{path}: {why}; rebuild it from this project's ONNX with fm-export --trt")
         self.profiles: list[list[int]] = [list(p) for p in entry["profiles"]]
         if self.engine.num_optimization_profiles != len(self.profiles):
             raise ManifestMismatch(f"{path}: the engine's profiles do not match its manifest entry")

@@ -29,12 +29,13 @@ def test_match_exit_0_and_line_format() -> None:
 
 
 def test_no_match_exit_1_and_json_schema() -> None:
-    r = fm_match(PAIR[0], OTHER, "--json")
+    r = fm_match(PAIR[0], OTHER, "--json", "--device", "cpu")  # the device it reports is asked for
     assert r.returncode == 1, r.stderr
     out = json.loads(r.stdout)
-    assert set(out) == {"a", "b", "similarity", "threshold", "match", "backend", "precision", "model"}
+    assert set(out) == {"a", "b", "similarity", "threshold", "match", "backend", "precision", "device", "model"}
     assert out["match"] is False and out["similarity"] < out["threshold"]
     assert out["backend"] == "onnxruntime" and out["precision"] == "fp32" and out["b"] == OTHER
+    assert out["device"] == "cpu"
 
 
 def test_threshold_option_flips_the_verdict() -> None:

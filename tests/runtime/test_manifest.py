@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from fashion_match.errors import BackendUnavailable, ManifestMismatch, UsageError
@@ -76,4 +77,21 @@ def test_cuda_request_on_a_cpu_machine_is_refused(tiny_model_dir: Path) -> None:
     if "CUDAExecutionProvider" in ort.get_available_providers():
         pytest.skip("this machine has the ONNX Runtime CUDA provider")
     with pytest.raises(BackendUnavailable, match="onnxruntime-gpu"):
+        open_backend(tiny_model_dir, "onnxruntime", "fp32", device="cuda")
+
+
+@pytest.mark.filterwarnings("ignore:Specified provider")  # how CPU-only ORT answers the simulated listing
+def test_a_listed_cuda_provider_that_cannot_start(tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """onnxruntime-gpu on a machine without a working GPU lists CUDA yet runs on CPU: `auto` says so
+    and runs, an explicit `cuda` is refused."""
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this machine has the ONNX Runtime CUDA provider")
+    listed = ["CUDAExecutionProvider", *ort.get_available_providers()]
+    monkeypatch.setattr(ort, "get_available_providers", lambda: listed)
+    with open_backend(tiny_model_dir, "onnxruntime", "fp32") as be:
+        assert be.info.device == "cpu" and "could not start: running on CPU" in be.info.detail
+        assert be.embed(np.zeros((1, be.info.input_size, be.info.input_size, 3), np.uint8)).shape[0] == 1
+    with pytest.raises(BackendUnavailable, match="could not start the CUDA provider"):
         open_backend(tiny_model_dir, "onnxruntime", "fp32", device="cuda")

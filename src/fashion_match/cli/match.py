@@ -47,6 +47,7 @@ def cli(
                 "match": v.match,
                 "backend": m.info.backend,
                 "precision": m.info.precision,
+                "device": m.info.device,
                 "model": m.manifest.short_id(),
             }
             click.echo(json.dumps(record))

@@ -40,22 +40,30 @@ class OnnxRuntimeBackend(BaseBackend):
         opts.intra_op_num_threads = threads or min(os.cpu_count() or 1, 16)
         opts.inter_op_num_threads = 1
         opts.log_severity_level = 3
+        # onnxruntime-gpu lists the CUDA provider even where no GPU or driver works; "auto" then means
+        # CPU (said in the backend's detail), an explicit --device cuda is refused instead.
         want_cuda = device.startswith("cuda") or (
             device == "auto" and "CUDAExecutionProvider" in ort.get_available_providers()
         )
-        if want_cuda:
-            dev_id = int(device.split(":")[1]) if ":" in device else 0
-            providers: list[Any] = [("CUDAExecutionProvider", {"device_id": dev_id}), "CPUExecutionProvider"]
-        else:
-            providers = ["CPUExecutionProvider"]
-        try:
-            self.session = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
-        except Exception as e:  # noqa: BLE001 - ORT raises its own exception types
-            raise ManifestMismatch(f"{path}: ONNX Runtime cannot load it ({' '.join(str(e).split())[:200]})") from None
+        dev_id = int(device.split(":")[1]) if device.startswith("cuda:") else 0
+        cuda_provider = ("CUDAExecutionProvider", {"device_id": dev_id})
+        attempts: list[list[Any]] = [[cuda_provider, "CPUExecutionProvider"]] if want_cuda else []
+        if device == "auto" or not want_cuda:
+            attempts.append(["CPUExecutionProvider"])
+        for i, providers in enumerate(attempts):
+            try:
+                self.session = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
+                break
+            except Exception as e:  # noqa: BLE001 - ORT raises its own exception types
+                if i + 1 == len(attempts):
+                    reason = " ".join(str(e).split())[:200]
+                    raise ManifestMismatch(f"{path}: ONNX Runtime cannot load it ({reason})") from None
         active = self.session.get_providers()
-        if want_cuda and "CUDAExecutionProvider" not in active:
+        on_cuda = "CUDAExecutionProvider" in active
+        if device.startswith("cuda") and not on_cuda:
             # ORT falls back to CPU quietly when CUDA libraries fail to load: we do not.
             raise BackendUnavailable(f"onnxruntime could not start the CUDA provider (active: {active})")
+        fell_back = " (CUDA provider listed but could not start: running on CPU)" if want_cuda and not on_cuda else ""
         inp, out = self.session.get_inputs()[0], self.session.get_outputs()[0]
         self.input_name = inp.name
         spec = manifest.preprocess
@@ -72,11 +80,11 @@ class OnnxRuntimeBackend(BaseBackend):
         self.info = BackendInfo(
             backend="onnxruntime",
             precision=str(entry["precision"]),
-            device="cuda:0" if want_cuda else "cpu",
+            device=f"cuda:{dev_id}" if on_cuda else "cpu",
             artifact=path.name,
             embedding_dim=manifest.embedding_dim,
             input_size=spec.size,
-            detail=f"providers={','.join(active)} threads={opts.intra_op_num_threads}",
+            detail=f"providers={','.join(active)} threads={opts.intra_op_num_threads}{fell_back}",
         )
 
     def embed(self, pixels: np.ndarray) -> np.ndarray:

@@ -38,14 +38,19 @@ extra=()
 [[ -n "${STEPS:-}" ]] && extra+=(--steps-per-epoch "$STEPS")
 [[ -n "${LIMIT:-}" ]] && extra+=(--train-limit "$LIMIT")
 
-fm-train \
-  --data fmnist-c2s --label item --loss multi_similarity \
-  --category-metric-weight 1.0 --category-head \
-  --model mobilenet_v2 --pretrained imagenet --embedding-dim 512 \
-  --epochs "$EPOCHS" --freeze-epochs 1 --batch 128x2 \
-  --lr 1e-4 --head-lr-mult 10 --weight-decay 1e-4 \
-  --eval-queries "$EVAL" --eval-gallery "$EVAL" \
-  --workers "$WORKERS" --seed 0 --out "$OUT" "${extra[@]}"
+# interrupted (a preempted job, a time limit)? run the script again: it resumes from the last epoch
+if [[ -f "$OUT/config.json" ]]; then
+  fm-train --resume "$OUT"
+else
+  fm-train \
+    --data fmnist-c2s --label item --loss multi_similarity \
+    --category-metric-weight 1.0 --category-head \
+    --model mobilenet_v2 --pretrained imagenet --embedding-dim 512 \
+    --epochs "$EPOCHS" --freeze-epochs 1 --batch 128x2 \
+    --lr 1e-4 --head-lr-mult 10 --weight-decay 1e-4 \
+    --eval-queries "$EVAL" --eval-gallery "$EVAL" \
+    --workers "$WORKERS" --seed 0 --out "$OUT" "${extra[@]}"
+fi
 
 full=()
 [[ "${FULL:-1}" == 1 ]] && full=(--full)

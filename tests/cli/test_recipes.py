@@ -18,10 +18,11 @@ RECIPES = sorted((Path(__file__).resolve().parents[2] / "benchmarks" / "recipes"
 
 
 def fm_train_args(script: str) -> list[str]:
-    """The recipe's fm-train arguments, its shell variables replaced by their defaults."""
+    """The recipe's fm-train arguments (the run that starts with --data), its shell variables replaced
+    by their defaults."""
     joined = script.replace("\\\n", " ")
     defaults = dict(re.findall(r"^(\w+)=\$\{\w+:-([^}]*)\}", joined, flags=re.M))
-    (line,) = [ln for ln in joined.splitlines() if ln.lstrip().startswith("fm-train ")]
+    (line,) = [ln for ln in joined.splitlines() if re.match(r"\s*fm-train\s+--data", ln)]
     line = line.replace('"${extra[@]}"', "")  # optional extras, checked by the smoke run instead
     line = re.sub(r"\$\{?(\w+)\}?", lambda m: defaults.get(m.group(1), "/data"), line)
     return shlex.split(line)[1:]

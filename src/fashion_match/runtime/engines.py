@@ -42,7 +42,10 @@ class ExactEngine:
 class CupyEngine:
     """Exact search with the gallery on the GPU: cuBLAS GEMM per block, top-k on the device,
     only (queries x k) candidates cross to the host. Ties at the k-th score are resolved on the
-    host from the full row, so results equal the CPU engine's."""
+    host from the full row, so results equal the CPU engine's wherever the scores themselves are
+    equal (cuBLAS and the CPU BLAS may round a sum differently in the last bit). A float16 gallery
+    stays half-size on the device and is widened block by block: queries are never rounded to
+    float16 and the GEMM runs in float32, as on the CPU."""
 
     name = "exact-gpu"
 
@@ -73,11 +76,11 @@ class CupyEngine:
         sentinel = np.iinfo(np.int64).max
         with cp.cuda.Device(self.device):
             for q0 in range(0, n_q, query_chunk):
-                q = cp.asarray(queries[q0 : q0 + query_chunk], dtype=self.gallery.dtype)
+                q = cp.asarray(queries[q0 : q0 + query_chunk], dtype=cp.float32)
                 best_s = np.full((len(q), k), -np.inf, np.float32)
                 best_i = np.full((len(q), k), sentinel, np.int64)
                 for g0 in range(0, n_g, self.block_rows):
-                    sims = (q @ self.gallery[g0 : g0 + self.block_rows].T).astype(cp.float32)
+                    sims = q @ self.gallery[g0 : g0 + self.block_rows].astype(cp.float32, copy=False).T
                     kk = min(k, sims.shape[1])
                     part = cp.argpartition(-sims, kk - 1, axis=1)[:, :kk]
                     vals = cp.take_along_axis(sims, part, axis=1)

@@ -21,6 +21,13 @@ def _ort() -> Any:
     return onnxruntime
 
 
+def _session(ort: Any, path: Path, opts: Any, providers: list[Any]) -> Any:
+    try:
+        return ort.InferenceSession(str(path), sess_options=opts, providers=providers)
+    except Exception as e:  # noqa: BLE001 - ORT raises its own exception types
+        raise ManifestMismatch(f"{path}: ONNX Runtime cannot load it ({' '.join(str(e).split())[:200]})") from None
+
+
 class OnnxRuntimeBackend(BaseBackend):
     @staticmethod
     def unavailable_reason(device: str = "auto") -> str | None:
@@ -46,18 +53,14 @@ class OnnxRuntimeBackend(BaseBackend):
             device == "auto" and "CUDAExecutionProvider" in ort.get_available_providers()
         )
         dev_id = int(device.split(":")[1]) if device.startswith("cuda:") else 0
-        cuda_provider = ("CUDAExecutionProvider", {"device_id": dev_id})
-        attempts: list[list[Any]] = [[cuda_provider, "CPUExecutionProvider"]] if want_cuda else []
-        if device == "auto" or not want_cuda:
-            attempts.append(["CPUExecutionProvider"])
-        for i, providers in enumerate(attempts):
-            try:
-                self.session = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
-                break
-            except Exception as e:  # noqa: BLE001 - ORT raises its own exception types
-                if i + 1 == len(attempts):
-                    reason = " ".join(str(e).split())[:200]
-                    raise ManifestMismatch(f"{path}: ONNX Runtime cannot load it ({reason})") from None
+        cpu_only = ["CPUExecutionProvider"]
+        try:
+            providers = [("CUDAExecutionProvider", {"device_id": dev_id}), *cpu_only] if want_cuda else cpu_only
+            self.session = _session(ort, path, opts, providers)
+        except ManifestMismatch:
+            if not want_cuda:
+                raise
+            self.session = _session(ort, path, opts, cpu_only)  # loads on CPU: CUDA was what failed
         active = self.session.get_providers()
         on_cuda = "CUDAExecutionProvider" in active
         if device.startswith("cuda") and not on_cuda:

@@ -106,6 +106,11 @@ def test_without_tensorrt_every_path_says_so(model_copy: Path, tmp_path: Path) -
         build_engine(model_copy / "model.onnx", tmp_path / "x.engine")
     with pytest.raises(UsageError, match="--trt: TensorRT is not installed"):
         run_export(model_copy, None, ExportOptions(trt=True), lambda s: None)
+    # refused before any FP16/INT8 work or copy is made, not minutes later
+    said: list[str] = []
+    with pytest.raises(UsageError, match="--trt: TensorRT is not installed"):
+        run_export(model_copy, tmp_path / "out", ExportOptions(fp16=True, int8=True, trt=True), said.append)
+    assert said == [] and not (tmp_path / "out").exists()
 
 
 @pytest.mark.tensorrt

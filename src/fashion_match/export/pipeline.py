@@ -191,6 +191,12 @@ def run_export(source: Path | None, out: Path | None, opts: ExportOptions, say: 
         onnx2int8,
     )
 
+    if opts.trt:  # before minutes of FP16/INT8 work, not after it
+        from fashion_match.runtime.backend import unavailable_reason
+
+        why = unavailable_reason("tensorrt", "cuda")
+        if why:
+            raise UsageError(f"--trt: {why}")
     model_dir, run, out_text = resolve(source, out)
     manifest = prepare_out(model_dir, run, Path(out_text))
     result = ExportResult(manifest.folder)
@@ -258,11 +264,8 @@ def _build_engines(
     manifest: Manifest, opts: ExportOptions, gate: _Gate, result: ExportResult, say: Callable[[str], None]
 ) -> None:
     from fashion_match.export.onnx2engine import build_engine
-    from fashion_match.runtime.backend import open_backend, unavailable_reason
+    from fashion_match.runtime.backend import open_backend
 
-    why = unavailable_reason("tensorrt", "cuda")
-    if why:
-        raise UsageError(f"--trt: {why}")
     precisions = ["fp32"] + [p for p, on in (("fp16", opts.fp16), ("int8", opts.int8)) if on]
     fp32 = manifest.artifacts["model.onnx"]
     for precision in precisions:

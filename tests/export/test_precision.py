@@ -12,7 +12,7 @@ import onnxruntime as ort
 import pytest
 from PIL import Image
 
-from fashion_match.errors import ExportError, ManifestMismatch, UsageError
+from fashion_match.errors import ExportError, FmError, ManifestMismatch, UsageError
 from fashion_match.export.calib_ranges import _kl_threshold, compute_ranges
 from fashion_match.export.gate import MIN_MEAN_COSINE
 from fashion_match.export.onnx2fp16 import convert_fp16, onnx2fp16
@@ -187,6 +187,18 @@ def test_constant_calibration_trips_the_gate_and_keeps_nothing(model_copy: Path,
     assert gate["allowance"] == "--allow-accuracy-drop" and gate["allowed_drop_pts"] == 100
     assert gate["min_mean_cosine"] is None  # waived, and the manifest says so
     assert gate["recall_at_1_drop_pts"] > 1.0 or gate["mean_cosine"] < MIN_MEAN_COSINE["int8"]
+
+
+def test_a_wrong_calibration_spec_fails_before_any_work(model_copy: Path, tmp_path: Path) -> None:
+    said: list[str] = []
+    with pytest.raises(FmError, match="nowhere"):
+        run_export(
+            model_copy,
+            tmp_path / "out",
+            ExportOptions(fp16=True, int8=True, calib=f"folder:{tmp_path}/nowhere"),
+            said.append,
+        )
+    assert said == [] and not (tmp_path / "out").exists()
 
 
 def test_tensorrt_int8_source_is_not_an_onnxruntime_artifact(model_copy: Path) -> None:

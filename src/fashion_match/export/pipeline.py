@@ -197,12 +197,15 @@ def run_export(source: Path | None, out: Path | None, opts: ExportOptions, say: 
         why = unavailable_reason("tensorrt", "cuda")
         if why:
             raise UsageError(f"--trt: {why}")
+    if opts.int8:  # a wrong --calib fails here too, before the copy and the FP16 work
+        sources, described = calibration_sources(opts.calib or DEFAULT_CALIB, opts.calib_images)
     model_dir, run, out_text = resolve(source, out)
     manifest = prepare_out(model_dir, run, Path(out_text))
     result = ExportResult(manifest.folder)
     fp32_path, fp32 = manifest.artifact("onnxruntime", "fp32")
     say(f"fp32   {fp32_path}")
     gate = _Gate(manifest, opts)
+    pixels = decode_calibration(sources, manifest.preprocess) if opts.int8 else None
 
     if opts.fp16:
         name = lookup("onnxruntime", "fp16").artifact
@@ -214,10 +217,8 @@ def run_export(source: Path | None, out: Path | None, opts: ExportOptions, say: 
         result.made.append({"file": name, **entry})
         say(_gate_line("fp16", name, figures))
 
-    if opts.int8:
+    if pixels is not None:  # --int8
         target = opts.target or ("tensorrt" if opts.trt else "onnxruntime")
-        sources, described = calibration_sources(opts.calib or DEFAULT_CALIB, opts.calib_images)
-        pixels = decode_calibration(sources, manifest.preprocess)
         name = lookup("onnxruntime", "int8").artifact if target == "onnxruntime" else TRT_INT8_SOURCE
 
         def quantise(p: Path) -> dict[str, Any]:

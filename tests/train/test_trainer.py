@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
 import socket
 from pathlib import Path
@@ -84,6 +85,15 @@ def test_one_line_per_epoch_when_stderr_is_not_a_terminal(
     lines = [ln for ln in capsys.readouterr().err.splitlines() if re.match(r"epoch \d+/\d+: loss", ln)]
     assert [ln.split(":")[0] for ln in lines] == ["epoch 1/2", "epoch 2/2"]
     assert f"R@1 {r['history'][1]['recall_at_1']:.4f}" in lines[1]
+
+
+def test_epoch_lines_go_to_the_log_when_progress_is_off(
+    tiny_fmnist: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="fashion_match")
+    train(tiny_cfg(f"fashion-mnist:{tiny_fmnist}", tmp_path / "run", epochs=1), progress=False)
+    assert not re.search(r"epoch \d+/\d+: loss", capsys.readouterr().err)  # --json: stderr stays quiet
+    assert [r.getMessage().split(":")[0] for r in caplog.records if ": loss" in r.getMessage()] == ["epoch 1/1"]
 
 
 def test_item_labels_and_triplet_baseline_on_c2s(tiny_fmnist: Path, tmp_path: Path) -> None:

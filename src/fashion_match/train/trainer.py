@@ -305,12 +305,14 @@ def train(
                 best = metrics["recall_at_1"]
                 save_training(out / "best", model, loss, opt, info)
             save_training(out / "latest", model, loss, opt, info)
+            line = (
+                f"epoch {epoch + 1}/{cfg.epochs}: loss {row['loss']:.4f}  R@1 {metrics['recall_at_1']:.4f}  "
+                f"mAP@R {metrics['map_at_r']:.4f}  {row['images_per_s']:.0f} img/s"
+            )
             if progress:  # one line per epoch even when stderr is a log file and the bars are off
-                tqdm.write(
-                    f"epoch {epoch + 1}/{cfg.epochs}: loss {row['loss']:.4f}  R@1 {metrics['recall_at_1']:.4f}  "
-                    f"mAP@R {metrics['map_at_r']:.4f}  {row['images_per_s']:.0f} img/s",
-                    file=sys.stderr,
-                )
+                tqdm.write(line, file=sys.stderr)
+            else:  # --json keeps stderr quiet; --debug still shows the epochs
+                log.info(line)
         if world > 1:
             dist.barrier()
         ran += 1

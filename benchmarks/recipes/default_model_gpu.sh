@@ -26,6 +26,7 @@
 # or copy the four idx .gz files there): the evaluation scripts read that location.
 #
 # Usage:   bash benchmarks/recipes/default_model_gpu.sh
+# Knobs:   CAT_WEIGHT (default 1.0), LR (1e-4), EPOCHS (10), OUT (runs/default-gpu), ALPHAS, WORKERS
 # Then:    python scripts/make_default_model.py --checkpoint "$OUT" --wise A --name NAME   (A from the sweep)
 # Smoke:   EPOCHS=1 STEPS=2 LIMIT=2000 EVAL=100 ALPHAS=1.0 FULL=0 WORKERS=2 bash benchmarks/recipes/default_model_gpu.sh
 set -euo pipefail
@@ -34,6 +35,8 @@ EPOCHS=${EPOCHS:-10}
 WORKERS=${WORKERS:-12}
 EVAL=${EVAL:-2000}
 ALPHAS=${ALPHAS:-0.5 0.75 1.0}
+CAT_WEIGHT=${CAT_WEIGHT:-1.0}  # Proxy-Anchor over categories beside the item loss: the first knob to sweep
+LR=${LR:-1e-4}
 extra=()
 [[ -n "${STEPS:-}" ]] && extra+=(--steps-per-epoch "$STEPS")
 [[ -n "${LIMIT:-}" ]] && extra+=(--train-limit "$LIMIT")
@@ -44,10 +47,10 @@ if [[ -f "$OUT/config.json" ]]; then
 else
   fm-train \
     --data fmnist-c2s --label item --loss multi_similarity \
-    --category-metric-weight 1.0 --category-head \
+    --category-metric-weight "$CAT_WEIGHT" --category-head \
     --model mobilenet_v2 --pretrained imagenet --embedding-dim 512 \
     --epochs "$EPOCHS" --freeze-epochs 1 --batch 128x2 \
-    --lr 1e-4 --head-lr-mult 10 --weight-decay 1e-4 \
+    --lr "$LR" --head-lr-mult 10 --weight-decay 1e-4 \
     --eval-queries "$EVAL" --eval-gallery "$EVAL" \
     --workers "$WORKERS" --seed 0 --out "$OUT" "${extra[@]}"
 fi

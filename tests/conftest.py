@@ -114,9 +114,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     gpu, trt = _has_cuda(), _has_tensorrt()
     for item in items:
         # one skip naming everything missing: pytest reports only the first reason of several markers
-        missing = [
-            *(["a CUDA GPU with CuPy (none here)"] if "gpu" in item.keywords and not gpu else []),
-            *(["the tensorrt module (not installable here)"] if "tensorrt" in item.keywords and not trt else []),
-        ]
+        missing = []
+        if "gpu" in item.keywords and not gpu:
+            missing.append("a CUDA GPU with CuPy (none here)")
+        if "tensorrt" in item.keywords and not trt:
+            missing.append("the tensorrt module (not installable here)")
         if missing:
             item.add_marker(pytest.mark.skip(reason="needs " + " and ".join(missing)))

@@ -81,37 +81,29 @@ def test_cuda_request_on_a_cpu_machine_is_refused(tiny_model_dir: Path) -> None:
 
 
 @pytest.mark.filterwarnings("ignore:Specified provider")  # how CPU-only ORT answers the simulated listing
-def test_a_listed_cuda_provider_that_cannot_start(tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """onnxruntime-gpu on a machine without a working GPU lists CUDA yet runs on CPU: `auto` says so
-    and runs, an explicit `cuda` is refused."""
+@pytest.mark.parametrize("how", ["falls back", "raises"])
+def test_a_listed_cuda_provider_that_cannot_start(
+    tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    """onnxruntime-gpu on a machine without a working GPU lists CUDA, then falls back to CPU quietly or
+    (some builds) raises: `auto` runs on CPU and says so; an explicit `cuda` is refused as a CUDA
+    failure, not blamed on the model file."""
     import onnxruntime as ort
 
     if "CUDAExecutionProvider" in ort.get_available_providers():
         pytest.skip("this machine has the ONNX Runtime CUDA provider")
-    listed = ["CUDAExecutionProvider", *ort.get_available_providers()]
-    monkeypatch.setattr(ort, "get_available_providers", lambda: listed)
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    if how == "raises":
+        real = ort.InferenceSession
+
+        def session(path: str, sess_options: object = None, providers: list | None = None) -> object:
+            if any("CUDA" in str(p) for p in providers or []):
+                raise RuntimeError("CUDA failure 100: no CUDA-capable device is detected")
+            return real(path, sess_options=sess_options, providers=providers)
+
+        monkeypatch.setattr(ort, "InferenceSession", session)
     with open_backend(tiny_model_dir, "onnxruntime", "fp32") as be:
         assert be.info.device == "cpu" and "could not start: running on CPU" in be.info.detail
         assert be.embed(np.zeros((1, be.info.input_size, be.info.input_size, 3), np.uint8)).shape[0] == 1
-    with pytest.raises(BackendUnavailable, match="could not start the CUDA provider"):
-        open_backend(tiny_model_dir, "onnxruntime", "fp32", device="cuda")
-
-
-def test_a_cuda_provider_that_throws(tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Some onnxruntime-gpu builds raise instead of falling back when CUDA cannot start: the same
-    answers as above, and the message blames CUDA, not the model file."""
-    import onnxruntime as ort
-
-    real = ort.InferenceSession
-
-    def session(path: str, sess_options: object = None, providers: list | None = None) -> object:
-        if any("CUDA" in str(p) for p in providers or []):
-            raise RuntimeError("CUDA failure 100: no CUDA-capable device is detected")
-        return real(path, sess_options=sess_options, providers=providers)
-
-    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
-    monkeypatch.setattr(ort, "InferenceSession", session)
-    with open_backend(tiny_model_dir, "onnxruntime", "fp32") as be:
-        assert be.info.device == "cpu" and "could not start" in be.info.detail
     with pytest.raises(BackendUnavailable, match="could not start the CUDA provider"):
         open_backend(tiny_model_dir, "onnxruntime", "fp32", device="cuda:0")

@@ -61,8 +61,12 @@ def test_malformed_partition_is_one_line_exit_2(odd_dir: Path, capsys: pytest.Ca
 def test_unknown_spec_and_usage(capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run(capsys, "check", "imagenet:/x")
     assert code == 2 and "unknown format 'imagenet'" in err
-    code, _, err = run(capsys, "check")
-    assert code == 2 and "Missing argument" in err
+    # click's usage errors too: one line, the prefix, the option at fault, where to look
+    for args, needle in ((["check"], "Missing argument 'SPEC'"), (["check", "fashion-mnist", "--bogus"], "--bogus")):
+        code, _, err = run(capsys, *args)
+        (line,) = err.strip().splitlines()
+        assert code == 2 and line.startswith("fm-data: error: ") and needle in line
+        assert line.endswith("(see fm-data --help)")
 
 
 def test_unexpected_error_hints_debug(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:

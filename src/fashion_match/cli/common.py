@@ -64,9 +64,10 @@ def entrypoint(command: click.Command, prog: str, *, fast_exit: bool = False) ->
             rv = command.main(args=args, prog_name=prog, standalone_mode=False)
         except click.exceptions.Exit as e:
             sys.exit(e.exit_code)
-        except click.ClickException as e:  # usage errors: click's own message, exit 2
-            e.show()
-            sys.exit(EXIT_ERROR)
+        except click.UsageError as e:  # one line like every other error, not click's usage block
+            fail(prog, f"{' '.join(e.format_message().split())} (see {prog} --help)")
+        except click.ClickException as e:
+            fail(prog, " ".join(e.format_message().split()))
         except (click.Abort, KeyboardInterrupt):
             click.echo(f"{prog}: interrupted", err=True)
             sys.exit(130)

@@ -250,3 +250,30 @@ def test_network_flags_per_tensorrt_major() -> None:
     enum = SimpleNamespace(STRONGLY_TYPED=1)
     assert network_flags(SimpleNamespace(__version__="10.8.0.43", NetworkDefinitionCreationFlag=enum)) == 1 << 1
     assert network_flags(SimpleNamespace(__version__="11.0.0", NetworkDefinitionCreationFlag=enum)) == 0
+
+
+class _FakeConfig:
+    """IBuilderConfig's timing-cache calls: a cache whose bytes start with b"other" was made elsewhere."""
+
+    def __init__(self) -> None:
+        self.attached: list[bytes] = []
+
+    def create_timing_cache(self, data: bytes) -> bytes:
+        return data
+
+    def set_timing_cache(self, cache: bytes, ignore_mismatch: bool) -> bool:
+        assert ignore_mismatch is False
+        self.attached.append(cache)
+        return not cache.startswith(b"other")
+
+
+def test_timing_cache_from_another_gpu_is_replaced_by_a_fresh_one(tmp_path: Path) -> None:
+    from fashion_match.export.onnx2engine import attach_timing_cache
+
+    cfg = _FakeConfig()
+    assert attach_timing_cache(cfg, None) == b"" and cfg.attached == [b""]
+    (tmp_path / "mine.cache").write_bytes(b"mine")
+    assert attach_timing_cache(cfg, tmp_path / "mine.cache") == b"mine"
+    (tmp_path / "theirs.cache").write_bytes(b"other gpu")
+    cfg = _FakeConfig()
+    assert attach_timing_cache(cfg, tmp_path / "theirs.cache") == b"" and cfg.attached == [b"other gpu", b""]

@@ -73,6 +73,21 @@ def network_flags(trt: Any) -> int:
     return 1 << int(flag) if major < 11 and flag is not None else 0
 
 
+def attach_timing_cache(config: Any, path: Path | None) -> Any:
+    """The timing cache in `path` attached to `config`, or a fresh one where that file came from
+    another GPU or TensorRT version: TensorRT refuses such a cache (ignore_mismatch stays False:
+    tactics timed on another device would mislead), and saving the refused one back would keep
+    every later build uncached."""
+    data = path.read_bytes() if path and path.is_file() else b""
+    cache = config.create_timing_cache(data)
+    if config.set_timing_cache(cache, ignore_mismatch=False) or not data:
+        return cache
+    log.warning("%s: timing cache from another GPU or TensorRT version; starting a fresh one", path)
+    cache = config.create_timing_cache(b"")
+    config.set_timing_cache(cache, ignore_mismatch=False)
+    return cache
+
+
 def build_engine(
     onnx_path: str | Path,
     engine_path: str | Path,
@@ -102,9 +117,7 @@ def build_engine(
         profile.set_shape(inp.name, (mn, h, w, c), (opt, h, w, c), (mx, h, w, c))
         config.add_optimization_profile(profile)
     cache_path = Path(timing_cache) if timing_cache else None
-    cache_bytes = cache_path.read_bytes() if cache_path and cache_path.is_file() else b""
-    cache = config.create_timing_cache(cache_bytes)
-    config.set_timing_cache(cache, ignore_mismatch=False)
+    cache = attach_timing_cache(config, cache_path)
     t0 = time.perf_counter()
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:

@@ -107,12 +107,29 @@ def build(cfg: TrainConfig) -> tuple[Any, ...]:
 def train(
     cfg: TrainConfig, *, resume: bool = False, stop_after_epochs: int | None = None, progress: bool = True
 ) -> dict[str, Any]:
-    """Run (or resume) training into cfg.out; returns the final summary (rank 0)."""
+    """Run (or resume) training into cfg.out; returns the final summary (rank 0).
+
+    Under torchrun (WORLD_SIZE > 1) it starts the process group unless the caller did, and then
+    also ends it: every rank meets at a barrier first, so none tears down while another still
+    talks to it."""
+    _, world, _ = _dist()
+    owns_group = world > 1 and not dist.is_initialized()
+    if owns_group:
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    try:
+        result = _train(cfg, resume=resume, stop_after_epochs=stop_after_epochs, progress=progress)
+        if owns_group:
+            dist.barrier()
+        return result
+    finally:
+        if owns_group:
+            dist.destroy_process_group()
+
+
+def _train(cfg: TrainConfig, *, resume: bool, stop_after_epochs: int | None, progress: bool) -> dict[str, Any]:
     from tqdm import tqdm
 
     rank, world, local = _dist()
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     cuda = torch.cuda.is_available()
     device = torch.device(f"cuda:{local}" if cuda else "cpu")
     if not cuda:

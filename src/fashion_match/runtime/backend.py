@@ -81,6 +81,11 @@ class BaseBackend:
         raise NotImplementedError
 
 
+def device_index(device: str) -> int:
+    """N of a "cuda:N" device; 0 for "cuda", "auto" and "cpu"."""
+    return int(device.split(":")[1]) if device.startswith("cuda:") else 0
+
+
 def embed_in_batches(embed: Any, pixels: np.ndarray, batch: int = 32) -> np.ndarray:
     """float32 embeddings of `pixels` through `embed`, `batch` images per call."""
     return np.concatenate([embed(pixels[s : s + batch]) for s in range(0, len(pixels), batch)]).astype(np.float32)

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from fashion_match.errors import BackendUnavailable, ManifestMismatch, MissingDependency
-from fashion_match.runtime.backend import BackendInfo, BaseBackend
+from fashion_match.runtime.backend import BackendInfo, BaseBackend, device_index
 from fashion_match.runtime.manifest import Manifest
 
 
@@ -52,7 +52,7 @@ class OnnxRuntimeBackend(BaseBackend):
         want_cuda = device.startswith("cuda") or (
             device == "auto" and "CUDAExecutionProvider" in ort.get_available_providers()
         )
-        dev_id = int(device.split(":")[1]) if device.startswith("cuda:") else 0
+        dev_id = device_index(device)
         cpu_only = ["CPUExecutionProvider"]
         try:
             providers = [("CUDAExecutionProvider", {"device_id": dev_id}), *cpu_only] if want_cuda else cpu_only

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from fashion_match.errors import BackendUnavailable, ManifestMismatch, MissingDependency
-from fashion_match.runtime.backend import BackendInfo, BaseBackend
+from fashion_match.runtime.backend import BackendInfo, BaseBackend, device_index
 from fashion_match.runtime.cuda import check_cuda, cudart, gpu_identity
 from fashion_match.runtime.manifest import Manifest
 
@@ -58,10 +58,6 @@ def pick_profile(profiles: list[list[int]] | list[tuple[int, int, int]], batch: 
     return min(fits)[1] if fits else None
 
 
-def _device_index(device: str) -> int:
-    return int(device.split(":")[1]) if device.startswith("cuda:") else 0
-
-
 @dataclass
 class _Buffers:
     profile: int
@@ -87,8 +83,8 @@ class TensorRTBackend(BaseBackend):
             count = check_cuda(rt.cudaGetDeviceCount(), "cudaGetDeviceCount")
         except (MissingDependency, Exception) as e:  # noqa: BLE001 - no driver raises several types
             return f"CUDA is not usable ({e})"
-        if count <= _device_index(device):
-            return f"no CUDA device {_device_index(device)} ({count} visible)"
+        if count <= device_index(device):
+            return f"no CUDA device {device_index(device)} ({count} visible)"
         return None
 
     def __init__(
@@ -97,7 +93,7 @@ class TensorRTBackend(BaseBackend):
         import tensorrt as trt
 
         self.rt = cudart()
-        self.dev = _device_index(device)
+        self.dev = device_index(device)
         why = engine_mismatch(entry, trt.__version__, gpu_identity(self.dev))
         if why:
             raise ManifestMismatch(

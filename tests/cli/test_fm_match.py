@@ -51,6 +51,7 @@ def test_threshold_option_flips_the_verdict() -> None:
         (["--backend", "tensorrt"], "tensorrt"),
         (["--model", "/nonexistent/model"], "not a model directory"),
         (["--device", "cuda"], "cuda"),
+        (["--device", "cuda:x"], "'cuda:x': choose auto, cpu, cuda or cuda:N"),
     ],
 )
 def test_errors_are_one_line_exit_2(args: list[str], needle: str) -> None:

@@ -81,3 +81,24 @@ def test_runtime_never_imports_torch() -> None:
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_device_strings_are_checked_once_for_every_backend() -> None:
+    from fashion_match.runtime.backend import check_device, device_index
+
+    assert [device_index(d) for d in ("auto", "cpu", "cuda", "cuda:3")] == [0, 0, 0, 3]
+    for bad in ("cuda:x", "gpu", "cuda:", "cuda:1:2", "CPU"):
+        with pytest.raises(UsageError, match="choose auto, cpu, cuda or cuda:N"):
+            check_device(bad)
+    with pytest.raises(UsageError, match="cuda:N"):
+        Matcher(device="cuda:x")  # refused before any model loads
+
+
+def test_torch_backend_names_a_missing_gpu_index(monkeypatch: pytest.MonkeyPatch) -> None:
+    torch = pytest.importorskip("torch")
+    from fashion_match.models.torch_backend import TorchBackend
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert TorchBackend.unavailable_reason("cuda:0") is None
+    assert TorchBackend.unavailable_reason("cuda:1") == "no CUDA device 1 (1 visible)"

@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from fashion_match.cli.common import debug_option, entrypoint
+from fashion_match.cli.options import device_option
 
 
 def _csv(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple[str, ...]:
@@ -31,7 +32,7 @@ def _ints(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple[int
 @click.option("--backends", default="onnxruntime,torch,tensorrt", show_default=True, callback=_csv)
 @click.option("--precisions", default="fp32,fp16,int8", show_default=True, callback=_csv)
 @click.option("--batch-sizes", default="1,8,32", show_default=True, callback=_ints)
-@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
+@device_option()
 @click.option("--threads", type=click.IntRange(1, 256), help="Inference threads (CPU backends).")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("bench-report"), show_default=True)
 @click.option("--quick", is_flag=True, help="Small subsample and short timing (under a minute on 2 cores).")

@@ -8,9 +8,23 @@ from typing import Any, TypeVar
 
 import click
 
+from fashion_match.errors import UsageError
 from fashion_match.formats import BACKENDS, PRECISIONS
+from fashion_match.runtime.backend import check_device
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+def device_option() -> Callable[[F], F]:
+    """--device, checked while parsing: a typo is a usage error before any model loads."""
+
+    def check(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
+        try:
+            return check_device(value)
+        except UsageError:
+            raise click.BadParameter(f"{value!r}: choose auto, cpu, cuda or cuda:N") from None
+
+    return click.option("--device", default="auto", show_default=True, callback=check, help="auto, cpu or cuda[:N].")
 
 
 def model_options(f: F) -> F:
@@ -25,7 +39,7 @@ def model_options(f: F) -> F:
             ),
             click.option("--backend", type=click.Choice(("auto", *BACKENDS)), default="auto", show_default=True),
             click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True),
-            click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N]."),
+            device_option(),
             click.option("--threads", type=click.IntRange(1, 256), default=None, help="Inference threads."),
         ]
     ):

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from fashion_match.errors import BackendUnavailable
-from fashion_match.runtime.backend import BackendInfo, BaseBackend
+from fashion_match.runtime.backend import BackendInfo, BaseBackend, device_index
 from fashion_match.runtime.manifest import Manifest
 
 
@@ -25,6 +25,8 @@ class TorchBackend(BaseBackend):
             return "torch is not installed: pip install 'fashion-match[train]'"
         if device.startswith("cuda") and not torch.cuda.is_available():
             return "device cuda: torch sees no CUDA GPU"
+        if device.startswith("cuda") and device_index(device) >= torch.cuda.device_count():
+            return f"no CUDA device {device_index(device)} ({torch.cuda.device_count()} visible)"
         return None
 
     def __init__(
@@ -37,7 +39,8 @@ class TorchBackend(BaseBackend):
 
         if threads:
             torch.set_num_threads(threads)
-        dev = "cuda" if device.startswith("cuda") or (device == "auto" and torch.cuda.is_available()) else "cpu"
+        on_cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+        dev = f"cuda:{device_index(device)}" if on_cuda else "cpu"
         model = load_weights(path, entry["config"])
         if model.embedding_dim != manifest.embedding_dim:
             raise BackendUnavailable(

@@ -7,6 +7,7 @@ Asking for a backend, device or precision that cannot run is an error, never a d
 from __future__ import annotations
 
 import importlib
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import TracebackType
@@ -81,9 +82,16 @@ class BaseBackend:
         raise NotImplementedError
 
 
+def check_device(device: str) -> str:
+    """`device` when it is auto, cpu, cuda or cuda:N; a usage error otherwise."""
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", device):
+        raise UsageError(f"--device {device}: choose auto, cpu, cuda or cuda:N")
+    return device
+
+
 def device_index(device: str) -> int:
     """N of a "cuda:N" device; 0 for "cuda", "auto" and "cpu"."""
-    return int(device.split(":")[1]) if device.startswith("cuda:") else 0
+    return int(check_device(device).partition(":")[2] or 0)
 
 
 def embed_in_batches(embed: Any, pixels: np.ndarray, batch: int = 32) -> np.ndarray:
@@ -132,6 +140,7 @@ def open_backend(
         raise UsageError(f"--precision {precision}: choose one of {', '.join(PRECISIONS)}")
     if backend != "auto" and backend not in BACKENDS:
         raise UsageError(f"--backend {backend}: choose auto or one of {', '.join(BACKENDS)}")
+    check_device(device)
     manifest = manifest or load_manifest(model_dir)
     if backend == "auto":
         if not any(a.get("precision") == precision for a in manifest.artifacts.values()):

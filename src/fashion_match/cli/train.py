@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from fashion_match.cli.common import debug_option, entrypoint
-from fashion_match.train.config import LABELS, LOSSES
+from fashion_match.train.config import AUGMENTS, LABELS, LOSSES
 
 
 @click.command(help=__doc__)
@@ -56,6 +56,13 @@ from fashion_match.train.config import LABELS, LOSSES
     show_default=True,
     help="With --cache-frozen and --train-blocks: shift cached maps randomly by up to N cells (augmentation).",
 )
+@click.option(
+    "--augment",
+    type=click.Choice(AUGMENTS),
+    default="consumer",
+    show_default=True,
+    help="Pixel augmentation: consumer-photo crops/colour/blur, the runtime's framing mirrored (flip), or none.",
+)
 @click.option("--batch", default="32x4", show_default=True, help="PxK: P classes x K images per class.")
 @click.option("--lr", type=float, default=1e-4, show_default=True, help="Backbone learning rate.")
 @click.option("--head-lr-mult", type=float, default=100.0, show_default=True)
@@ -102,6 +109,7 @@ def cli(
     cache_frozen: bool,
     train_blocks: int | None,
     map_shift: int,
+    augment: str,
     batch: str,
     lr: float,
     head_lr_mult: float,
@@ -147,6 +155,7 @@ def cli(
             cache_frozen=cache_frozen,
             train_blocks=train_blocks,
             map_shift=map_shift,
+            augment=augment,
             p=p,
             k=k,
             lr=lr,

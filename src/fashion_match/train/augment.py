@@ -1,4 +1,4 @@
-"""Training augmentation that mimics consumer photos; evaluation preprocessing = the runtime's."""
+"""Training augmentation (by default mimicking consumer photos); evaluation preprocessing = the runtime's."""
 
 from __future__ import annotations
 
@@ -10,9 +10,13 @@ import torch
 from fashion_match.data.preprocess import PreprocessSpec
 
 
-def train_transform(spec: PreprocessSpec) -> Any:
-    """PIL RGB -> normalised float tensor (3, S, S): random resized crop, flip, colour jitter,
-    grayscale and blur, then the spec's own normalisation."""
+def train_transform(spec: PreprocessSpec, augment: str = "consumer") -> Any:
+    """PIL RGB -> normalised float tensor (3, S, S) in the network's channel order.
+
+    "consumer": random resized crop, flip, colour jitter, grayscale and blur, then the spec's own
+    normalisation; "flip" and "none" frame the image as the runtime does (`spec.resize_image`)."""
+    if augment != "consumer":
+        return RuntimeFraming(spec, flip=augment == "flip")
     from torchvision.transforms import v2 as T
 
     return T.Compose(
@@ -42,6 +46,21 @@ class _Reorder(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x.flip(0) if self.bgr else x
+
+
+class RuntimeFraming:
+    """The runtime's resize and crop, so training sees inference's framing (picklable for loader workers)."""
+
+    def __init__(self, spec: PreprocessSpec, flip: bool) -> None:
+        self.spec, self.flip = spec, flip
+
+    def __call__(self, img: Any) -> torch.Tensor:
+        from PIL import ImageOps
+
+        im = self.spec.resize_image(img)
+        if self.flip and bool(torch.rand(()) < 0.5):  # torch's generator: seeded per loader worker
+            im = ImageOps.mirror(im)
+        return torch.from_numpy(self.spec.normalize(np.asarray(im, np.uint8)[None])[0])
 
 
 def eval_batch(pixels_u8: np.ndarray, spec: PreprocessSpec) -> torch.Tensor:

@@ -11,6 +11,9 @@ from fashion_match.errors import UsageError
 
 LOSSES = ("proxy_anchor", "multi_similarity", "ce_triplet")
 LABELS = ("auto", "item", "category")
+# pixel augmentation (fashion_match.train.augment): consumer-photo crops, colour, grayscale and blur;
+# the runtime's own framing mirrored half the time; or exactly what inference sees
+AUGMENTS = ("consumer", "flip", "none")
 
 
 @dataclass
@@ -27,6 +30,7 @@ class TrainConfig:
     cache_frozen: bool = False  # compute what never trains once (pooled features or prefix maps)
     train_blocks: int | None = None  # only the last N backbone blocks ever train (None: all)
     map_shift: int = 0  # cached maps: random translation by up to N cells (a stand-in for random crops)
+    augment: str = "consumer"  # pixel augmentation of the images that train (cached stages see none)
     p: int = 32  # classes per batch
     k: int = 4  # images per class
     lr: float = 1e-4
@@ -52,6 +56,8 @@ class TrainConfig:
             raise UsageError(f"--loss {self.loss}: choose one of {', '.join(LOSSES)}")
         if self.label not in LABELS:
             raise UsageError(f"--label {self.label}: choose one of {', '.join(LABELS)}")
+        if self.augment not in AUGMENTS:
+            raise UsageError(f"--augment {self.augment}: choose one of {', '.join(AUGMENTS)}")
         if self.p < 2 or self.k < 1:
             raise UsageError(f"--batch {self.p}x{self.k}: need at least 2 classes per batch")
         if self.loss in ("multi_similarity", "ce_triplet") and self.k < 2:

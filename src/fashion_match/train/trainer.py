@@ -149,7 +149,7 @@ def _train(cfg: TrainConfig, *, resume: bool, stop_after_epochs: int | None, pro
     opt = torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr, weight_decay=cfg.weight_decay)
     sampler = PKBatchSampler(labels, cfg.p, cfg.k, seed=cfg.seed, steps=cfg.steps_per_epoch, rank=rank, world=world)
     wants_cats = cfg.category_head or cfg.category_metric_weight > 0
-    dataset = RecordDataset(recs, labels, cats if wants_cats else None, train_transform(model.preprocess))
+    dataset = RecordDataset(recs, labels, cats if wants_cats else None, train_transform(model.preprocess, cfg.augment))
     total_steps = cfg.epochs * len(sampler)
     history: list[dict[str, Any]] = []
     start_epoch, best = 0, -1.0

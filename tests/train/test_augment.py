@@ -12,7 +12,7 @@ from PIL import Image
 from fashion_match.data.images import load_image
 from fashion_match.data.preprocess import IMAGENET
 from fashion_match.errors import UsageError
-from fashion_match.train.augment import train_transform
+from fashion_match.train.augment import HueRotate, train_transform
 from fashion_match.train.config import TrainConfig
 from fashion_match.train.trainer import train
 
@@ -52,6 +52,20 @@ def test_consumer_changes_the_framing() -> None:
     torch.manual_seed(0)
     x = train_transform(SPEC, "consumer")(photo())
     assert x.shape == (3, 48, 48) and not torch.equal(x, runtime_tensor(photo()))
+
+
+def test_hue_rotation_keeps_gray_and_brightness_and_turns_like_hsv() -> None:
+    from torchvision.transforms.v2 import functional as F
+
+    m = HueRotate.matrix(0.13)
+    assert torch.allclose(m @ torch.ones(3), torch.ones(3), atol=1e-6)  # the gray axis stays put
+    assert torch.allclose(m.sum(0), torch.ones(3), atol=1e-6)  # R + G + B is kept
+    assert torch.allclose(HueRotate.matrix(1 / 3) @ torch.tensor([1.0, 0, 0]), torch.tensor([0.0, 1, 0]), atol=1e-6)
+    x = torch.from_numpy(np.array(photo().resize((32, 32)))).permute(2, 0, 1).contiguous()
+    assert torch.equal(HueRotate(0.0)(x), x)
+    ours = torch.einsum("ij,jhw->ihw", HueRotate.matrix(0.05), x.float())
+    same, opposite = F.adjust_hue(x, 0.05).float(), F.adjust_hue(x, -0.05).float()
+    assert (ours - same).abs().mean() < 0.5 * (ours - opposite).abs().mean()  # HSV's direction
 
 
 def test_unknown_augment_is_a_usage_error() -> None:

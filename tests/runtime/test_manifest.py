@@ -107,3 +107,32 @@ def test_a_listed_cuda_provider_that_cannot_start(
         assert be.embed(np.zeros((1, be.info.input_size, be.info.input_size, 3), np.uint8)).shape[0] == 1
     with pytest.raises(BackendUnavailable, match="could not start the CUDA provider"):
         open_backend(tiny_model_dir, "onnxruntime", "fp32", device="cuda:0")
+
+
+@pytest.mark.filterwarnings("ignore:Specified provider")
+@pytest.mark.parametrize(
+    "device, cuda",
+    [
+        ("cuda", "CUDAExecutionProvider"),
+        ("cuda:0", "CUDAExecutionProvider"),
+        ("cuda:2", ("CUDAExecutionProvider", {"device_id": 2})),
+    ],
+)
+def test_cuda_provider_gets_a_device_id_only_when_not_0(
+    tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch, device: str, cuda: object
+) -> None:
+    """ORT >= 1.26 logs a warning to stderr for every session given a device_id (seen on an H100)."""
+    import onnxruntime as ort
+
+    asked = []
+    real = ort.InferenceSession
+
+    def session(path: str, sess_options: object = None, providers: list | None = None) -> object:
+        asked.append(providers)
+        return real(path, sess_options=sess_options, providers=["CPUExecutionProvider"])
+
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    monkeypatch.setattr(ort, "InferenceSession", session)
+    with pytest.raises(BackendUnavailable, match="could not start the CUDA provider"):
+        open_backend(tiny_model_dir, "onnxruntime", "fp32", device=device)  # the fake ran it on CPU
+    assert asked[0] == [cuda, "CPUExecutionProvider"]

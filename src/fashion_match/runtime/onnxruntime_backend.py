@@ -55,7 +55,10 @@ class OnnxRuntimeBackend(BaseBackend):
         dev_id = device_index(device)
         cpu_only = ["CPUExecutionProvider"]
         try:
-            providers = [("CUDAExecutionProvider", {"device_id": dev_id}), *cpu_only] if want_cuda else cpu_only
+            # device_id only when not 0: since ORT 1.26 passing it logs a warning on stderr per session
+            # ("No registered plugin EP device found", seen on an H100), and 0 is the provider's default
+            cuda: Any = ("CUDAExecutionProvider", {"device_id": dev_id}) if dev_id else "CUDAExecutionProvider"
+            providers = [cuda, *cpu_only] if want_cuda else cpu_only
             self.session = _session(ort, path, opts, providers)
         except ManifestMismatch:
             if not want_cuda:

@@ -140,3 +140,25 @@ def test_drift_reference_runs_first_but_rows_keep_the_asked_order(model_copy: Pa
         ("onnxruntime", 1),
     ]
     assert rows[0]["max_cos_drift"] is not None and rows[0]["max_cos_drift"] < 1e-4
+
+
+def test_machine_records_the_onnxruntime_this_process_imports() -> None:
+    """onnxruntime and onnxruntime-gpu install one module: the report names the one in use and its
+    providers (an H100 report listed both distributions and could not say which had run)."""
+    import onnxruntime as ort
+
+    from fashion_match.bench.machine import machine_info
+    from fashion_match.bench.report import markdown
+
+    m = machine_info()
+    assert m["imported"]["onnxruntime"] == {"version": ort.__version__, "providers": ort.get_available_providers()}
+    report = {
+        "machine": m,
+        "model": {"name": "m", "id": "m@1", "embedding_dim": 8, "input_size": 32, "threshold": 0.5},
+        "dataset": {"sets": []},
+        "settings": {"timing": "t"},
+        "command": "fm-bench",
+        "rows": [],
+    }
+    line = next(x for x in markdown(report).splitlines() if x.startswith("- Machine:"))
+    assert line.endswith(f"; imported onnxruntime {ort.__version__} ({', '.join(ort.get_available_providers())})")

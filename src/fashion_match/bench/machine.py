@@ -6,6 +6,7 @@ import os
 import platform
 import shutil
 import subprocess
+import sys
 from importlib import metadata
 from typing import Any
 
@@ -22,6 +23,7 @@ PACKAGES = (
     "cuda-python",
     "faiss-cpu",
     "cupy-cuda12x",
+    "cupy-cuda13x",
 )
 
 
@@ -52,6 +54,22 @@ def gpus() -> list[str]:
     return [line.strip() for line in out.splitlines() if line.strip()]
 
 
+def imported() -> dict[str, Any]:
+    """What this process runs: onnxruntime and onnxruntime-gpu install the same module, so the installed
+    versions alone cannot say which one (and which providers) a timing used."""
+    found: dict[str, Any] = {}
+    try:
+        import onnxruntime as ort
+
+        found["onnxruntime"] = {"version": ort.__version__, "providers": list(ort.get_available_providers())}
+    except ImportError:
+        pass
+    torch = sys.modules.get("torch")  # only when already loaded: the lean runtime never imports it
+    if torch is not None:
+        found["torch"] = {"version": torch.__version__, "cuda": torch.version.cuda}
+    return found
+
+
 def machine_info() -> dict[str, Any]:
     versions = {}
     for p in PACKAGES:
@@ -71,4 +89,5 @@ def machine_info() -> dict[str, Any]:
         "os": platform.platform(),
         "python": platform.python_version(),
         "packages": versions,
+        "imported": imported(),
     }

@@ -59,6 +59,11 @@ def _fmt(v: Any, digits: int = 4) -> str:
     return str(v)
 
 
+def _runs_with(imported: dict[str, Any]) -> str:
+    ort = imported.get("onnxruntime")
+    return f"; imported onnxruntime {ort['version']} ({', '.join(ort['providers'])})" if ort else ""
+
+
 def markdown(report: dict[str, Any]) -> str:
     m, model, rows = report["machine"], report["model"], report["rows"]
     sets = report["dataset"]["sets"]
@@ -69,7 +74,8 @@ def markdown(report: dict[str, Any]) -> str:
         f"- Command: `{report['command']}`",
         f"- Machine: {m['cpu']}, {m['cores']} cores"
         + (f", GPUs: {'; '.join(m['gpus'])}" if m.get("gpus") else ", no GPU")
-        + f"; {', '.join(f'{k} {v}' for k, v in m['packages'].items())}",
+        + f"; {', '.join(f'{k} {v}' for k, v in m['packages'].items())}"
+        + _runs_with(m.get("imported", {})),
         f"- Model: `{model['id']}`, {model['embedding_dim']}-d, {model['input_size']} px input, "
         f"threshold {model['threshold']:.3f}",
     ]

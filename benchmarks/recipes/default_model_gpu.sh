@@ -24,19 +24,19 @@
 # every measure (Fashion-MNIST R@1 0.870 / 0.861 on the 2,000 x 10,000 subsample, shipped 0.885;
 # benchmarks/results/train_default_gpu_h100.json). The hyper-parameters are still a first guess. The
 # loader workers, not the GPU, set the pace there (about 9 ms of CPU per fmnist-c2s image per worker):
-# give WORKERS every core.
+# give WORKERS all cores but two.
 #
 # Needs Fashion-MNIST in /usr/share/datasets/fashion-mnist (`apt-get install dataset-fashion-mnist`,
 # or copy the four idx .gz files there): the evaluation scripts read that location.
 #
 # Usage:   bash benchmarks/recipes/default_model_gpu.sh
-# Knobs:   CAT_WEIGHT (default 1.0), LR (1e-4), EPOCHS (10), OUT (runs/default-gpu), ALPHAS, WORKERS
+# Knobs:   CAT_WEIGHT (default 1.0), LR (1e-4), EPOCHS (10), OUT (runs/default-gpu), ALPHAS, WORKERS (12; cores - 2 is best)
 # Then:    python scripts/make_default_model.py --checkpoint "$OUT" --wise A --name NAME   (A from the sweep)
 # Smoke:   EPOCHS=1 STEPS=2 LIMIT=2000 EVAL=100 ALPHAS=1.0 FULL=0 WORKERS=2 bash benchmarks/recipes/default_model_gpu.sh
 set -euo pipefail
 OUT=${OUT:-runs/default-gpu}
 EPOCHS=${EPOCHS:-10}
-WORKERS=${WORKERS:-12}
+WORKERS=${WORKERS:-12}  # the loader sets the pace on a GPU: your cores minus two
 EVAL=${EVAL:-2000}
 ALPHAS=${ALPHAS:-0.5 0.75 1.0}
 CAT_WEIGHT=${CAT_WEIGHT:-1.0}  # Proxy-Anchor over categories beside the item loss: the first knob to sweep

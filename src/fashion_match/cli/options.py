@@ -10,7 +10,7 @@ import click
 
 from fashion_match.errors import UsageError
 from fashion_match.formats import BACKENDS, PRECISIONS
-from fashion_match.runtime.backend import check_device
+from fashion_match.runtime.backend import DEVICES, check_device
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -22,9 +22,9 @@ def device_option() -> Callable[[F], F]:
         try:
             return check_device(value)
         except UsageError:
-            raise click.BadParameter(f"{value!r}: choose auto, cpu, cuda or cuda:N") from None
+            raise click.BadParameter(f"{value!r}: choose {DEVICES}") from None
 
-    return click.option("--device", default="auto", show_default=True, callback=check, help="auto, cpu or cuda[:N].")
+    return click.option("--device", default="auto", show_default=True, callback=check, help=f"{DEVICES}.")
 
 
 def model_options(f: F) -> F:

@@ -82,10 +82,13 @@ class BaseBackend:
         raise NotImplementedError
 
 
+DEVICES = "auto, cpu, cuda or cuda:N"
+
+
 def check_device(device: str) -> str:
-    """`device` when it is auto, cpu, cuda or cuda:N; a usage error otherwise."""
+    """`device` when it is one of DEVICES; a usage error otherwise."""
     if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", device):
-        raise UsageError(f"--device {device}: choose auto, cpu, cuda or cuda:N")
+        raise UsageError(f"--device {device}: choose {DEVICES}")
     return device
 
 

@@ -177,6 +177,22 @@ def test_triton_plan_config(model_copy: Path, tmp_path: Path) -> None:
     assert validate_config((plan / "config.pbtxt").read_text()).max_batch_size == 32  # the engine's largest profile
 
 
+def test_triton_serves_the_int8_onnx_on_cpu(model_copy: Path) -> None:
+    """ONNX Runtime's CUDA provider ran the INT8 Q/DQ model slower than FP32 (H100 bench)."""
+    from tritonclient.grpc.model_config_pb2 import ModelInstanceGroup
+
+    man = load_manifest(model_copy)
+    fp32 = man.artifacts["model.onnx"]
+    int8 = dict(fp32, precision="int8")
+
+    def kind(entry: dict, gpu: bool) -> int:
+        text = config_pbtxt("m", man, entry, max_batch=8, instances=1, gpu=gpu)
+        return validate_config(text).instance_group[0].kind
+
+    gpu, cpu = ModelInstanceGroup.KIND_GPU, ModelInstanceGroup.KIND_CPU
+    assert (kind(fp32, True), kind(int8, True), kind(fp32, False)) == (gpu, cpu, cpu)
+
+
 def test_triton_validation_rejects_a_broken_config() -> None:
     with pytest.raises(ExportError, match="Triton ModelConfig"):
         validate_config('name: "x"\nmax_batch_sizes: 4\n')

@@ -33,6 +33,9 @@ def config_pbtxt(
 ) -> str:
     s, d = manifest.preprocess.size, manifest.embedding_dim
     is_plan = entry["backend"] == "tensorrt"
+    # the INT8 ONNX is made for ONNX Runtime's CPU kernels: on its CUDA provider it ran slower than FP32
+    # (H100, benchmarks/results/bench_gpu_h100), so it is served on CPU; engines and FP32/FP16 on GPU
+    on_gpu = is_plan or (gpu and entry.get("precision") != "int8")
     preferred = [b for b in PREFERRED_BATCH if b <= max_batch] or [max_batch]
     lines = [
         f'name: "{name}"',
@@ -59,7 +62,7 @@ def config_pbtxt(
         "instance_group [",
         "  {",
         f"    count: {instances}",
-        f"    kind: {'KIND_GPU' if gpu or is_plan else 'KIND_CPU'}",
+        f"    kind: {'KIND_GPU' if on_gpu else 'KIND_CPU'}",
     ]
     if is_plan:
         profiles = ", ".join(f'"{i}"' for i in range(len(entry.get("profiles", [[1, 1, 1]]))))

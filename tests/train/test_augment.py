@@ -15,6 +15,7 @@ from fashion_match.errors import UsageError
 from fashion_match.train.augment import HueRotate, train_transform
 from fashion_match.train.config import TrainConfig
 from fashion_match.train.trainer import train
+from tests.train.test_trainer import tiny_cfg
 
 SPEC = replace(IMAGENET, size=48, channel_order="BGR")  # BGR: the channel reorder is part of what must agree
 
@@ -74,20 +75,7 @@ def test_unknown_augment_is_a_usage_error() -> None:
 
 
 def test_augment_is_stored_and_resumed(tiny_fmnist: Path, tmp_path: Path) -> None:
-    cfg = TrainConfig(
-        data=f"fashion-mnist:{tiny_fmnist}",
-        model="tiny",
-        pretrained="none",
-        embedding_dim=16,
-        epochs=2,
-        freeze_epochs=0,
-        p=5,
-        k=2,
-        workers=0,
-        steps_per_epoch=2,
-        augment="none",
-        out=str(tmp_path / "cut"),
-    )
+    cfg = tiny_cfg(f"fashion-mnist:{tiny_fmnist}", tmp_path / "cut", freeze_epochs=0, steps_per_epoch=2, augment="none")
     whole = train(replace(cfg, out=str(tmp_path / "whole")), progress=False)
     other = train(replace(cfg, out=str(tmp_path / "consumer"), augment="consumer"), progress=False)
     assert other["weights_sha256"] != whole["weights_sha256"]  # the option reaches the loader

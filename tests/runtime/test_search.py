@@ -86,6 +86,7 @@ def test_faiss_ivf_pq_finds_the_obvious_neighbour() -> None:
 
 @pytest.mark.gpu
 def test_gpu_engine_equals_cpu() -> None:
+    pytest.importorskip("cupy", reason="exact-gpu needs CuPy")
     rng = np.random.default_rng(4)
     g = rng.integers(-1, 2, (20_000, 16)).astype(np.float32)  # tie-heavy
     q = rng.integers(-1, 2, (64, 16)).astype(np.float32)
@@ -97,6 +98,7 @@ def test_gpu_engine_equals_cpu() -> None:
 def test_gpu_engine_float16_gallery_scores_equal_cpu() -> None:
     """float16 shards: both engines widen the gallery and keep the queries float32. Rounding the
     queries to float16 instead moves these scores by up to 6e-3 (checked on the CPU engine)."""
+    pytest.importorskip("cupy", reason="exact-gpu needs CuPy")
     rng = np.random.default_rng(5)
     g = rng.standard_normal((9000, 64)).astype(np.float16)
     q = rng.standard_normal((50, 64)).astype(np.float32)

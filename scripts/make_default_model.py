@@ -2,7 +2,13 @@
 
     python scripts/make_default_model.py --checkpoint RUN[/latest] --name NAME [--soup CKPT...] [--mix RUN B]
         [--wise 0.75]
+    python scripts/make_default_model.py --base DIR --name NAME --category-branch FILE --category-share W
     python scripts/make_default_model.py                                                        # zero-shot
+
+`--base DIR` starts from an exported model directory's `model.safetensors` as it is (the embedded
+model, say). `--category-branch FILE` (from `scripts/train_category_branch.py`) gives the
+classifier its own copy of the last backbone blocks and `--category-share W` puts W of the
+similarity on the class probabilities (see `EmbeddingModel.add_category_branch`).
 
 `--wise A` interpolates the trained backbone's weights with the ImageNet ones (weight-space
 ensembling, Wortsman et al. 2022, "Robust fine-tuning of zero-shot models"): A * trained +
@@ -25,6 +31,7 @@ from pathlib import Path
 
 from fashion_match.export.pipeline import ExportOptions, run_export
 from fashion_match.export.torch2onnx import torch2onnx
+from fashion_match.fileio import sha256_file
 from fashion_match.models import create_model
 
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "src" / "fashion_match" / "assets" / "default_model"
@@ -96,6 +103,25 @@ def soup_with(model: object, folders: list[Path]) -> list[dict]:
     return used
 
 
+def add_branch(model: object, path: Path, share: float) -> dict:
+    """Attach the category branch in `path` (its own blocks + classifier) with similarity share `share`."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    with safe_open(str(path), "pt") as f:
+        meta = json.loads((f.metadata() or {}).get("fashion_match_branch", "null") or "null")
+    if not meta:
+        raise SystemExit(f"--category-branch {path}: not a file from scripts/train_category_branch.py")
+    model.add_category_branch(int(meta["from_block"]), share)  # type: ignore[attr-defined]
+    sd = model.state_dict()  # type: ignore[attr-defined]
+    theirs = load_file(str(path))
+    wrong = [k for k, v in theirs.items() if k not in sd or sd[k].shape != v.shape]
+    if wrong or not any(k.startswith("category_branch.") for k in theirs):
+        raise SystemExit(f"--category-branch {path}: its tensors do not fit this model ({wrong[:3]})")
+    model.load_state_dict(sd | theirs)  # type: ignore[attr-defined]
+    return {"file": path.name, "sha256": sha256_file(path), "share": share} | meta
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
@@ -106,6 +132,9 @@ def main() -> None:
     )
     ap.add_argument("--soup", nargs="+", type=Path, default=[], metavar="CKPT", help="average with these checkpoints")
     ap.add_argument("--wise", type=float, default=None, help="interpolate with the ImageNet backbone (0..1)")
+    ap.add_argument("--base", type=Path, help="an exported model directory (its model.safetensors as it is)")
+    ap.add_argument("--category-branch", type=Path, help="branch weights from scripts/train_category_branch.py")
+    ap.add_argument("--category-share", type=float, default=0.1, help="share of the similarity on the category")
     ap.add_argument("--calibration-items", type=int, default=1000)
     ap.add_argument("--calib-method", default="percentile", help="INT8 calibration method")
     ap.add_argument("--no-reduced", action="store_true", help="skip the FP16/INT8 files")
@@ -129,11 +158,25 @@ def main() -> None:
             "mixed_with": {"checkpoint": args.mix[0], "weight": float(args.mix[1])} if args.mix else None,
             "wise_alpha": args.wise,
         }
+    elif args.base:
+        from fashion_match.models.checkpoint import load_weights
+        from fashion_match.runtime.manifest import load_manifest
+
+        base = load_manifest(args.base)
+        model = load_weights(args.base / "model.safetensors", base.data["architecture"])
+        name = args.name or base.model
+        source = {
+            "base_model": base.model,
+            "base_weights_sha256": base.data["artifacts"]["model.safetensors"]["sha256"],
+            "base_source": base.data.get("source"),
+        }
     else:
         model = create_model("mobilenet_v2", None, pretrained=True)
         if not model.weights_origin.startswith("imagenet:mobilenet_v2"):
             raise SystemExit(f"expected the offline ImageNet weights, got {model.weights_origin}")
         name, source = "mobilenet_v2-imagenet-zeroshot", None
+    if args.category_branch:
+        source = (source or {}) | {"category_branch": add_branch(model, args.category_branch, args.category_share)}
     # start clean: artifacts of the previous model must not survive next to the new one
     if args.out.is_dir():
         shutil.rmtree(args.out)

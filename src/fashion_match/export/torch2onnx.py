@@ -150,7 +150,7 @@ def torch2onnx(
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "model": display_name or model.name,
         "architecture": model.config(),
-        "embedding_dim": model.embedding_dim,
+        "embedding_dim": model.output_dim,
         "preprocess": model.preprocess.to_dict(),
         "threshold": float(threshold),
         "calibration": calibration,

@@ -34,6 +34,8 @@ def load_weights(path: str | Path, config: dict[str, Any]) -> EmbeddingModel:
         num_classes=config.get("num_classes"),
         preprocess=PreprocessSpec.from_dict(config["preprocess"]),
     )
+    if config.get("category_branch_from") is not None:
+        model.add_category_branch(int(config["category_branch_from"]), float(config.get("category_share", 0.0)))
     sd = load_file(str(path))
     missing, unexpected = model.load_state_dict(sd, strict=False)
     if missing or unexpected:

@@ -1,7 +1,14 @@
-"""The embedding model: backbone -> pooled features -> linear projection -> L2 normalisation."""
+"""The embedding model: backbone -> pooled features -> linear projection -> L2 normalisation.
+
+Optionally a category branch: a copy of the backbone's last blocks, fed from the same trunk,
+with its own classifier. Its class probabilities then join the embedding (`category_share`), so
+that cosine similarity = (1 - share) * item similarity + share * category agreement.
+"""
 
 from __future__ import annotations
 
+import copy
+import math
 from typing import Any
 
 import torch
@@ -36,16 +43,54 @@ class EmbeddingModel(nn.Module):
             nn.Identity() if embedding_dim is None else nn.Linear(backbone.dim, embedding_dim, bias=False)
         )
         self.classifier = nn.Linear(backbone.dim, num_classes) if num_classes else None
+        self.category_branch: nn.Sequential | None = None
+        self.branch_from: int | None = None
+        self.category_share = 0.0
+
+    def add_category_branch(self, from_block: int, share: float) -> None:
+        """Give the classifier its own copy of backbone blocks `from_block`.. (weights copied; train or
+        load them after) and put `share` of the similarity on its class probabilities."""
+        blocks = self.backbone
+        if self.classifier is None:
+            raise UsageError("a category branch needs a model with a category classifier (num_classes)")
+        if not isinstance(blocks, nn.Sequential) or not 0 < from_block < len(blocks):
+            raise UsageError(f"category branch from block {from_block}: {self.name}'s backbone has no such block")
+        if not 0.0 <= share < 1.0:
+            raise UsageError(f"category share must be in [0, 1), got {share}")
+        self.category_branch = copy.deepcopy(blocks[from_block:])
+        self.branch_from, self.category_share = from_block, float(share)
+
+    @property
+    def output_dim(self) -> int:
+        """Width of `forward`'s output: the projection, plus the class probabilities when shared."""
+        extra = self.classifier.out_features if self.category_share and self.classifier is not None else 0
+        return self.embedding_dim + extra
 
     def pooled(self, x: torch.Tensor) -> torch.Tensor:
         return self.backbone(x).mean(dim=(2, 3))
 
+    def _features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(pooled item features, pooled features the classifier reads)."""
+        if self.category_branch is None:
+            f = self.pooled(x)
+            return f, f
+        trunk = self.backbone[: self.branch_from](x)  # type: ignore[index]
+        return self.backbone[self.branch_from :](trunk).mean(dim=(2, 3)), self.category_branch(trunk).mean(dim=(2, 3))  # type: ignore[index]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.head(self.pooled(x)), dim=1)
+        f, fc = self._features(x)
+        e = F.normalize(self.head(f), dim=1)
+        if not self.category_share or self.classifier is None:
+            return e
+        # two unit vectors weighted by sqrt(share): the result has unit norm and its dot product
+        # is the share-weighted mean of the two cosines
+        p = F.normalize(torch.softmax(self.classifier(fc), dim=1), dim=1)
+        w = self.category_share
+        return torch.cat([math.sqrt(1.0 - w) * e, math.sqrt(w) * p], dim=1)
 
     def forward_with_logits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        f = self.pooled(x)
-        logits = self.classifier(f) if self.classifier is not None else None
+        f, fc = self._features(x)
+        logits = self.classifier(fc) if self.classifier is not None else None
         return F.normalize(self.head(f), dim=1), logits
 
     def config(self) -> dict[str, Any]:
@@ -56,6 +101,11 @@ class EmbeddingModel(nn.Module):
             "projection": not isinstance(self.head, nn.Identity),
             "num_classes": self.classifier.out_features if self.classifier is not None else None,
             "preprocess": self.preprocess.to_dict(),
+            **(
+                {"category_branch_from": self.branch_from, "category_share": self.category_share}
+                if self.category_branch is not None
+                else {}
+            ),
         }
 
 

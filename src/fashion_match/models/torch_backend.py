@@ -42,10 +42,8 @@ class TorchBackend(BaseBackend):
         on_cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
         dev = f"cuda:{device_index(device)}" if on_cuda else "cpu"
         model = load_weights(path, entry["config"])
-        if model.embedding_dim != manifest.embedding_dim:
-            raise BackendUnavailable(
-                f"{path}: embedding dim {model.embedding_dim} != manifest {manifest.embedding_dim}"
-            )
+        if model.output_dim != manifest.embedding_dim:
+            raise BackendUnavailable(f"{path}: embedding dim {model.output_dim} != manifest {manifest.embedding_dim}")
         self.torch = torch
         self.device = torch.device(dev)
         self.net = InGraphPreprocess(model).eval().to(self.device)

@@ -1,0 +1,116 @@
+"""The optional category branch: its own blocks feed the classifier, its probabilities join the embedding."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from fashion_match.data.preprocess import PreprocessSpec
+from fashion_match.errors import UsageError
+from fashion_match.models import create_model
+from fashion_match.models.checkpoint import load_weights, save_weights
+from fashion_match.models.embedding import EmbeddingModel
+
+SPEC = PreprocessSpec(size=64, resize="squash")
+
+
+def _model(share: float = 0.3, from_block: int = 16) -> EmbeddingModel:
+    torch.manual_seed(0)
+    m = create_model("mobilenet_v2", 32, pretrained=False, num_classes=5, preprocess=SPEC)
+    m.add_category_branch(from_block, share)
+    assert m.category_branch is not None
+    with torch.no_grad():  # make the branch differ from the item blocks it was copied from
+        for p in m.category_branch.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return m.eval()
+
+
+def _x(n: int = 4) -> torch.Tensor:
+    return torch.randn(n, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+
+
+def test_similarity_is_the_share_weighted_mean_of_item_and_category_cosines() -> None:
+    m, x = _model(0.3), _x()
+    with torch.no_grad():
+        out = m(x)
+        item, logits = m.forward_with_logits(x)
+    assert out.shape == (4, 32 + 5) and m.output_dim == 37
+    assert torch.allclose(out.norm(dim=1), torch.ones(4), atol=1e-5)
+    assert logits is not None
+    p = F.normalize(torch.softmax(logits, dim=1), dim=1)
+    expected = 0.7 * item @ item.T + 0.3 * p @ p.T
+    assert torch.allclose(out @ out.T, expected, atol=1e-5)
+
+
+def test_item_part_uses_the_original_blocks_and_the_classifier_the_branch() -> None:
+    plain = create_model("mobilenet_v2", 32, pretrained=False, num_classes=5, preprocess=SPEC)
+    m = _model(0.3)
+    plain.load_state_dict({k: v for k, v in m.state_dict().items() if not k.startswith("category_branch.")})
+    plain.eval()
+    x = _x()
+    with torch.no_grad():
+        item, logits = m.forward_with_logits(x)
+        plain_item, plain_logits = plain.forward_with_logits(x)
+        branch_logits = m.classifier(m.category_branch(m.backbone[:16](x)).mean(dim=(2, 3)))  # type: ignore[misc]
+    assert torch.allclose(item, plain_item, atol=1e-6)  # the item embedding is untouched
+    assert logits is not None and plain_logits is not None
+    assert torch.allclose(logits, branch_logits, atol=1e-5)
+    assert not torch.allclose(logits, plain_logits, atol=1e-3)  # the classifier reads the branch
+
+
+def test_share_zero_keeps_the_plain_embedding() -> None:
+    m = _model(0.0)
+    with torch.no_grad():
+        assert m(_x()).shape == (4, 32) and m.output_dim == 32
+
+
+def test_weights_round_trip_rebuilds_the_branch(tmp_path: Path) -> None:
+    m = _model(0.25, from_block=15)
+    info = save_weights(m, tmp_path / "w.safetensors")
+    assert info["config"]["category_branch_from"] == 15 and info["config"]["category_share"] == 0.25
+    back = load_weights(tmp_path / "w.safetensors", json.loads(json.dumps(info["config"])))
+    with torch.no_grad():
+        np.testing.assert_allclose(back(_x()).numpy(), m(_x()).numpy(), atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"from_block": 0, "share": 0.1}, "no such block"),
+        ({"from_block": 19, "share": 0.1}, "no such block"),
+        ({"from_block": 16, "share": 1.0}, "share"),
+        ({"from_block": 16, "share": -0.1}, "share"),
+    ],
+)
+def test_bad_branch_arguments_are_usage_errors(kwargs: dict, message: str) -> None:
+    m = create_model("mobilenet_v2", 32, pretrained=False, num_classes=5, preprocess=SPEC)
+    with pytest.raises(UsageError, match=message):
+        m.add_category_branch(**kwargs)
+
+
+def test_branch_needs_a_classifier() -> None:
+    m = create_model("mobilenet_v2", 32, pretrained=False, preprocess=SPEC)
+    with pytest.raises(UsageError, match="classifier"):
+        m.add_category_branch(16, 0.1)
+
+
+def test_export_writes_the_wider_embedding_and_matches_torch(tmp_path: Path) -> None:
+    from fashion_match.export.torch2onnx import torch2onnx
+    from fashion_match.runtime import Matcher
+
+    m = _model(0.2)
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, (64, 64, 3), dtype=np.uint8) for _ in range(3)]
+    man = torch2onnx(m, tmp_path / "model", threshold=0.5, parity_sources=images)
+    assert man["embedding_dim"] == 37 and man["architecture"]["category_branch_from"] == 16
+    with Matcher(tmp_path / "model", backend="onnxruntime") as mt:
+        got = mt.embed_strict(images)
+    with Matcher(tmp_path / "model", backend="torch") as mt:
+        ref = mt.embed_strict(images)
+    assert got.shape == (3, 37)
+    np.testing.assert_allclose(got, ref, atol=1e-4)

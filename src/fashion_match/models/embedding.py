@@ -75,7 +75,8 @@ class EmbeddingModel(nn.Module):
             f = self.pooled(x)
             return f, f
         trunk = self.backbone[: self.branch_from](x)  # type: ignore[index]
-        return self.backbone[self.branch_from :](trunk).mean(dim=(2, 3)), self.category_branch(trunk).mean(dim=(2, 3))  # type: ignore[index]
+        item = self.backbone[self.branch_from :](trunk)  # type: ignore[index]
+        return item.mean(dim=(2, 3)), self.category_branch(trunk).mean(dim=(2, 3))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         f, fc = self._features(x)

@@ -25,7 +25,7 @@ from fashion_match.data.spec import load_dataset
 from fashion_match.fileio import atomic_open, sha256_file
 from fashion_match.models.checkpoint import load_weights
 from fashion_match.runtime.manifest import load_manifest
-from fashion_match.train.cached import prefix_outputs, shift_maps
+from fashion_match.train.cached import augment_maps, prefix_outputs
 
 
 def maps_and_labels(model: nn.Module, records: list, cats: list[str], desc: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -85,11 +85,7 @@ def main() -> None:
         perm = torch.randperm(len(x_train))
         for s in range(steps_per_epoch):
             i = perm[s * args.batch : (s + 1) * args.batch]
-            x = x_train[i]
-            flip = torch.rand(len(i)) < 0.5
-            x = torch.where(flip[:, None, None, None], x.flip(-1), x)
-            dy, dx = torch.randint(-1, 2, (2, len(i)))
-            x = shift_maps(x, dy, dx)
+            x = augment_maps(x_train[i], flip=True, shift=1)
             logits = classifier(branch(x).mean(dim=(2, 3)))
             loss = nn.functional.cross_entropy(logits, y_train[i], label_smoothing=0.1)
             opt.zero_grad()

@@ -136,6 +136,20 @@ def shift_maps(maps: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor) -> torch.
     return maps.permute(0, 2, 3, 1)[idx, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
 
 
+def augment_maps(maps: torch.Tensor, flip: bool, shift: int) -> torch.Tensor:
+    """Cached maps' stand-in for image augmentation: a random horizontal flip of each map (when
+    `flip`), then a random shift by up to `shift` cells. Draws the random numbers in that order."""
+    if maps.shape[-1] <= 1:
+        return maps
+    if flip:
+        flipped = torch.rand(len(maps), device=maps.device) < 0.5
+        maps = torch.where(flipped[:, None, None, None], maps.flip(-1), maps)
+    if shift > 0:
+        dy, dx = torch.randint(-shift, shift + 1, (2, len(maps)), device=maps.device)
+        maps = shift_maps(maps, dy, dx)
+    return maps
+
+
 class MapNet(nn.Module):
     """Suffix blocks -> pooling -> head (+ classifier) -> loss, on cached prefix outputs."""
 
@@ -158,12 +172,8 @@ class MapNet(nn.Module):
         return nn.functional.normalize(self.head(f), dim=1), logits
 
     def forward(self, maps: torch.Tensor, labels: torch.Tensor, cats: torch.Tensor) -> torch.Tensor:
-        if self.flip and self.training and maps.shape[-1] > 1:
-            flip = torch.rand(len(maps), device=maps.device) < 0.5
-            maps = torch.where(flip[:, None, None, None], maps.flip(-1), maps)
-        if self.shift > 0 and self.training and maps.shape[-1] > 1:
-            dy, dx = torch.randint(-self.shift, self.shift + 1, (2, len(maps)), device=maps.device)
-            maps = shift_maps(maps, dy, dx)
+        if self.training:
+            maps = augment_maps(maps, self.flip, self.shift)
         emb, logits = self.embed(maps)
         out: torch.Tensor = self.loss(emb, labels, cats)
         if logits is not None and (cats >= 0).any():

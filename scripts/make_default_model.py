@@ -103,8 +103,9 @@ def soup_with(model: object, folders: list[Path]) -> list[dict]:
     return used
 
 
-def add_branch(model: object, path: Path, share: float) -> dict:
-    """Attach the category branch in `path` (its own blocks + classifier) with similarity share `share`."""
+def add_branch(model: object, path: Path, share: float, mirror: bool) -> dict:
+    """Attach the category branch in `path` (its own blocks + classifier) with similarity share `share`
+    (and on the mirrored maps too when `mirror`)."""
     from safetensors import safe_open
     from safetensors.torch import load_file
 
@@ -112,14 +113,14 @@ def add_branch(model: object, path: Path, share: float) -> dict:
         meta = json.loads((f.metadata() or {}).get("fashion_match_branch", "null") or "null")
     if not meta:
         raise SystemExit(f"--category-branch {path}: not a file from scripts/train_category_branch.py")
-    model.add_category_branch(int(meta["from_block"]), share)  # type: ignore[attr-defined]
+    model.add_category_branch(int(meta["from_block"]), share, mirror)  # type: ignore[attr-defined]
     sd = model.state_dict()  # type: ignore[attr-defined]
     theirs = load_file(str(path))
     wrong = [k for k, v in theirs.items() if k not in sd or sd[k].shape != v.shape]
     if wrong or not any(k.startswith("category_branch.") for k in theirs):
         raise SystemExit(f"--category-branch {path}: its tensors do not fit this model ({wrong[:3]})")
     model.load_state_dict(sd | theirs)  # type: ignore[attr-defined]
-    return {"file": path.name, "sha256": sha256_file(path), "share": share} | meta
+    return {"file": path.name, "sha256": sha256_file(path), "share": share, "mirror": mirror} | meta
 
 
 def main() -> None:
@@ -135,6 +136,7 @@ def main() -> None:
     ap.add_argument("--base", type=Path, help="an exported model directory (its model.safetensors as it is)")
     ap.add_argument("--category-branch", type=Path, help="branch weights from scripts/train_category_branch.py")
     ap.add_argument("--category-share", type=float, default=0.1, help="share of the similarity on the category")
+    ap.add_argument("--category-mirror", action="store_true", help="average the branch over mirrored maps too")
     ap.add_argument("--calibration-items", type=int, default=1000)
     ap.add_argument("--calib-method", default="percentile", help="INT8 calibration method")
     ap.add_argument("--no-reduced", action="store_true", help="skip the FP16/INT8 files")
@@ -176,7 +178,9 @@ def main() -> None:
             raise SystemExit(f"expected the offline ImageNet weights, got {model.weights_origin}")
         name, source = "mobilenet_v2-imagenet-zeroshot", None
     if args.category_branch:
-        source = (source or {}) | {"category_branch": add_branch(model, args.category_branch, args.category_share)}
+        source = (source or {}) | {
+            "category_branch": add_branch(model, args.category_branch, args.category_share, args.category_mirror)
+        }
     # start clean: artifacts of the previous model must not survive next to the new one
     if args.out.is_dir():
         shutil.rmtree(args.out)

@@ -19,19 +19,26 @@ from fashion_match.models.embedding import EmbeddingModel
 SPEC = PreprocessSpec(size=64, resize="squash")
 
 
-def _model(share: float = 0.3, from_block: int = 16) -> EmbeddingModel:
+def _x(n: int = 4) -> torch.Tensor:
+    return torch.randn(n, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+
+
+def _model(share: float = 0.3, from_block: int = 16, mirror: bool = False) -> EmbeddingModel:
     torch.manual_seed(0)
     m = create_model("mobilenet_v2", 32, pretrained=False, num_classes=5, preprocess=SPEC)
-    m.add_category_branch(from_block, share)
+    m.add_category_branch(from_block, share, mirror)
     assert m.category_branch is not None
     with torch.no_grad():  # make the branch differ from the item blocks it was copied from
         for p in m.category_branch.parameters():
             p.add_(0.05 * torch.randn_like(p))
+        # batch-norm statistics of real activations: with the initial ones a random network's
+        # deep activations fade to ~1e-7 and every input gets the same logits
+        for bn in m.modules():
+            if isinstance(bn, torch.nn.BatchNorm2d):
+                bn.reset_running_stats()
+                bn.momentum = None
+        m.train().forward_with_logits(_x(16))
     return m.eval()
-
-
-def _x(n: int = 4) -> torch.Tensor:
-    return torch.randn(n, 3, 64, 64, generator=torch.Generator().manual_seed(1))
 
 
 def test_similarity_is_the_share_weighted_mean_of_item_and_category_cosines() -> None:
@@ -63,16 +70,35 @@ def test_item_part_uses_the_original_blocks_and_the_classifier_the_branch() -> N
     assert not torch.allclose(logits, plain_logits, atol=1e-3)  # the classifier reads the branch
 
 
+def test_mirror_averages_the_logits_of_the_maps_and_their_mirror_image() -> None:
+    m = _model(0.3, from_block=14, mirror=True)
+    x = _x()
+    with torch.no_grad():
+        item, logits = m.forward_with_logits(x)
+        trunk = m.backbone[:14](x)  # type: ignore[index]
+        one, other = (m.classifier(m.category_branch(t).mean(dim=(2, 3))) for t in (trunk, trunk.flip(-1)))  # type: ignore[misc]
+        m.category_mirror = False
+        _, one_view = m.forward_with_logits(x)
+        plain_item = F.normalize(m.head(m.backbone(x).mean(dim=(2, 3))), dim=1)
+    assert logits is not None and one_view is not None
+    assert torch.allclose(logits, (one + other) / 2, atol=1e-5)
+    assert torch.allclose(one_view, one, atol=1e-5)
+    assert not torch.allclose(logits, one_view, atol=1e-3)  # mirroring changes the logits
+    assert torch.allclose(item, plain_item, atol=1e-6)  # the item part does not mirror
+
+
 def test_share_zero_keeps_the_plain_embedding() -> None:
     m = _model(0.0)
     with torch.no_grad():
         assert m(_x()).shape == (4, 32) and m.output_dim == 32
 
 
-def test_weights_round_trip_rebuilds_the_branch(tmp_path: Path) -> None:
-    m = _model(0.25, from_block=15)
+@pytest.mark.parametrize("mirror", [False, True])
+def test_weights_round_trip_rebuilds_the_branch(tmp_path: Path, mirror: bool) -> None:
+    m = _model(0.25, from_block=15, mirror=mirror)
     info = save_weights(m, tmp_path / "w.safetensors")
     assert info["config"]["category_branch_from"] == 15 and info["config"]["category_share"] == 0.25
+    assert info["config"]["category_mirror"] is mirror
     back = load_weights(tmp_path / "w.safetensors", json.loads(json.dumps(info["config"])))
     with torch.no_grad():
         np.testing.assert_allclose(back(_x()).numpy(), m(_x()).numpy(), atol=1e-6)
@@ -99,15 +125,17 @@ def test_branch_needs_a_classifier() -> None:
         m.add_category_branch(16, 0.1)
 
 
-def test_export_writes_the_wider_embedding_and_matches_torch(tmp_path: Path) -> None:
+@pytest.mark.parametrize("mirror", [False, True])
+def test_export_writes_the_wider_embedding_and_matches_torch(tmp_path: Path, mirror: bool) -> None:
     from fashion_match.export.torch2onnx import torch2onnx
     from fashion_match.runtime import Matcher
 
-    m = _model(0.2)
+    m = _model(0.2, mirror=mirror)
     rng = np.random.default_rng(0)
     images = [rng.integers(0, 256, (64, 64, 3), dtype=np.uint8) for _ in range(3)]
     man = torch2onnx(m, tmp_path / "model", threshold=0.5, parity_sources=images)
     assert man["embedding_dim"] == 37 and man["architecture"]["category_branch_from"] == 16
+    assert man["architecture"]["category_mirror"] is mirror
     with Matcher(tmp_path / "model", backend="onnxruntime") as mt:
         got = mt.embed_strict(images)
     with Matcher(tmp_path / "model", backend="torch") as mt:

@@ -35,7 +35,11 @@ def load_weights(path: str | Path, config: dict[str, Any]) -> EmbeddingModel:
         preprocess=PreprocessSpec.from_dict(config["preprocess"]),
     )
     if config.get("category_branch_from") is not None:
-        model.add_category_branch(int(config["category_branch_from"]), float(config.get("category_share", 0.0)))
+        model.add_category_branch(
+            int(config["category_branch_from"]),
+            float(config.get("category_share", 0.0)),
+            bool(config.get("category_mirror", False)),
+        )
     sd = load_file(str(path))
     missing, unexpected = model.load_state_dict(sd, strict=False)
     if missing or unexpected:

@@ -46,10 +46,13 @@ class EmbeddingModel(nn.Module):
         self.category_branch: nn.Sequential | None = None
         self.branch_from: int | None = None
         self.category_share = 0.0
+        self.category_mirror = False
 
-    def add_category_branch(self, from_block: int, share: float) -> None:
+    def add_category_branch(self, from_block: int, share: float, mirror: bool = False) -> None:
         """Give the classifier its own copy of backbone blocks `from_block`.. (weights copied; train or
-        load them after) and put `share` of the similarity on its class probabilities."""
+        load them after) and put `share` of the similarity on its class probabilities. `mirror`
+        also runs the branch on the mirrored trunk maps and averages the two (flip test-time
+        augmentation that costs the branch twice, not the whole network)."""
         blocks = self.backbone
         if self.classifier is None:
             raise UsageError("a category branch needs a model with a category classifier (num_classes)")
@@ -58,7 +61,7 @@ class EmbeddingModel(nn.Module):
         if not 0.0 <= share < 1.0:
             raise UsageError(f"category share must be in [0, 1), got {share}")
         self.category_branch = copy.deepcopy(blocks[from_block:])
-        self.branch_from, self.category_share = from_block, float(share)
+        self.branch_from, self.category_share, self.category_mirror = from_block, float(share), bool(mirror)
 
     @property
     def output_dim(self) -> int:
@@ -76,7 +79,11 @@ class EmbeddingModel(nn.Module):
             return f, f
         trunk = self.backbone[: self.branch_from](x)  # type: ignore[index]
         item = self.backbone[self.branch_from :](trunk)  # type: ignore[index]
-        return item.mean(dim=(2, 3)), self.category_branch(trunk).mean(dim=(2, 3))
+        fc = self.category_branch(trunk).mean(dim=(2, 3))
+        if self.category_mirror:
+            # the classifier is linear, so this is the mean of the two views' logits
+            fc = (fc + self.category_branch(trunk.flip(-1)).mean(dim=(2, 3))) / 2
+        return item.mean(dim=(2, 3)), fc
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         f, fc = self._features(x)
@@ -103,7 +110,11 @@ class EmbeddingModel(nn.Module):
             "num_classes": self.classifier.out_features if self.classifier is not None else None,
             "preprocess": self.preprocess.to_dict(),
             **(
-                {"category_branch_from": self.branch_from, "category_share": self.category_share}
+                {
+                    "category_branch_from": self.branch_from,
+                    "category_share": self.category_share,
+                    "category_mirror": self.category_mirror,
+                }
                 if self.category_branch is not None
                 else {}
             ),

@@ -58,7 +58,8 @@ case "${1:-}" in
     ;;
   test)
     setup_dev
-    log "ruff";   "$VENV/bin/ruff" check src tests benchmarks scripts && "$VENV/bin/ruff" format --check src tests benchmarks scripts
+    # a failed `a && b` list does not stop `set -e`: exit explicitly, or lint errors would pass CI
+    log "ruff";   { "$VENV/bin/ruff" check src tests benchmarks scripts && "$VENV/bin/ruff" format --check src tests benchmarks scripts; } || exit 1
     log "mypy";   "$VENV/bin/mypy"
     log "pytest"; "$VENV/bin/python" -m pytest "${@:2}"
     ;;

@@ -27,7 +27,6 @@ from fashion_match.models.checkpoint import load_weights
 from fashion_match.runtime.manifest import load_manifest
 from fashion_match.train.cached import augment_maps, prefix_outputs
 
-
 # oneDNN's depthwise convolutions train about 1.5-2x faster on CPU in this layout
 CL = torch.channels_last
 

@@ -1,9 +1,10 @@
 """Retrieval quality of a model directory on Fashion-MNIST and the fmnist-c2s stand-in.
 
-    python benchmarks/eval_model.py [--model DIR] [--out benchmarks/results/eval_<name>.json]
+    python benchmarks/eval_model.py [--model DIR] [--precision fp32|fp16|int8] [--out FILE]
 
-Runs the exported ONNX model through the runtime (`Matcher`, ONNX Runtime CPU, fp32), exactly as
-`fm-match` would. Protocols:
+Runs the exported ONNX model through the runtime (`Matcher`, ONNX Runtime CPU, fp32 unless
+`--precision` says otherwise), exactly as `fm-match` would. Default output:
+benchmarks/results/eval_<name>.json (eval_<name>_<precision>.json below fp32). Protocols:
 - fashion-mnist (category retrieval): the 10,000 test images query the 60,000 train images; a hit
   shares the category. Recall@K, mAP@R (R = 6,000 same-category gallery images per query).
 - fmnist-c2s (instance retrieval, a synthetic stand-in): the 10,000 test consumer photos query the
@@ -51,9 +52,10 @@ def run(m: Matcher, spec: str) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", type=Path, default=None)
+    ap.add_argument("--precision", default="fp32")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
-    with Matcher(args.model, batch_size=64) as m:
+    with Matcher(args.model, precision=args.precision, batch_size=64) as m:
         result = {
             "model": m.manifest.short_id(),
             "model_dir": str(m.model_dir),
@@ -64,7 +66,8 @@ def main() -> None:
             "machine": machine_info(),
             "date": time.strftime("%Y-%m-%d"),
         }
-    out = args.out or ROOT / "benchmarks" / "results" / f"eval_{m.manifest.model}.json"
+    suffix = "" if args.precision == "fp32" else f"_{args.precision}"
+    out = args.out or ROOT / "benchmarks" / "results" / f"eval_{m.manifest.model}{suffix}.json"
     out.write_text(json.dumps(result, indent=2) + "\n")
     for name in ("fashion-mnist", "fmnist-c2s"):
         r = result[name]

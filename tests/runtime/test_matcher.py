@@ -60,7 +60,9 @@ def test_backend_checks_input(tiny_model_dir: Path) -> None:
 def test_default_model_matches_the_example_pair() -> None:
     with Matcher() as m:
         assert m.model_dir == default_model_dir() and m.info.backend == "onnxruntime"
-        assert m.manifest.embedding_dim == 512 and m.manifest.data["calibration"]["n_pos"] == 1000
+        # 512-d item embedding + the category branch's 10 class probabilities
+        assert m.manifest.embedding_dim == 522 and m.manifest.data["architecture"]["category_branch_from"] == 14
+        assert m.manifest.data["calibration"]["n_pos"] == 1000
         assert m.verify(*PAIR).match
         # it ships its reduced-precision files, each with a passed gate
         for name in ("model.fp16.onnx", "model.int8.onnx"):

@@ -43,6 +43,10 @@ class ManifestMismatch(FmError):
     """An artifact that does not match its manifest (hash, dims, preprocessing, versions)."""
 
 
+class Locked(FmError):
+    """Another process is writing the same index or output; nothing was changed."""
+
+
 class ExportError(FmError):
     """An export that failed, or whose result failed its accuracy gate."""
 

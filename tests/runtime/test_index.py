@@ -48,10 +48,12 @@ def test_build_search_add_info(gallery: Path, tmp_path: Path, tiny_model_dir: Pa
         photo(30, 30, seed=98).save(extra / "other.png")
         idx2 = idx.add(extra, matcher=m, progress=False)
         assert len(idx2) == 14 and idx2.entries[-1].id == "other.png"
-        assert len(idx2.add(extra, matcher=m, progress=False)) == 14  # already there: skipped
+        again = idx2.add(extra, matcher=m, progress=False)  # already there: skipped, listed, index untouched
+        assert len(again) == 14 and again.report.added == 0
+        assert [d["path"] for d in again.report.duplicates] == [str(extra / "new.png"), str(extra / "other.png")]
     info = Index.open(tmp_path / "idx", verify=True).info()
     assert info["images"] == 14 and info["dtype"] == "float32" and info["skipped"] == 1
-    assert info["sources"] == [str(gallery), str(extra), str(extra)]
+    assert info["sources"] == [str(gallery), str(extra)]
 
 
 def test_float16_index_and_recall(gallery: Path, tmp_path: Path, tiny_model_dir: Path) -> None:
@@ -85,7 +87,10 @@ def test_refusals(gallery: Path, tmp_path: Path, tiny_model_dir: Path) -> None:
     with pytest.raises(IndexMismatch, match="rebuild"):
         Index.open(tmp_path / "idx")
     np.save(shard, arr + 1e-3)
-    Index.open(tmp_path / "idx")  # same shape: only a full verification sees the change
+    with pytest.raises(IndexMismatch, match="norm 1.00.*not 1"):  # a cheap check on open sees the change
+        Index.open(tmp_path / "idx")
+    np.save(shard, arr[::-1])
+    Index.open(tmp_path / "idx")  # same shape, unit rows: only a full verification sees the change
     with pytest.raises(IndexMismatch, match="sha256"):
         Index.open(tmp_path / "idx", verify=True)
     with pytest.raises(IndexMismatch, match="not a fashion-match index"):

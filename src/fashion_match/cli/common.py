@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
@@ -17,20 +18,32 @@ F = TypeVar("F", bound=Callable[..., Any])
 EXIT_ERROR = 2
 
 
-def _set_debug(ctx: click.Context, _param: click.Parameter, value: bool) -> bool:
-    logging.basicConfig(level=logging.DEBUG if value else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    return value
-
-
 def debug_option(f: F) -> F:
+    # Parsed for --help and for its place on the command line; `entrypoint` acts on it before
+    # parsing, so a group and its subcommand cannot configure logging twice.
     return click.option(
-        "--debug",
-        is_flag=True,
-        expose_value=False,
-        is_eager=True,
-        callback=_set_debug,
-        help="Show debug logs and full tracebacks.",
+        "--debug", is_flag=True, expose_value=False, is_eager=True, help="Show debug logs and full tracebacks."
     )(f)
+
+
+def echo_json(obj: Any) -> None:
+    """Print one strict JSON document: a NaN or infinity is a bug to raise, never `NaN` on stdout."""
+    click.echo(json.dumps(obj, allow_nan=False))
+
+
+def _configure_logging(debug: bool) -> None:
+    """Warnings go to the log: stderr keeps to one line per error unless --debug asks for more.
+
+    Libraries warn through Python's `warnings` (Pillow: "Corrupt EXIF data") and libtiff prints
+    from C ("LZWDecode: Not enough data"); both are about a file we already judge ourselves.
+    """
+    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.captureWarnings(True)
+    if not debug:
+        logging.getLogger("py.warnings").setLevel(logging.ERROR)
+        from fashion_match.data.images import silence_codec_messages
+
+        silence_codec_messages()
 
 
 def fail(prog: str, message: str) -> NoReturn:
@@ -60,8 +73,12 @@ def entrypoint(command: click.Command, prog: str, *, fast_exit: bool = False) ->
     def main(argv: list[str] | None = None) -> NoReturn:
         args = sys.argv[1:] if argv is None else argv
         debug = "--debug" in args
+        _configure_logging(debug)
         try:
-            rv = command.main(args=args, prog_name=prog, standalone_mode=False)
+            # make_context + invoke rather than command.main: click's main turns any EOFError
+            # (numpy reading an empty file, say) into Abort, which would read as "interrupted".
+            with command.make_context(prog, list(args)) as ctx:
+                rv = command.invoke(ctx)
         except click.exceptions.Exit as e:
             sys.exit(e.exit_code)
         except click.UsageError as e:  # one line like every other error, not click's usage block

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import json
-
 import click
 
-from fashion_match.cli.common import debug_option, entrypoint
+from fashion_match.cli.common import debug_option, echo_json, entrypoint
 from fashion_match.errors import BadDataset
 
 
@@ -30,7 +28,7 @@ def check(spec: str, as_json: bool, strict: bool, workers: int | None) -> int:
     ds = load_dataset(spec)
     report = check_dataset(ds, workers=workers, progress=not as_json)
     if as_json:
-        click.echo(json.dumps(report))
+        echo_json(report)
     else:
         splits = ", ".join(f"{k} {v:,}" for k, v in report["splits"].items())
         click.echo(f"{report['format']}: {report['images']:,} images of {report['items']:,} items ({splits})")

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
 
-from fashion_match.cli.common import debug_option, entrypoint
+from fashion_match.cli.common import debug_option, echo_json, entrypoint
 from fashion_match.export.gate import MAX_DROP_PTS, MIN_MEAN_COSINE
 from fashion_match.export.onnx2int8 import CALIB_METHODS, DEFAULT_CALIB, DEFAULT_CALIB_IMAGES, TARGETS
 
@@ -100,7 +99,7 @@ def cli(
     )
     result = run_export(source, out, opts, say=(lambda s: None) if as_json else click.echo)
     if as_json:
-        click.echo(json.dumps({"out": str(result.out), "made": result.made, "triton": [str(p) for p in result.triton]}))
+        echo_json({"out": str(result.out), "made": result.made, "triton": [str(p) for p in result.triton]})
 
 
 main = entrypoint(cli, "fm-export")

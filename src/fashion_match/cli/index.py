@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
 import click
 
-from fashion_match.cli.common import debug_option, entrypoint
+from fashion_match.cli.common import debug_option, echo_json, entrypoint
 from fashion_match.cli.options import model_options
 
 
@@ -24,22 +23,22 @@ def _matcher(model_dir: Path | None, backend: str, precision: str, device: str, 
     return Matcher(model_dir, backend=backend, precision=precision, device=device, threads=threads, batch_size=batch)
 
 
-def _report(idx, t0: float, n_before: int, as_json: bool) -> None:  # type: ignore[no-untyped-def]
-    info = idx.info()
-    skipped = idx.manifest["skipped"]
+def _report(idx, t0: float, as_json: bool) -> None:  # type: ignore[no-untyped-def]
+    """What this build or add did: rows written, and every input left out with its reason."""
+    info, rep = idx.info(), idx.report
     if as_json:
-        click.echo(json.dumps({**info, "skipped_files": skipped}))
+        echo_json({**info, "added": rep.added, "skipped_files": rep.bad, "duplicates": rep.duplicates})
         return
     secs = time.perf_counter() - t0
-    added = len(idx) - n_before
     click.echo(
-        f"{info['index']}: {info['images']:,} images ({added:,} new in {secs:.1f} s, "
-        f"{added / max(secs, 1e-9):.0f} img/s), {info['embedding_dim']}-d {info['dtype']}, model {info['model']}"
+        f"{info['index']}: {info['images']:,} images ({rep.added:,} new in {secs:.1f} s, "
+        f"{rep.added / max(secs, 1e-9):.0f} img/s), {info['embedding_dim']}-d {info['dtype']}, model {info['model']}"
     )
-    for s in skipped[:20]:
-        click.echo(f"  skipped: {s['path']}: {s['reason']}", err=True)
-    if len(skipped) > 20:
-        click.echo(f"  ... {len(skipped) - 20} more skipped files (fm-index info --json lists them)", err=True)
+    left_out = [("skipped", b) for b in rep.bad] + [("duplicate", d) for d in rep.duplicates]
+    for kind, s in left_out[:20]:
+        click.echo(f"  {kind}: {s['path']}: {s['reason']}", err=True)
+    if len(left_out) > 20:
+        click.echo(f"  ... {len(left_out) - 20} more left out (--json lists them all)", err=True)
 
 
 @cli.command("build")
@@ -84,7 +83,7 @@ def build(
     t0 = time.perf_counter()
     with _matcher(model_dir, backend, precision, device, threads, batch_size) as m:
         idx = build_index(source, out, matcher=m, dtype=dtype, shard_rows=shard_rows, progress=not as_json)
-    _report(idx, t0, 0, as_json)
+    _report(idx, t0, as_json)
     return 0
 
 
@@ -110,10 +109,10 @@ def add(
     from fashion_match.runtime.index import Index, add_to_index
 
     t0 = time.perf_counter()
-    before = len(Index.open(index))
+    Index.open(index)  # "not an index" before any model loads
     with _matcher(model_dir, backend, precision, device, threads, batch_size) as m:
         idx = add_to_index(index, source, matcher=m, progress=not as_json)
-    _report(idx, t0, before, as_json)
+    _report(idx, t0, as_json)
     return 0
 
 
@@ -126,15 +125,13 @@ def info(index: Path, verify: bool, as_json: bool) -> int:
     """Describe INDEX."""
     from fashion_match.runtime.index import Index
 
-    idx = Index.open(index, verify=verify)
-    d = idx.info()
+    idx = Index.open(index, verify=verify)  # a failed check raises: one line on stderr, exit 2
+    d = {**idx.info(), **({"verified": "every shard and its metadata match their sha256"} if verify else {})}
     if as_json:
-        click.echo(json.dumps(d))
+        echo_json(d)
     else:
         for k, v in d.items():
             click.echo(f"{k:>14}: {v}")
-        if verify:
-            click.echo("        verify: every shard matches its sha256")
     return 0
 
 

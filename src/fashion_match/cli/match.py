@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
 
-from fashion_match.cli.common import debug_option, entrypoint
+from fashion_match.cli.common import debug_option, echo_json, entrypoint
 from fashion_match.cli.options import model_options
 
 
@@ -50,7 +49,7 @@ def cli(
                 "device": m.info.device,
                 "model": m.manifest.short_id(),
             }
-            click.echo(json.dumps(record))
+            echo_json(record)
         else:
             verdict = "match" if v.match else "no match"
             click.echo(f"{verdict}  similarity {v.similarity:.3f}  threshold {v.threshold:.3f}")

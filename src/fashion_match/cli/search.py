@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
 
-from fashion_match.cli.common import debug_option, entrypoint
+from fashion_match.cli.common import debug_option, echo_json, entrypoint
 from fashion_match.cli.options import model_options
 from fashion_match.errors import BadImage
 from fashion_match.runtime.engines import ENGINES
@@ -50,15 +49,13 @@ def cli(
         results, skipped = search_index(idx, list(queries), k, matcher=m, engine=engine, engine_params=params)
     bad = [{"path": name, "reason": reason} for name, reason in skipped]
     if as_json:
-        click.echo(
-            json.dumps(
-                {
-                    "engine": engine,
-                    "k": k,
-                    "results": [{"query": r.query, "matches": r.matches} for r in results],
-                    "bad": bad,
-                }
-            )
+        echo_json(
+            {
+                "engine": engine,
+                "k": k,
+                "results": [{"query": r.query, "matches": r.matches} for r in results],
+                "bad": bad,
+            }
         )
     else:
         for r in results:

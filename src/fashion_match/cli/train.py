@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
 
-from fashion_match.cli.common import debug_option, entrypoint
+from fashion_match.cli.common import debug_option, echo_json, entrypoint
 from fashion_match.train.config import AUGMENTS, LABELS, LOSSES
 
 
@@ -175,7 +174,7 @@ def cli(
         )
     result = train(cfg, resume=resume is not None, progress=not as_json)
     if as_json:
-        click.echo(json.dumps(result))
+        echo_json(result)
     elif result["history"]:
         click.echo(summary_table(result["history"]))
         click.echo(f"best R@1 {result['best_recall_at_1']:.4f}; checkpoints in {cfg.out}/best and {cfg.out}/latest")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import os
 from pathlib import Path
 
 from fashion_match.data.records import SPLITS, Dataset, Record, RetrievalProtocol
@@ -10,6 +11,32 @@ from fashion_match.errors import BadDataset
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
 DOMAINS = ("shop", "consumer")
+
+
+def image_files(folder: Path) -> list[Path]:
+    """Every path under `folder` named like an image, sorted; hidden files and folders left out.
+
+    Not filtered by type on purpose: a directory named `x.jpg`, a broken or looping symlink, a
+    FIFO all come back, so the decoder lists each one with its reason instead of it vanishing.
+    Linked folders are followed once (a link back up the tree is not a loop forever).
+    """
+    found: list[Path] = []
+    seen: set[tuple[int, int]] = set()
+    for top, dirs, files in os.walk(folder, followlinks=True):
+        try:
+            st = os.stat(top)
+        except OSError:
+            dirs[:] = []
+            continue
+        if (st.st_dev, st.st_ino) in seen:
+            dirs[:] = []
+            continue
+        seen.add((st.st_dev, st.st_ino))
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        for name in (*files, *dirs):
+            if not name.startswith(".") and Path(name).suffix.lower() in IMAGE_SUFFIXES:
+                found.append(Path(top) / name)
+    return sorted(found)
 
 
 def protocol_from_splits(records: list[Record]) -> RetrievalProtocol:

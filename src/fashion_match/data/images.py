@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import os
+import stat
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -16,7 +17,17 @@ from pathlib import Path
 from typing import IO
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import (
+    BmpImagePlugin,
+    GifImagePlugin,
+    Image,
+    ImageOps,
+    JpegImagePlugin,
+    PngImagePlugin,
+    TiffImagePlugin,
+    UnidentifiedImageError,
+    WebPImagePlugin,
+)
 
 from fashion_match.data.preprocess import PreprocessSpec
 from fashion_match.errors import BadImage
@@ -26,7 +37,17 @@ from fashion_match.errors import BadImage
 ImageSource = str | os.PathLike | bytes | np.ndarray | Callable[[], object]
 
 DEFAULT_MAX_PIXELS = 64_000_000  # 8000 x 8000; larger files are refused as decompression bombs
+# Largest intermediate image a resize may allocate: 64 shorter sides of 256 px side by side
+# (an aspect ratio of 64:1 at the default spec), 12.6 MB of RGB. Clothing photos and their
+# bounding boxes are nowhere near; an 8000x1 strip (2 GB at that scale) is.
+MAX_RESIZE_PIXELS = 64 * 256 * 256
 _DRAFT_FACTOR = 2  # use JPEG draft decoding only when the photo is >= 2x the size we need
+# The only decoders an untrusted file may reach. Pillow would otherwise pick a plugin by content,
+# and its EPS plugin runs Ghostscript: code execution on a file named .jpg. (Camera JPEGs that
+# Pillow opens as MPO come through the JPEG decoder.)
+ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
+# Importing a plugin registers it; Image.open(formats=...) finds only registered ones.
+_DECODERS = (JpegImagePlugin, PngImagePlugin, WebPImagePlugin, GifImagePlugin, BmpImagePlugin, TiffImagePlugin)
 
 
 def source_name(src: ImageSource, fallback: str = "<image>") -> str:
@@ -45,13 +66,36 @@ def decode_image(
     min_side: int | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     name: str | None = None,
+    spec: PreprocessSpec | None = None,
 ) -> Image.Image:
     """Decode `src` into an RGB PIL image with EXIF orientation applied.
 
     `min_side` lets JPEG decoding skip work: the decoder may shrink the photo by 2/4/8 in the
     DCT domain as long as both sides stay >= min_side (phone photos decode ~5x faster).
+    With `spec`, an image whose resize for that spec would allocate too much (a thin 8000x1
+    strip scaled to a 256-px shorter side) is refused from its header, before any decoding.
+
+    Whatever the imaging library or numpy raise for one input becomes a `BadImage` naming it:
+    a batch job loses that file, never the batch.
     """
     name = name or source_name(src)
+    try:
+        return _decode(src, name, min_side, max_pixels, spec)
+    except BadImage:
+        raise
+    except MemoryError:
+        raise BadImage(name, "out of memory while decoding") from None
+    except Exception as e:  # noqa: BLE001 - any library failure on one file is that file's fault
+        raise BadImage(name, f"corrupt image ({type(e).__name__}: {_one_line(e)})") from None
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split())[:200]
+
+
+def _decode(
+    src: ImageSource, name: str, min_side: int | None, max_pixels: int, spec: PreprocessSpec | None
+) -> Image.Image:
     if callable(src) and not isinstance(src, np.ndarray):
         try:
             src = src()  # type: ignore[assignment]
@@ -60,12 +104,13 @@ def decode_image(
         except Exception as e:  # a generator that fails is a bad image, not a crash
             raise BadImage(name, f"could not be produced: {e}") from e
     if isinstance(src, np.ndarray):
-        return _from_array(src, name, max_pixels)
+        return _from_array(src, name, max_pixels, spec)
     if isinstance(src, (bytes, bytearray)):
         if not src:
             raise BadImage(name, "empty data")
-        return _open(io.BytesIO(src), name, min_side, max_pixels)
+        return _open(io.BytesIO(src), name, min_side, max_pixels, spec)
     if isinstance(src, Image.Image):
+        check_geometry(name, src.width, src.height, max_pixels, spec)
         return _to_rgb(ImageOps.exif_transpose(src) or src, name)
     if not isinstance(src, (str, os.PathLike)):
         raise BadImage(name, f"unsupported source type {type(src).__name__}")
@@ -76,8 +121,10 @@ def decode_image(
         raise BadImage(name, "no such file") from None
     except OSError as e:
         raise BadImage(name, f"cannot read ({e.strerror or e})") from None
-    if path.is_dir():
+    if stat.S_ISDIR(st.st_mode):
         raise BadImage(name, "is a directory, not an image file")
+    if not stat.S_ISREG(st.st_mode):  # a FIFO would block the reader, /dev/zero never ends
+        raise BadImage(name, "not a regular file (a device, FIFO or socket)")
     if st.st_size == 0:
         raise BadImage(name, "empty file (0 bytes)")
     try:
@@ -85,25 +132,11 @@ def decode_image(
     except OSError as e:
         raise BadImage(name, f"cannot open ({e.strerror or e})") from None
     with fh:
-        return _open(fh, name, min_side, max_pixels)
+        return _open(fh, name, min_side, max_pixels, spec)
 
 
-def _open(fh: IO[bytes], name: str, min_side: int | None, max_pixels: int) -> Image.Image:
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            im = Image.open(fh)
-    except UnidentifiedImageError:
-        kind = _sniff(fh)
-        if kind:  # looks like an image but Pillow cannot parse it
-            raise BadImage(name, f"corrupt {kind} image (unreadable header)") from None
-        raise BadImage(name, "not an image (unknown or unsupported format)") from None
-    except Image.DecompressionBombError as e:
-        raise BadImage(name, f"refused as a decompression bomb ({e})") from None
-    except (OSError, ValueError, SyntaxError, EOFError) as e:
-        raise BadImage(name, _reason(e)) from None
-    # No `with im:`: closing would discard the pixels; the caller closes the file handle.
-    w, h = im.size
+def check_geometry(name: str, w: int, h: int, max_pixels: int, spec: PreprocessSpec | None) -> None:
+    """Refuse sizes that would make decoding or resizing allocate without bound."""
     if w < 1 or h < 1:
         raise BadImage(name, f"image has no pixels ({w}x{h})")
     if w * h > max_pixels:
@@ -112,19 +145,47 @@ def _open(fh: IO[bytes], name: str, min_side: int | None, max_pixels: int) -> Im
             f"{w}x{h} = {w * h:,} pixels exceeds the limit of {max_pixels:,} "
             "(decompression bomb guard; raise max_pixels if the file is trusted)",
         )
+    if spec is not None and spec.resize_pixels(w, h) > MAX_RESIZE_PIXELS:
+        raise BadImage(
+            name,
+            f"{w}x{h} is too thin to resize: {spec.resize} to {spec.size} px would allocate "
+            f"{spec.resize_pixels(w, h):,} pixels (limit {MAX_RESIZE_PIXELS:,}; aspect ratio "
+            f"{max(w, h) / min(w, h):.0f}:1)",
+        )
+
+
+def _open(fh: IO[bytes], name: str, min_side: int | None, max_pixels: int, spec: PreprocessSpec | None) -> Image.Image:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(fh, formats=ALLOWED_FORMATS)
+    except UnidentifiedImageError:
+        kind = _sniff(fh)
+        if kind:  # looks like an image but Pillow cannot parse it
+            raise BadImage(name, f"corrupt {kind} image (unreadable header)") from None
+        raise BadImage(name, f"not an image in an accepted format ({', '.join(ALLOWED_FORMATS)})") from None
+    except Image.DecompressionBombError as e:
+        raise BadImage(name, f"refused as a decompression bomb ({e})") from None
+    except (OSError, ValueError, SyntaxError, EOFError) as e:
+        raise BadImage(name, _reason(e)) from None
+    # No `with im:`: closing would discard the pixels; the caller closes the file handle.
+    w, h = im.size
+    check_geometry(name, w, h, max_pixels, spec)
     try:
         if getattr(im, "n_frames", 1) > 1:
             im.seek(0)  # animated GIF/WebP/TIFF: first frame
-        if im.format == "JPEG" and min_side and min(w, h) >= _DRAFT_FACTOR * min_side:
+        if im.format in ("JPEG", "MPO") and min_side and min(w, h) >= _DRAFT_FACTOR * min_side:
             im.draft("RGB", (min_side, min_side))
         im.load()
         rotated = ImageOps.exif_transpose(im)
-        return _to_rgb(rotated if rotated is not None else im, name)
+        out = rotated if rotated is not None else im
+        check_geometry(name, out.width, out.height, max_pixels, spec)  # a TIFF's frame can differ from its header
+        return _to_rgb(out, name)
     except BadImage:
         raise
     except Image.DecompressionBombError as e:
         raise BadImage(name, f"refused as a decompression bomb ({e})") from None
-    except (OSError, ValueError, SyntaxError, EOFError, MemoryError) as e:
+    except (OSError, ValueError, SyntaxError, EOFError) as e:
         raise BadImage(name, _reason(e)) from None
 
 
@@ -194,15 +255,14 @@ def _scale_to_u8(a: np.ndarray) -> np.ndarray:
     return np.clip(a, 0, 255).astype(np.uint8)
 
 
-def _from_array(a: np.ndarray, name: str, max_pixels: int) -> Image.Image:
+def _from_array(a: np.ndarray, name: str, max_pixels: int, spec: PreprocessSpec | None) -> Image.Image:
     if a.ndim == 3 and a.shape[2] == 1:
         a = a[..., 0]
     if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[2] not in (3, 4)):
         raise BadImage(name, f"array of shape {a.shape} is not HxW, HxWx1, HxWx3 or HxWx4")
     if a.shape[0] < 1 or a.shape[1] < 1:
         raise BadImage(name, f"array of shape {a.shape} has no pixels")
-    if a.shape[0] * a.shape[1] > max_pixels:
-        raise BadImage(name, f"array of {a.shape[0] * a.shape[1]:,} pixels exceeds the limit of {max_pixels:,}")
+    check_geometry(name, a.shape[1], a.shape[0], max_pixels, spec)
     a = _scale_to_u8(np.ascontiguousarray(a))
     if a.ndim == 2:
         return Image.fromarray(a, "L").convert("RGB")
@@ -219,16 +279,29 @@ def load_image(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     name: str | None = None,
 ) -> np.ndarray:
-    """Decode and resize one image for `spec`: uint8 (size, size, 3) RGB."""
+    """Decode and resize one image for `spec`: uint8 (size, size, 3) RGB.
+
+    Like `decode_image`, any failure for this one input is a `BadImage` naming it."""
+    name = name or source_name(src)
     # With a bbox the crop may be small, so draft decoding could lose the detail we need.
-    im = decode_image(src, min_side=None if bbox else spec.decode_hint(), max_pixels=max_pixels, name=name)
-    if bbox is not None:
-        x1, y1, x2, y2 = bbox
-        x1, y1 = max(0, x1), max(0, y1)
-        x2, y2 = min(im.width, x2), min(im.height, y2)
-        if x2 - x1 >= 2 and y2 - y1 >= 2:  # a degenerate box keeps the whole image
-            im = im.crop((x1, y1, x2, y2))
-    return np.asarray(spec.resize_image(im), dtype=np.uint8)
+    # The geometry guard waits for the crop when there is a box: the crop is what gets resized.
+    hint, guard = (None, None) if bbox else (spec.decode_hint(), spec)
+    im = decode_image(src, min_side=hint, max_pixels=max_pixels, name=name, spec=guard)
+    try:
+        if bbox is not None:
+            x1, y1, x2, y2 = bbox
+            x1, y1 = max(0, x1), max(0, y1)
+            x2, y2 = min(im.width, x2), min(im.height, y2)
+            if x2 - x1 >= 2 and y2 - y1 >= 2:  # a degenerate box keeps the whole image
+                im = im.crop((x1, y1, x2, y2))
+            check_geometry(name, im.width, im.height, max_pixels, spec)
+        return np.asarray(spec.resize_image(im), dtype=np.uint8)
+    except BadImage:
+        raise
+    except MemoryError:
+        raise BadImage(name, "out of memory while resizing") from None
+    except Exception as e:  # noqa: BLE001 - as in decode_image: this input's failure, not the batch's
+        raise BadImage(name, f"cannot be resized ({type(e).__name__}: {_one_line(e)})") from None
 
 
 @dataclass
@@ -248,6 +321,8 @@ def _safe_load(
         return load_image(src, spec, bbox=bbox, max_pixels=max_pixels)
     except BadImage as e:
         return e
+    except Exception as e:  # noqa: BLE001 - load_image maps failures to BadImage; this is the batch's backstop
+        return BadImage(source_name(src), f"could not be loaded ({type(e).__name__}: {_one_line(e)})")
 
 
 def load_batch(
@@ -312,3 +387,39 @@ def iter_batches(
 
 def default_workers() -> int:
     return max(1, min(8, os.cpu_count() or 1))
+
+
+_codecs_silenced = False
+
+
+def silence_codec_messages() -> None:
+    """Stop libtiff printing warnings and errors on stderr (the CLI's one-line contract).
+
+    Pillow reports a failed decode as an exception, which becomes the file's `BadImage`; the
+    text libtiff also prints from C is a duplicate no caller can catch. libtiff documents a NULL
+    handler as "suppress". Best effort: a Pillow built without a findable libtiff keeps its output.
+    """
+    global _codecs_silenced
+    if _codecs_silenced:
+        return
+    _codecs_silenced = True
+    import ctypes
+    import ctypes.util
+    import glob
+
+    import PIL
+
+    # the copy Pillow's own extension loaded: a wheel bundles it beside the package
+    bundled = sorted(glob.glob(os.path.join(os.path.dirname(PIL.__file__), os.pardir, "pillow.libs", "libtiff*.so*")))
+    for path in [*bundled, ctypes.util.find_library("tiff")]:
+        if not path:
+            continue
+        try:
+            lib = ctypes.CDLL(path)
+            for fn in ("TIFFSetWarningHandler", "TIFFSetErrorHandler"):
+                getattr(lib, fn).restype = ctypes.c_void_p
+                getattr(lib, fn).argtypes = [ctypes.c_void_p]
+                getattr(lib, fn)(None)
+        except (OSError, AttributeError):
+            continue
+        return

@@ -74,6 +74,19 @@ class PreprocessSpec:
             return int(round(self.size / self.crop_pct))
         return self.size
 
+    def resize_pixels(self, w: int, h: int) -> int:
+        """Pixels of the largest image `resize_image` allocates for a w x h input.
+
+        Only shorter_crop grows with the aspect ratio: its shorter side is scaled up to the
+        crop size, so an 8000x1 strip becomes 2,048,000 x 256 before the crop.
+        """
+        s = self.size
+        if self.resize != "shorter_crop":
+            return s * s
+        short = max(s, int(round(s / self.crop_pct)))
+        scale = short / min(w, h)
+        return int(max(s, round(w * scale)) * max(s, round(h * scale)))
+
     def resize_image(self, img: Image.Image) -> Image.Image:
         """RGB PIL image of any size -> RGB PIL image of exactly size x size."""
         s, interp = self.size, _INTERP[self.interpolation]

@@ -7,7 +7,6 @@ model directory is ever unpickled or executed.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ from fashion_match.data.preprocess import PreprocessSpec
 from fashion_match.errors import BackendUnavailable, ManifestMismatch, UsageError
 from fashion_match.fileio import sha256_file, write_json_atomic
 from fashion_match.formats import lookup
+from fashion_match.schema import field, read_json, require_object
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
@@ -98,28 +98,48 @@ def load_manifest(folder: str | Path) -> Manifest:
     path = folder / MANIFEST
     if not path.is_file():
         raise ManifestMismatch(f"{path}: missing; every model directory needs the manifest written by fm-export")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ManifestMismatch(f"{path}: not valid JSON ({e})") from None
-    if not isinstance(data, dict):
-        raise ManifestMismatch(f"{path}: expected a JSON object")
+    fix = "re-export the model directory with fm-export"
+    data = require_object(
+        read_json(path, ManifestMismatch, "a model manifest", hint=fix), path, ManifestMismatch, "a manifest"
+    )
     missing = [k for k in REQUIRED if k not in data]
     if missing:
-        raise ManifestMismatch(f"{path}: missing keys {missing}")
+        raise ManifestMismatch(f"{path}: missing keys {missing}; {fix}")
     if data["format_version"] != FORMAT_VERSION:
         raise ManifestMismatch(
             f"{path}: format_version {data['format_version']} is not {FORMAT_VERSION}; re-export with this version"
         )
-    if not isinstance(data["artifacts"], dict) or not all(isinstance(v, dict) for v in data["artifacts"].values()):
-        raise ManifestMismatch(f"{path}: 'artifacts' must map file names to objects")
-    try:
-        PreprocessSpec.from_dict(data["preprocess"])
-        if int(data["embedding_dim"]) < 1 or not isinstance(data["threshold"], int | float):
-            raise ValueError("embedding_dim or threshold")
-    except (UsageError, ValueError, TypeError) as e:
-        raise ManifestMismatch(f"{path}: invalid field ({e})") from None
+    check_fields(data, path)
     return Manifest(folder, data)
+
+
+def check_fields(data: dict[str, Any], path: Path) -> None:
+    """Types and ranges of every field the runtime reads; the first wrong one is named."""
+    fix = "re-export the model directory with fm-export"
+
+    def need(obj: dict[str, Any], key: str, kind: str, where: str = "", **kw: Any) -> Any:
+        return field(obj, key, kind, f"{path}{where}", ManifestMismatch, hint=fix, **kw)
+
+    need(data, "model", "string")
+    need(data, "embedding_dim", "integer", low=1, high=1 << 20)
+    # a cosine threshold: NaN would make every pair "no match", 5.0 too, silently
+    need(data, "threshold", "number", low=-1.0, high=1.0)
+    try:
+        PreprocessSpec.from_dict(need(data, "preprocess", "object"))
+    except UsageError as e:
+        raise ManifestMismatch(f"{path}: invalid 'preprocess' ({e}); {fix}") from None
+    for name, entry in need(data, "artifacts", "object").items():
+        where = f" artifacts[{name!r}]"
+        if not isinstance(entry, dict):
+            raise ManifestMismatch(f"{path}:{where} must be an object; {fix}")
+        if Path(name).name != name or name in ("", ".", ".."):
+            raise ManifestMismatch(f"{path}:{where}: an artifact is a file name inside the model directory; {fix}")
+        for key in ("backend", "precision", "sha256"):
+            need(entry, key, "string", where)
+        made_from = need(entry, "made_from", "object", where, required=False)
+        if made_from is not None:
+            for key in ("file", "sha256"):
+                need(made_from, key, "string", f"{where} made_from")
 
 
 def write_manifest(folder: str | Path, data: dict[str, Any]) -> Path:

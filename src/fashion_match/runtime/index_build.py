@@ -1,0 +1,356 @@
+"""Building and extending an index: one writer at a time, resumable, nothing lost or mixed.
+
+Every write holds the index's lock (`fileio.exclusive_lock`), so a second `fm-index build` or
+`add` on the same folder is refused with one line instead of interleaving shards. Shards are
+written atomically, each recorded with its sha256s in the build plan; a resumed build reuses a
+shard only if its files still hash to what was recorded. `index.json` is replaced last, so a
+reader sees the old index or the new one, never a mix.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fashion_match import __version__
+from fashion_match.data.images import ImageSource, source_name
+from fashion_match.errors import FmError, UsageError
+from fashion_match.fileio import check_output_dir, exclusive_lock, sha256_bytes, sha256_file, write_json_atomic
+from fashion_match.runtime.index_format import (
+    DTYPES,
+    INDEX_MANIFEST,
+    INDEX_VERSION,
+    PLAN,
+    SHARD_ROWS,
+    Entry,
+    IndexMismatch,
+    path_key,
+    read_meta,
+    shard_names,
+    write_shard,
+)
+from fashion_match.schema import read_json
+
+log = logging.getLogger(__name__)
+EmbedFn = Callable[[Sequence[ImageSource]], tuple[np.ndarray, list[int], list[tuple[str, str]]]]
+
+
+@dataclass
+class WriteReport:
+    """What one build or add did: rows written, and every input it left out with the reason."""
+
+    added: int = 0
+    bad: list[dict[str, str]] = field(default_factory=list)  # unreadable images
+    duplicates: list[dict[str, str]] = field(default_factory=list)  # already in the index (or twice in the input)
+
+
+@dataclass
+class Sources:
+    names: list[str]
+    sources: list[ImageSource]
+    items: list[str]
+    description: str
+
+    def keys(self) -> list[str]:
+        return [source_key(s, n) for s, n in zip(self.sources, self.names, strict=True)]
+
+
+def source_key(src: ImageSource, name: str) -> str:
+    """What identifies an image across adds: its absolute path, else a hash of its bytes."""
+    if isinstance(src, str | os.PathLike):
+        return path_key(src)
+    if isinstance(src, bytes | bytearray):
+        return "sha256:" + sha256_bytes(bytes(src))
+    if isinstance(src, np.ndarray):
+        h = hashlib.sha256(f"{src.dtype}{src.shape}".encode())
+        h.update(np.ascontiguousarray(src).tobytes())
+        return "sha256:" + h.hexdigest()
+    return f"id:{name}"  # a lazily made image: its dataset name is all there is
+
+
+def resolve_sources(source: str | Path | Sequence[ImageSource]) -> Sources:
+    """The images of a --data spec's gallery, a folder (searched recursively), or a list."""
+    from fashion_match.data.generic import image_files
+    from fashion_match.data.spec import FORMAT_NAMES, load_dataset
+
+    if isinstance(source, str | Path):
+        text = str(source)
+        if text.partition(":")[0] in FORMAT_NAMES and not Path(text).exists():
+            ds = load_dataset(text)
+            recs = [ds.records[i] for i in ds.protocol.gallery]
+            return Sources(
+                [r.name for r in recs], [r.source for r in recs], [r.item_id for r in recs], f"{text} (gallery)"
+            )
+        folder = Path(source)
+        if folder.is_dir():
+            files = image_files(folder)  # directories named x.jpg and broken links too: decoding lists them
+            if not files:
+                raise UsageError(f"{folder}: no images found")
+            names = [str(p.relative_to(folder)) for p in files]
+            items = [p.parent.name if p.parent != folder else p.stem for p in files]
+            return Sources(names, list(files), items, str(folder.resolve()))
+        raise UsageError(f"{source}: neither a dataset spec nor a folder of images")
+    srcs = list(source)
+    return Sources([source_name(s) for s in srcs], srcs, ["" for _ in srcs], f"{len(srcs)} images")
+
+
+def _entries(src: Sources) -> list[Entry]:
+    return [
+        Entry(n, os.path.abspath(os.fspath(s)) if isinstance(s, str | os.PathLike) else "", it)
+        for n, s, it in zip(src.names, src.sources, src.items, strict=True)
+    ]
+
+
+def _plan_digest(names: Sequence[str]) -> str:
+    return sha256_bytes("\n".join(names).encode("utf-8"))
+
+
+def _resumable(folder: Path, number: int, record: Any) -> bool:
+    """A shard left by an interrupted run counts only if both files hash to what the plan recorded."""
+    npy, meta = (folder / "shards" / n for n in shard_names(number))
+    if (
+        not isinstance(record, dict)
+        or not isinstance(record.get("rows"), int)
+        or not npy.is_file()
+        or not meta.is_file()
+    ):
+        return False
+    same = sha256_file(npy) == record.get("sha256") and sha256_file(meta) == record.get("meta_sha256")
+    if not same:
+        log.warning("%s: changed since it was written; embedding that shard again", npy)
+    return same
+
+
+def build_shards(
+    folder: Path,
+    src: Sources,
+    embed: EmbedFn,
+    *,
+    first_shard: int,
+    dtype: str,
+    shard_rows: int = SHARD_ROWS,
+    progress: bool = True,
+) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
+    """Embed `src` into shards numbered from `first_shard`, resuming any already written."""
+    from tqdm import tqdm
+
+    plan_path = folder / PLAN
+    plan: dict[str, Any] = {
+        "digest": _plan_digest(src.names),
+        "first_shard": first_shard,
+        "shard_rows": shard_rows,
+        "dtype": dtype,
+    }
+    written: dict[str, Any] = {}
+    if plan_path.exists():
+        old = read_json(plan_path, IndexMismatch, "a build plan", hint=f"delete {plan_path} to start over")
+        if not isinstance(old, dict) or {k: old.get(k) for k in plan} != plan:
+            raise FmError(
+                f"{folder}: an unfinished build of different sources or settings is here; "
+                f"delete {plan_path} (and its shards) to start over"
+            )
+        prior = old.get("written")
+        written = prior if isinstance(prior, dict) else {}
+    plan["written"] = written
+    write_json_atomic(plan_path, plan)
+    entries, keys = _entries(src), src.keys()
+    shards, skipped = [], []
+    n = len(src.sources)
+    bar = tqdm(total=n, unit="img", desc="embedding gallery", disable=None if progress else True)
+    t0, done_new = time.perf_counter(), 0
+    for j, start in enumerate(range(0, n, shard_rows)):
+        number = first_shard + j
+        stop = min(n, start + shard_rows)
+        rec: Any = written.get(str(number))
+        if _resumable(folder, number, rec):
+            npy, meta = shard_names(number)
+            skipped += read_meta(folder / "shards" / meta, rec["rows"])[2]  # its bad files stay listed
+            shards.append({"file": npy, "meta": meta, **{k: rec[k] for k in ("rows", "sha256", "meta_sha256")}})
+            bar.update(stop - start)
+            continue
+        vecs, ok, bad = embed(src.sources[start:stop])
+        shard = write_shard(
+            folder,
+            number,
+            vecs,
+            [entries[start + i] for i in ok],
+            [keys[start + i] for i in ok],
+            bad,
+            dtype,
+        )
+        shards.append(shard)
+        written[str(number)] = {k: shard[k] for k in ("rows", "sha256", "meta_sha256")}
+        write_json_atomic(plan_path, plan)  # the record a resumed build trusts
+        skipped += [{"path": p, "reason": r} for p, r in bad]
+        done_new += stop - start
+        bar.update(stop - start)
+        rate = done_new / max(time.perf_counter() - t0, 1e-9)
+        bar.set_postfix_str(f"{rate:.0f} img/s, {len(skipped)} bad")
+    bar.close()
+    return shards, skipped
+
+
+def model_binding(manifest: Any, backend: str, precision: str) -> dict[str, Any]:
+    """What binds an index to a model: its fp32 artifact hash (all precisions share it) and dim."""
+    fp32 = manifest.artifacts.get("model.onnx", {})
+    return {
+        "model_id": fp32.get("sha256") or manifest.short_id(),
+        "model": manifest.short_id(),
+        "embedding_dim": manifest.embedding_dim,
+        "backend": backend,
+        "precision": precision,
+    }
+
+
+def finish(
+    folder: Path,
+    binding: dict[str, Any],
+    shards: list[dict[str, Any]],
+    skipped: list[dict[str, str]],
+    dtype: str,
+    sources: list[str],
+    previous: dict[str, Any] | None,
+) -> dict[str, Any]:
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    man = {
+        "format_version": INDEX_VERSION,
+        "package_version": __version__,
+        **binding,
+        "dtype": dtype,
+        "created": previous["created"] if previous else now,
+        "updated": now,
+        "sources": (previous["sources"] if previous else []) + sources,
+        "shards": (previous["shards"] if previous else []) + shards,
+        "skipped": (previous["skipped"] if previous else []) + skipped,
+    }
+    write_json_atomic(folder / INDEX_MANIFEST, man)
+    (folder / PLAN).unlink(missing_ok=True)
+    return man
+
+
+def _embedder(matcher: Any) -> EmbedFn:
+    def embed(sources: Sequence[ImageSource]) -> tuple[np.ndarray, list[int], list[tuple[str, str]]]:
+        e = matcher.embed(sources)
+        return e.vectors, e.indices, [(b.name, b.reason) for b in e.bad]
+
+    return embed
+
+
+def _matcher(matcher: Any, model: str | Path | None, backend: str, precision: str) -> tuple[Any, bool]:
+    """(matcher, whether we opened it and must close it)."""
+    if matcher is not None:
+        return matcher, False
+    from fashion_match.runtime.matcher import Matcher
+
+    return Matcher(model, backend=backend, precision=precision), True
+
+
+def _drop_duplicates(src: Sources, have: set[str]) -> tuple[Sources, list[dict[str, str]]]:
+    """Leave out the images already in the index, listing each one."""
+    keep, dups = [], []
+    for i, key in enumerate(src.keys()):
+        if key in have:
+            shown = key.removeprefix("path:") if key.startswith("path:") else src.names[i]
+            dups.append({"path": shown, "reason": "already in the index"})
+        else:
+            keep.append(i)
+    picked = Sources(
+        [src.names[i] for i in keep], [src.sources[i] for i in keep], [src.items[i] for i in keep], src.description
+    )
+    return picked, dups
+
+
+def build_index(
+    source: str | Path | Sequence[ImageSource],
+    out: str | Path,
+    *,
+    matcher: Any = None,
+    model: str | Path | None = None,
+    backend: str = "auto",
+    precision: str = "fp32",
+    dtype: str = "float32",
+    shard_rows: int = SHARD_ROWS,
+    progress: bool = True,
+) -> Any:
+    """Embed a gallery into a new index at `out`; returns the opened `Index` (with `.report`)."""
+    from fashion_match.runtime.index import Index
+
+    if dtype not in DTYPES:
+        raise UsageError(f"--dtype {dtype}: choose one of {', '.join(DTYPES)}")
+    folder = Path(out)
+    if (folder / INDEX_MANIFEST).exists():
+        raise UsageError(f"{folder}: an index is already there; use 'fm-index add' or choose another --out")
+    src = resolve_sources(source)
+    check_output_dir(folder, "index (--out)")
+    with exclusive_lock(folder, "index"):
+        if (folder / INDEX_MANIFEST).exists():  # another build finished while we were starting
+            raise UsageError(f"{folder}: an index is already there; use 'fm-index add' or choose another --out")
+        m, opened = _matcher(matcher, model, backend, precision)
+        try:
+            binding = model_binding(m.manifest, m.info.backend, m.info.precision)
+            shards, skipped = build_shards(
+                folder, src, _embedder(m), first_shard=0, dtype=dtype, shard_rows=shard_rows, progress=progress
+            )
+        finally:
+            if opened:
+                m.close()
+        finish(folder, binding, shards, skipped, dtype, [src.description], None)
+    idx = Index.open(folder)
+    idx.report = WriteReport(sum(s["rows"] for s in shards), skipped, [])
+    return idx
+
+
+def add_to_index(
+    index: str | Path,
+    source: str | Path | Sequence[ImageSource],
+    *,
+    matcher: Any = None,
+    model: str | Path | None = None,
+    backend: str = "auto",
+    precision: str = "fp32",
+    progress: bool = True,
+) -> Any:
+    """Append images not yet in the index (by absolute path or content hash); returns the reopened `Index`."""
+    from fashion_match.runtime.index import Index
+
+    folder = Path(index)
+    Index.open(folder)  # a clear "not an index" before taking a lock in a folder that is none
+    with exclusive_lock(folder, "index"):
+        idx = Index.open(folder)  # under the lock: the state no other writer can change now
+        m, opened = _matcher(matcher, model, backend, precision)
+        try:
+            binding = model_binding(m.manifest, m.info.backend, m.info.precision)
+            idx.check_model(binding["model_id"], binding["embedding_dim"])
+            src, dups = _drop_duplicates(resolve_sources(source), set(idx.keys))
+            if dups:
+                log.info(
+                    "%d of %d images are already in the index and were skipped", len(dups), len(dups) + len(src.names)
+                )
+            if not src.names:
+                idx.report = WriteReport(0, [], dups)
+                return idx  # nothing new: the index is not touched
+            man = idx.manifest
+            shards, skipped = build_shards(
+                folder,
+                src,
+                _embedder(m),
+                first_shard=len(man["shards"]),
+                dtype=man["dtype"],
+                progress=progress,
+            )
+        finally:
+            if opened:
+                m.close()
+        keep = ("model_id", "model", "embedding_dim", "backend", "precision")
+        finish(folder, {k: man[k] for k in keep}, shards, skipped, man["dtype"], [src.description], man)
+    new = Index.open(folder)
+    new.report = WriteReport(sum(s["rows"] for s in shards), skipped, dups)
+    return new

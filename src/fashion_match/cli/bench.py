@@ -53,7 +53,8 @@ def cli(
     from fashion_match.bench.machine import machine_info
     from fashion_match.bench.report import write_report
     from fashion_match.bench.runner import BenchConfig, run_bench
-    from fashion_match.errors import UsageError
+    from fashion_match.errors import UsageError, require
+    from fashion_match.fileio import check_output_dir
     from fashion_match.formats import BACKENDS, PRECISIONS
     from fashion_match.runtime.manifest import default_model_dir
 
@@ -62,6 +63,9 @@ def cli(
         raise UsageError(
             f"unknown or empty choice {bad}: backends are {', '.join(BACKENDS)}; precisions {', '.join(PRECISIONS)}"
         )
+    # what the report needs, checked before minutes of benchmarking rather than after
+    require("matplotlib", "bench")
+    check_output_dir(out, "report folder (--out)")
     cfg = BenchConfig(model_dir or default_model_dir(), data, backends, precisions, batch_sizes, device, threads, quick)
     result = run_bench(cfg, say=click.echo)
     plan = cfg.plan

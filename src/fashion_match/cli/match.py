@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import click
 
 from fashion_match.cli.common import debug_option, echo_json, entrypoint
 from fashion_match.cli.options import model_options
+
+
+def _refuse_nan(value: float) -> float:
+    # click's FloatRange lets NaN through (every comparison with it is false)
+    raise click.BadParameter(f"{value} is not a number between -1 and 1")
 
 
 @click.command(help=__doc__)
@@ -17,6 +23,7 @@ from fashion_match.cli.options import model_options
 @click.option(
     "--threshold",
     type=click.FloatRange(-1.0, 1.0),
+    callback=lambda _c, _p, v: v if v is None or math.isfinite(v) else _refuse_nan(v),
     default=None,
     help="Match when similarity >= T (default: the model's calibrated threshold).",
 )

@@ -128,6 +128,7 @@ def cli(
     as_json: bool,
 ) -> int:
     from fashion_match.errors import UsageError
+    from fashion_match.fileio import check_output_dir
     from fashion_match.train.config import TrainConfig, parse_batch
     from fashion_match.train.trainer import summary_table, train
 
@@ -172,6 +173,7 @@ def cli(
             amp=not no_amp,
             out=str(out),
         )
+        check_output_dir(out, "run folder (--out)")  # before the data and the model load
     result = train(cfg, resume=resume is not None, progress=not as_json)
     if as_json:
         echo_json(result)

@@ -73,22 +73,42 @@ def _read_bboxes(path: Path, header: list[str]) -> dict[str, tuple[str, str, tup
 def _root(spec_root: str) -> Path:
     root = Path(spec_root).expanduser()
     if not root.is_dir():
-        raise BadDataset(f"{root}: not a directory (expected the DeepFashion benchmark root with Eval/ and img/)")
+        raise BadDataset(f"{root}: not a directory (expected the DeepFashion benchmark root with Eval/ and Img/)")
     return root
+
+
+def image_prefix(root: Path) -> tuple[Path, str]:
+    """Where the list files' `img/...` paths start, and a note saying which layout was found.
+
+    As released, each benchmark unpacks its images to ROOT/Img/img/... and the lists are relative
+    to Img/ (OpenMMLab's loaders use data_prefix='Img'); some users unpack to ROOT/img/... instead.
+    """
+    for prefix, layout in ((root / "Img", "Img/img/ (as released)"), (root, "img/")):
+        if (prefix / "img").is_dir():
+            return prefix, f"images under {layout}"
+    raise BadDataset(
+        f"{root}: no image folder; looked for {root / 'Img' / 'img'} (the release's layout) and {root / 'img'}"
+    )
 
 
 def load_inshop(root_s: str) -> Dataset:
     root = _root(root_s)
     part = root / "Eval" / "list_eval_partition.txt"
     rows = read_list_file(part, INSHOP_PARTITION_HEADER)
-    boxes = _read_bboxes(root / "Anno" / "list_bbox_inshop.txt", INSHOP_BBOX_HEADER)
-    records: list[Record] = []
-    for no, (name, item, status) in rows:
+    first_line: dict[str, int] = {}
+    for no, (name, _, status) in rows:  # the whole list is checked before any folder is looked at
         _check_status(part, no, status, INSHOP_STATUSES)
+        if name in first_line:  # the official list names each image once; a repeat is a damaged copy
+            raise BadDataset(f"{part}:{no}: {name} is listed again (first on line {first_line[name]})")
+        first_line[name] = no
+    boxes = _read_bboxes(root / "Anno" / "list_bbox_inshop.txt", INSHOP_BBOX_HEADER)
+    prefix, layout = image_prefix(root)
+    records: list[Record] = []
+    for _, (name, item, status) in rows:
         clothes, _, box = boxes.get(name, (None, None, None))
         records.append(
             Record(
-                source=root / name,
+                source=prefix / name,
                 name=name,
                 item_id=item,
                 split=status,
@@ -103,7 +123,8 @@ def load_inshop(root_s: str) -> Dataset:
         match_on="item_id",
         description="In-shop: each query ranks the whole gallery; a hit shares the item_id",
     )
-    return Dataset("deepfashion-inshop", str(root), records, protocol, notes=f"bbox file: {'yes' if boxes else 'no'}")
+    notes = f"{layout}; bbox file: {'yes' if boxes else 'no'}"
+    return Dataset("deepfashion-inshop", str(root), records, protocol, notes=notes)
 
 
 def load_c2s(root_s: str) -> Dataset:
@@ -111,9 +132,11 @@ def load_c2s(root_s: str) -> Dataset:
     part = root / "Eval" / "list_eval_partition.txt"
     rows = read_list_file(part, C2S_PARTITION_HEADER)
     boxes = _read_bboxes(root / "Anno" / "list_bbox_consumer2shop.txt", C2S_BBOX_HEADER)
+    for no, (*_, status) in rows:  # the whole list is checked before any folder is looked at
+        _check_status(part, no, status, C2S_STATUSES)
+    prefix, layout = image_prefix(root)
     seen: dict[str, Record] = {}
     for no, (consumer, shop, item, status) in rows:
-        _check_status(part, no, status, C2S_STATUSES)
         for name, domain in ((consumer, "consumer"), (shop, "shop")):
             prev = seen.get(name)
             if prev is not None:
@@ -125,7 +148,7 @@ def load_c2s(root_s: str) -> Dataset:
                 continue
             clothes, _, box = boxes.get(name, (None, None, None))
             seen[name] = Record(
-                source=root / name,
+                source=prefix / name,
                 name=name,
                 item_id=item,
                 split=status,
@@ -140,7 +163,8 @@ def load_c2s(root_s: str) -> Dataset:
         match_on="item_id",
         description="Consumer-to-shop: test consumer photos rank all val+test shop photos",
     )
-    return Dataset("deepfashion-c2s", str(root), records, protocol, notes=f"bbox file: {'yes' if boxes else 'no'}")
+    notes = f"{layout}; bbox file: {'yes' if boxes else 'no'}"
+    return Dataset("deepfashion-c2s", str(root), records, protocol, notes=notes)
 
 
 def _category_from_path(name: str) -> str | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import os
 from pathlib import Path
+from typing import Any
 
 from fashion_match.data.records import SPLITS, Dataset, Record, RetrievalProtocol
 from fashion_match.errors import BadDataset
@@ -105,6 +106,13 @@ def load_csv(file_s: str) -> Dataset:
     except (OSError, UnicodeDecodeError) as e:
         raise BadDataset(f"{path}: cannot read ({e})") from None
     reader = csv.reader(text.splitlines())
+    try:
+        return _csv_dataset(path, reader)
+    except csv.Error as e:  # a NUL byte, a field over the csv module's limit, a broken quote
+        raise BadDataset(f"{path}:{reader.line_num}: not readable as CSV ({e})") from None
+
+
+def _csv_dataset(path: Path, reader: Any) -> Dataset:
     header = [h.strip() for h in next(reader, [])]
     if "path" not in header or "item_id" not in header:
         raise BadDataset(
@@ -120,6 +128,8 @@ def load_csv(file_s: str) -> Dataset:
             continue
         if len(row) != len(header):
             raise BadDataset(f"{path}:{no}: expected {len(header)} fields, found {len(row)}")
+        if any("\x00" in c for c in row):
+            raise BadDataset(f"{path}:{no}: a NUL byte in the row (a binary file, or a damaged CSV)")
         val = {h: row[i].strip() for h, i in col.items()}
         rel, item = val["path"], val["item_id"]
         split, domain = val.get("split") or "all", val.get("domain") or None

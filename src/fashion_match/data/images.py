@@ -121,6 +121,8 @@ def _decode(
         raise BadImage(name, "no such file") from None
     except OSError as e:
         raise BadImage(name, f"cannot read ({e.strerror or e})") from None
+    except ValueError:  # os.stat's word for a NUL byte in the path
+        raise BadImage(name, "not a valid file name (it holds a NUL byte)") from None
     if stat.S_ISDIR(st.st_mode):
         raise BadImage(name, "is a directory, not an image file")
     if not stat.S_ISREG(st.st_mode):  # a FIFO would block the reader, /dev/zero never ends

@@ -19,7 +19,7 @@ import numpy as np
 
 from fashion_match.errors import FmError, UsageError
 from fashion_match.export import gate as gates
-from fashion_match.fileio import make_temp, sha256_file
+from fashion_match.fileio import check_output_dir, make_temp, sha256_file
 from fashion_match.formats import lookup
 from fashion_match.runtime.manifest import MANIFEST, Manifest, default_model_dir, load_manifest, write_manifest
 
@@ -200,6 +200,10 @@ def run_export(source: Path | None, out: Path | None, opts: ExportOptions, say: 
     if opts.int8:  # a wrong --calib fails here too, before the copy and the FP16 work
         sources, described = calibration_sources(opts.calib or DEFAULT_CALIB, opts.calib_images)
     model_dir, run, out_text = resolve(source, out)
+    # a file, /proc or a read-only disk: refused now, not after minutes of work
+    check_output_dir(Path(out_text), "model directory (--out)")
+    if opts.triton:
+        check_output_dir(opts.triton, "Triton repository (--triton)")
     manifest = prepare_out(model_dir, run, Path(out_text))
     result = ExportResult(manifest.folder)
     fp32_path, fp32 = manifest.artifact("onnxruntime", "fp32")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,6 +11,7 @@ from types import TracebackType
 import numpy as np
 
 from fashion_match.data.images import BadImage, ImageSource, iter_batches, load_batch
+from fashion_match.errors import UsageError
 from fashion_match.runtime.backend import BaseBackend, open_backend
 from fashion_match.runtime.manifest import default_model_dir, load_manifest
 
@@ -26,6 +28,14 @@ class Verdict:
     similarity: float
     threshold: float
     match: bool
+
+
+def check_threshold(value: object) -> float:
+    """A cosine threshold: a finite number in [-1, 1]. NaN would make every pair "no match" silently."""
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if not number or not math.isfinite(value) or not -1 <= value <= 1:  # type: ignore[arg-type,operator]
+        raise UsageError(f"threshold {value!r}: expected a finite number between -1 and 1")
+    return float(value)
 
 
 class Matcher:
@@ -98,6 +108,6 @@ class Matcher:
         return float(np.clip(np.dot(va, vb), -1.0, 1.0))
 
     def verify(self, a: ImageSource, b: ImageSource, threshold: float | None = None) -> Verdict:
-        t = self.threshold if threshold is None else float(threshold)
+        t = self.threshold if threshold is None else check_threshold(threshold)
         s = self.similarity(a, b)
         return Verdict(s, t, s >= t)

@@ -32,10 +32,9 @@ class Verdict:
 
 def check_threshold(value: object) -> float:
     """A cosine threshold: a finite number in [-1, 1]. NaN would make every pair "no match" silently."""
-    number = isinstance(value, int | float) and not isinstance(value, bool)
-    if not number or not math.isfinite(value) or not -1 <= value <= 1:  # type: ignore[arg-type,operator]
-        raise UsageError(f"threshold {value!r}: expected a finite number between -1 and 1")
-    return float(value)
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and -1 <= value <= 1:
+        return float(value)
+    raise UsageError(f"threshold {value!r}: expected a finite number between -1 and 1")
 
 
 class Matcher:

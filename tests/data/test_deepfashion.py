@@ -24,7 +24,9 @@ def write_inshop(
     count=None,
     bbox: bool = True,
     images: bool = True,
+    released: bool = False,
 ) -> Path:
+    """An In-shop root; `released` puts the images under Img/img/ as the official archive does."""
     (root / "Eval").mkdir(parents=True, exist_ok=True)
     lines = [str(len(rows) if count is None else count), header]
     # the official files align columns with runs of spaces
@@ -37,7 +39,7 @@ def write_inshop(
         (root / "Anno" / "list_bbox_inshop.txt").write_text("\n".join(b) + "\n")
     if images:
         for i, r in enumerate(rows):
-            p = root / r[0]
+            p = root / ("Img" if released else "") / r[0]
             p.parent.mkdir(parents=True, exist_ok=True)
             photo(256, 256, seed=i).save(p)
     return root
@@ -78,14 +80,17 @@ C2S_ROWS = [
 
 
 def write_c2s(
-    root: Path, rows=C2S_ROWS, header="image_pair_name_1 image_pair_name_2 item_id evaluation_status"
+    root: Path,
+    rows=C2S_ROWS,
+    header="image_pair_name_1 image_pair_name_2 item_id evaluation_status",
+    released: bool = False,
 ) -> Path:
     (root / "Eval").mkdir(parents=True, exist_ok=True)
     lines = [str(len(rows)), header] + ["  ".join(r) for r in rows]
     (root / "Eval" / "list_eval_partition.txt").write_text("\n".join(lines) + "\n")
     for r in rows:
         for name in r[:2]:
-            p = root / name
+            p = root / ("Img" if released else "") / name
             if not p.exists():
                 p.parent.mkdir(parents=True, exist_ok=True)
                 photo(300, 200).save(p)
@@ -173,3 +178,30 @@ def test_c2s_conflicting_item(odd_dir: Path) -> None:
     rows = C2S_ROWS[:1] + [(C2S_ROWS[0][0], C2S_ROWS[2][1], "id_00000007", "val")]
     with pytest.raises(BadDataset, match=r":4: .*appears before"):
         load_dataset(f"deepfashion-c2s:{write_c2s(odd_dir, rows=rows)}")
+
+
+@pytest.mark.parametrize("released", [True, False])
+def test_both_image_layouts_are_found(odd_dir: Path, released: bool) -> None:
+    from fashion_match.data.check import check_dataset
+
+    inshop = load_dataset(f"deepfashion-inshop:{write_inshop(odd_dir / 'inshop', released=released)}")
+    c2s = load_dataset(f"deepfashion-c2s:{write_c2s(odd_dir / 'c2s', released=released)}")
+    for ds in (inshop, c2s):
+        assert check_dataset(ds, progress=False)["bad"] == []  # every listed image is found
+        assert ("Img/img/ (as released)" if released else "images under img/") in ds.notes
+        assert all(("/Img/img/" in str(r.source)) == released for r in ds.records)
+
+
+def test_no_image_folder_says_what_was_looked_for(odd_dir: Path) -> None:
+    root = write_inshop(odd_dir, images=False)
+    with pytest.raises(BadDataset, match=r"no image folder; looked for .*Img/img \(the release's layout\) and .*/img"):
+        load_dataset(f"deepfashion-inshop:{root}")
+
+
+def test_inshop_image_listed_twice_is_refused_with_its_line(odd_dir: Path) -> None:
+    rows = INSHOP_ROWS + [(INSHOP_ROWS[1][0], "id_00000099", "gallery")]
+    root = write_inshop(odd_dir, rows=rows)
+    with pytest.raises(
+        BadDataset, match=r"list_eval_partition.txt:8: .*02_2_side.jpg is listed again \(first on line 4\)"
+    ):
+        load_dataset(f"deepfashion-inshop:{root}")

@@ -61,10 +61,23 @@ class PreprocessSpec:
         unknown = set(d) - known
         if unknown:
             raise UsageError(f"preprocess spec has unknown keys {sorted(unknown)}")
+        numbers = {"size": int, "crop_pct": float, "pad_value": int}
+        for k, kind in numbers.items():  # a string or a bool here would compare or scale as something else
+            v = d.get(k, 0)
+            if isinstance(v, bool) or not isinstance(v, int | float) or (kind is int and not isinstance(v, int)):
+                raise UsageError(f"preprocess {k} must be {'an integer' if kind is int else 'a number'}, found {v!r}")
+        for k in ("mean", "std"):
+            v = d.get(k, [0.0, 0.0, 1.0])
+            if not isinstance(v, list | tuple) or not all(
+                isinstance(x, int | float) and not isinstance(x, bool) for x in v
+            ):
+                raise UsageError(f"preprocess {k} must be three numbers, found {v!r}")
+        if "extra" in d and not isinstance(d["extra"], dict):
+            raise UsageError(f"preprocess extra must be an object, found {d['extra']!r}")
         try:
             kwargs: dict[str, Any] = {k: tuple(v) if k in ("mean", "std") else v for k, v in d.items()}
             return cls(**kwargs)
-        except TypeError as e:
+        except (TypeError, ValueError) as e:
             raise UsageError(f"preprocess spec is malformed: {e}") from e
 
     # --- geometry ------------------------------------------------------------------------------

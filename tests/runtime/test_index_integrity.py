@@ -123,7 +123,7 @@ def test_malformed_index_files_name_the_file_and_field(
     assert target.split("/")[-1] in str(ei.value) and needle in str(ei.value)
 
 
-@pytest.mark.parametrize("text", ["[]", "nul", "{" * 200_000, '{"format_version": NaN}'])
+@pytest.mark.parametrize("text", ["[]", "nul", "[" * 200_000, '{"format_version": NaN}'])
 def test_index_json_that_is_not_an_index(built: tuple[Path, Path], text: str) -> None:
     _, idx = built
     (idx / "index.json").write_text(text)

@@ -187,7 +187,8 @@ def test_both_image_layouts_are_found(odd_dir: Path, released: bool) -> None:
     inshop = load_dataset(f"deepfashion-inshop:{write_inshop(odd_dir / 'inshop', released=released)}")
     c2s = load_dataset(f"deepfashion-c2s:{write_c2s(odd_dir / 'c2s', released=released)}")
     for ds in (inshop, c2s):
-        assert check_dataset(ds, progress=False)["bad"] == []  # every listed image is found
+        report = check_dataset(ds, progress=False)
+        assert report["bad"] == [] and report["notes"] == ds.notes  # every listed image is found, and where
         assert ("Img/img/ (as released)" if released else "images under img/") in ds.notes
         assert all(("/Img/img/" in str(r.source)) == released for r in ds.records)
 

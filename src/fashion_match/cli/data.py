@@ -32,6 +32,8 @@ def check(spec: str, as_json: bool, strict: bool, workers: int | None) -> int:
     else:
         splits = ", ".join(f"{k} {v:,}" for k, v in report["splits"].items())
         click.echo(f"{report['format']}: {report['images']:,} images of {report['items']:,} items ({splits})")
+        if report["notes"]:
+            click.echo(report["notes"])
         click.echo(
             f"protocol: {report['protocol']['queries']:,} queries x {report['protocol']['gallery']:,} gallery"
             f" - {ds.protocol.description}"

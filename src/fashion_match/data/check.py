@@ -45,5 +45,6 @@ def check_dataset(ds: Dataset, *, workers: int | None = None, progress: bool = T
         "items": ds.n_items(),
         "splits": ds.split_counts(),
         "protocol": {"queries": len(ds.protocol.queries), "gallery": len(ds.protocol.gallery)},
+        "notes": ds.notes,  # e.g. which DeepFashion image layout was found
         "bad": [{"path": p, "reason": why} for p, why in bad],
     }

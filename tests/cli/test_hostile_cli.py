@@ -197,3 +197,37 @@ def test_an_add_of_nothing_new_does_not_touch_the_index(odd_dir: Path, tiny_mode
         rep = Index.open(odd_dir / "idx").add(src, matcher=m, progress=False).report
     assert rep is not None and rep.added == 0 and len(rep.duplicates) == 1
     assert (odd_dir / "idx" / "index.json").read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    "text, needle",
+    [("[" * 200_000, "nested too deeply"), ('{"epochs": "three"}', "invalid field"), ("[]", "expected a config")],
+)
+def test_a_damaged_run_config_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, needle: str
+) -> None:
+    from fashion_match.cli.train import main as fm_train
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(text)
+    code, out, err = cli(capsys, fm_train, "--resume", str(run))
+    assert code == 2 and err.count("\n") == 1 and "config.json" in err and needle in err and "unexpected" not in err
+
+
+def test_damaged_checkpoints_are_named(tmp_path: Path) -> None:
+    from fashion_match.errors import FmError
+    from fashion_match.models.checkpoint import load_weights
+    from fashion_match.train.checkpoint import load_for_export
+
+    best = tmp_path / "run" / "best"
+    best.mkdir(parents=True)
+    (best / "state.json").write_text('{"model_config": "tiny"}')
+    with pytest.raises(FmError, match="state.json: 'model_config' must be object"):
+        load_for_export(tmp_path / "run")
+    (best / "model.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{garbage")
+    cfg = {"model": "tiny", "embedding_dim": 16, "projection": True, "preprocess": {"size": 32}}
+    with pytest.raises(ManifestMismatch, match="model.safetensors: cannot rebuild the model"):
+        load_weights(best / "model.safetensors", cfg)
+    with pytest.raises(ManifestMismatch, match="cannot rebuild the model from it \\(KeyError"):
+        load_weights(best / "model.safetensors", {"projection": True})

@@ -252,6 +252,8 @@ def test_two_writer_processes_never_mix(odd_dir: Path, tmp_path: Path, tiny_mode
     try:
         _wait_for_lock(idx, a)
         os.kill(a.pid, signal.SIGSTOP)
+        if mode == "add":  # a reader meanwhile needs no lock and sees the whole old index
+            assert len(Index.open(idx, verify=True)) == base
         b = subprocess.run(cmd(second), capture_output=True, text=True, timeout=120)
         os.kill(a.pid, signal.SIGCONT)
         assert b.returncode == 2 and b.stderr.count("\n") == 1, b.stderr

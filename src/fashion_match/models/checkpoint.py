@@ -24,7 +24,19 @@ def save_weights(model: EmbeddingModel, path: str | Path) -> dict[str, Any]:
 
 
 def load_weights(path: str | Path, config: dict[str, Any]) -> EmbeddingModel:
-    """Rebuild the architecture from `config` (random init) and load the safetensors weights."""
+    """Rebuild the architecture from `config` (random init) and load the safetensors weights.
+
+    A config or a weights file that does not fit (damaged, hand-edited, another model's) is a
+    `ManifestMismatch` naming the file, whatever torch or safetensors raised about it."""
+    try:
+        return _load_weights(path, config)
+    except ManifestMismatch:
+        raise
+    except Exception as e:  # noqa: BLE001 - KeyError, TypeError, SafetensorError, RuntimeError (shapes), ...
+        raise ManifestMismatch(f"{path}: cannot rebuild the model from it ({type(e).__name__}: {e})") from None
+
+
+def _load_weights(path: str | Path, config: dict[str, Any]) -> EmbeddingModel:
     from safetensors.torch import load_file
 
     model = create_model(

@@ -9,7 +9,6 @@ OUT/latest/ and OUT/best/       model.safetensors (+ architecture config in its 
 
 from __future__ import annotations
 
-import json
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -75,11 +74,27 @@ def load_training(folder: Path, model: Any, loss: torch.nn.Module, opt: torch.op
     for name in ("model.safetensors", "state.safetensors", "state.json"):
         if not (folder / name).is_file():
             raise FmError(f"--resume {folder.parent}: {folder / name} is missing; nothing to resume from")
-    info = json.loads((folder / "state.json").read_text(encoding="utf-8"))
-    model.load_state_dict(load_file(str(folder / "model.safetensors")))
-    tensors = load_file(str(folder / "state.safetensors"))
-    loss.load_state_dict({k.removeprefix("loss."): v for k, v in tensors.items() if k.startswith("loss.")})
-    opt.load_state_dict(_unflatten_optimizer(tensors, info["optimizer"]))
+    info = _state(folder)
+    try:
+        model.load_state_dict(load_file(str(folder / "model.safetensors")))
+        tensors = load_file(str(folder / "state.safetensors"))
+        loss.load_state_dict({k.removeprefix("loss."): v for k, v in tensors.items() if k.startswith("loss.")})
+        opt.load_state_dict(_unflatten_optimizer(tensors, info["optimizer"]))
+    except FmError:
+        raise
+    except Exception as e:  # noqa: BLE001 - safetensors and torch raise their own types for a damaged file
+        raise FmError(f"--resume {folder.parent}: {folder} cannot be loaded ({type(e).__name__}: {e})") from None
+    return info
+
+
+def _state(folder: Path) -> dict[str, Any]:
+    """state.json of a checkpoint folder, strict JSON with the fields the loaders read."""
+    from fashion_match.schema import field, read_json, require_object
+
+    path = folder / "state.json"
+    info = require_object(read_json(path, FmError, "a checkpoint state"), path, FmError, "a checkpoint state")
+    for key in ("model_config", "optimizer"):
+        field(info, key, "object", path, FmError, required=key == "model_config")
     return info
 
 
@@ -90,5 +105,5 @@ def load_for_export(run_dir: str | Path, which: str = "best") -> tuple[Any, dict
     folder = Path(run_dir) / which
     if not (folder / "state.json").is_file():
         raise FmError(f"{run_dir}: no {which}/state.json; pass an fm-train output directory")
-    info = json.loads((folder / "state.json").read_text(encoding="utf-8"))
+    info = _state(folder)
     return load_weights(folder / "model.safetensors", info["model_config"]), info

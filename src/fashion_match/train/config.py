@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -84,7 +83,16 @@ class TrainConfig:
 
     @classmethod
     def load(cls, path: Path) -> TrainConfig:
-        return cls.from_dict(json.loads(path.read_text(encoding="utf-8")))
+        from fashion_match.schema import read_json, require_object
+
+        hint = "it is the config.json fm-train wrote; start a new run if it was damaged"
+        data = require_object(
+            read_json(path, UsageError, "an fm-train config", hint=hint), path, UsageError, "a config"
+        )
+        try:
+            return cls.from_dict(data)
+        except (TypeError, ValueError) as e:  # a field of the wrong type, met by a check or a comparison
+            raise UsageError(f"{path}: invalid field ({e}); {hint}") from None
 
 
 def parse_batch(text: str) -> tuple[int, int]:

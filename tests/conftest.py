@@ -6,6 +6,7 @@ import gzip
 import io
 import struct
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -37,6 +38,14 @@ def encode(im: Image.Image, fmt: str, **kw: object) -> bytes:
     buf = io.BytesIO()
     im.save(buf, fmt, **kw)
     return buf.getvalue()
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], main: Any, *args: str) -> tuple[int, str, str]:
+    """An fm-* entry point run in-process: (exit code, stdout, stderr)."""
+    with pytest.raises(SystemExit) as ei:
+        main(list(args))
+    out, err = capsys.readouterr()
+    return int(ei.value.code or 0), out, err
 
 
 def write_idx(folder: Path, split: str, images: np.ndarray, labels: np.ndarray) -> None:

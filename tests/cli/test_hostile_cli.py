@@ -22,18 +22,11 @@ from fashion_match.errors import ManifestMismatch, UsageError
 from fashion_match.runtime import Matcher, load_manifest
 from fashion_match.runtime.index import Index
 from fashion_match.runtime.matcher import check_threshold
-from tests.conftest import REPO, photo
+from tests.conftest import REPO, photo, run_cli
 from tests.data.test_hostile_images import _mutated_tiff
 
 FM_MATCH = Path(sys.executable).parent / "fm-match"
 PAIR = [str(REPO / "examples/sample/01-pullover/consumer.jpg"), str(REPO / "examples/sample/01-pullover/shop.png")]
-
-
-def cli(capsys: pytest.CaptureFixture[str], main, *args: str) -> tuple[int, str, str]:  # type: ignore[no-untyped-def]
-    with pytest.raises(SystemExit) as ei:
-        main(list(args))
-    out, err = capsys.readouterr()
-    return int(ei.value.code or 0), out, err
 
 
 @pytest.fixture
@@ -50,7 +43,7 @@ def test_one_malformed_tiff_costs_one_image(
     shop_with_bad_tiff: Path, odd_dir: Path, tiny_model_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     src, idx, model = shop_with_bad_tiff, odd_dir / "idx", ("--model", str(tiny_model_dir))
-    code, out, err = cli(capsys, fm_index, "build", str(src), "--out", str(idx), *model, "--json")
+    code, out, err = run_cli(capsys, fm_index, "build", str(src), "--out", str(idx), *model, "--json")
     rep = json.loads(out)
     assert (
         code == 0
@@ -58,11 +51,11 @@ def test_one_malformed_tiff_costs_one_image(
         and [s["path"] for s in rep["skipped_files"]] == [str(src / "sku07" / "flipped.tiff")]
     )
     good, bad = str(src / "sku03" / "front.png"), str(src / "sku07" / "flipped.tiff")
-    code, out, err = cli(capsys, fm_search, good, bad, "--index", str(idx), *model, "--json")
+    code, out, err = run_cli(capsys, fm_search, good, bad, "--index", str(idx), *model, "--json")
     res = json.loads(out)
     assert code == 0 and [r["query"] for r in res["results"]] == [good] and res["bad"][0]["path"] == bad
     assert err.count("\n") == 1 and "flipped.tiff: corrupt image" in err
-    code, out, err = cli(capsys, fm_data, "check", f"folder:{src}", "--json")
+    code, out, err = run_cli(capsys, fm_data, "check", f"folder:{src}", "--json")
     assert code == 0 and [b["path"] for b in json.loads(out)["bad"]] == [bad]
 
 
@@ -82,7 +75,7 @@ def test_odd_files_in_a_gallery_are_listed_not_dropped(
     (src / "a" / "folder.jpg").mkdir()  # a directory with an image's name
     (src / "a" / "loop.jpg").symlink_to(src / "a" / "loop.jpg")
     os.mkfifo(src / "a" / "pipe.png")
-    code, out, _ = cli(
+    code, out, _ = run_cli(
         capsys, fm_index, "build", str(src), "--out", str(odd_dir / "idx"), "--model", str(tiny_model_dir), "--json"
     )
     rep = json.loads(out)
@@ -155,7 +148,7 @@ def test_disk_full_names_the_file_and_keeps_nothing_half_written(
 
     monkeypatch.setattr(os, "fsync", full)
     idx = odd_dir / "idx"
-    code, out, err = cli(capsys, fm_index, "build", str(src), "--out", str(idx), "--model", str(tiny_model_dir))
+    code, out, err = run_cli(capsys, fm_index, "build", str(src), "--out", str(idx), "--model", str(tiny_model_dir))
     assert code == 2 and err.count("\n") == 1 and "disk full (No space left on device)" in err and str(idx) in err
     assert not list(idx.rglob("*.tmp")) and not (idx / "index.json").exists()
 
@@ -168,11 +161,11 @@ def test_outputs_that_cannot_be_written_are_refused_first(
     if where == "file":
         out.write_text("not a folder")
     why = "exists and is not a directory" if where == "file" else "cannot write the"
-    code, _, err = cli(
+    code, _, err = run_cli(
         capsys, fm_index, "build", str(REPO / "examples/sample"), "--out", str(out), "--model", str(tiny_model_dir)
     )
     assert code == 2 and err.count("\n") == 1 and f"{out}: {why}" in err and "unexpected" not in err
-    code, _, err = cli(capsys, fm_export, str(tiny_model_dir), "--out", str(out), "--fp16")
+    code, _, err = run_cli(capsys, fm_export, str(tiny_model_dir), "--out", str(out), "--fp16")
     assert code == 2 and err.count("\n") == 1 and f"{out}: {why}" in err and "unexpected" not in err
 
 
@@ -183,7 +176,7 @@ def test_fm_bench_without_matplotlib_says_so_before_benchmarking(
 
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # "import matplotlib" now raises ImportError
     monkeypatch.setattr(runner, "run_bench", lambda *a, **k: pytest.fail("benchmarked before the check"))
-    code, _, err = cli(capsys, fm_bench, "--model", str(tiny_model_dir), "--out", str(tmp_path / "rep"), "--quick")
+    code, _, err = run_cli(capsys, fm_bench, "--model", str(tiny_model_dir), "--out", str(tmp_path / "rep"), "--quick")
     assert code == 2 and err.count("\n") == 1 and "pip install 'fashion-match[bench]'" in err
 
 
@@ -211,7 +204,7 @@ def test_a_damaged_run_config_is_one_line(
     run = tmp_path / "run"
     run.mkdir()
     (run / "config.json").write_text(text)
-    code, out, err = cli(capsys, fm_train, "--resume", str(run))
+    code, out, err = run_cli(capsys, fm_train, "--resume", str(run))
     assert code == 2 and err.count("\n") == 1 and "config.json" in err and needle in err and "unexpected" not in err
 
 

@@ -21,16 +21,9 @@ from fashion_match.fileio import exclusive_lock
 from fashion_match.runtime import Matcher
 from fashion_match.runtime.index import Index, IndexMismatch
 from fashion_match.runtime.index_build import build_shards, resolve_sources
-from tests.conftest import photo
+from tests.conftest import photo, run_cli
 
 FM_INDEX = str(Path(sys.executable).parent / "fm-index")
-
-
-def cli(capsys: pytest.CaptureFixture[str], main, *args: str) -> tuple[int, str, str]:  # type: ignore[no-untyped-def]
-    with pytest.raises(SystemExit) as ei:
-        main(list(args))
-    out, err = capsys.readouterr()
-    return int(ei.value.code or 0), out, err
 
 
 def gallery(root: Path, n: int, seed: int = 0, size: int = 40) -> Path:
@@ -64,10 +57,10 @@ def test_a_flipped_data_byte_is_refused_naming_the_shard(
     raw[-1] ^= 0x40  # an exponent bit of the last row's last value: that row scores far above 1
     shard.write_bytes(bytes(raw))
     query = str(src / "item 005" / "1.png")
-    code, out, err = cli(capsys, fm_search, query, "--index", str(idx), "--model", str(tiny_model_dir))
+    code, out, err = run_cli(capsys, fm_search, query, "--index", str(idx), "--model", str(tiny_model_dir))
     assert code == 2 and out == "" and err.count("\n") == 1
     assert "00001.npy: row 3 has norm" in err and "rebuild the index" in err
-    code, _, err = cli(capsys, fm_index, "info", str(idx))  # cheap checks: no --verify needed
+    code, _, err = run_cli(capsys, fm_index, "info", str(idx))  # cheap checks: no --verify needed
     assert code == 2 and "00001.npy" in err
 
 
@@ -79,7 +72,7 @@ def test_zero_byte_and_truncated_shards_are_errors_not_interruptions(
     body = shard.read_bytes()
     for data, needle in ((b"", "header unreadable"), (body[:-7], "truncated or padded"), (body + b"\0" * 8, "padded")):
         shard.write_bytes(data)
-        code, out, err = cli(capsys, fm_index, "info", str(idx))
+        code, out, err = run_cli(capsys, fm_index, "info", str(idx))
         assert code == 2 and needle in err and "00000.npy" in err and "interrupted" not in err
 
 
@@ -201,11 +194,11 @@ def test_add_tells_images_apart_by_absolute_path(
     b = gallery(odd_dir / "b", 6, seed=100)  # the same relative names, other photos
     idx = odd_dir / "idx"
     model = ("--model", str(tiny_model_dir))
-    assert cli(capsys, fm_index, "build", str(a), "--out", str(idx), *model)[0] == 0
-    code, out, err = cli(capsys, fm_index, "add", str(idx), str(b), *model, "--json")
+    assert run_cli(capsys, fm_index, "build", str(a), "--out", str(idx), *model)[0] == 0
+    code, out, err = run_cli(capsys, fm_index, "add", str(idx), str(b), *model, "--json")
     rep = json.loads(out)
     assert code == 0 and rep["images"] == 12 and rep["added"] == 6 and rep["duplicates"] == []
-    code, out, err = cli(capsys, fm_index, "add", str(idx), str(a), *model)
+    code, out, err = run_cli(capsys, fm_index, "add", str(idx), str(a), *model)
     assert code == 0 and "0 new" in out and err.count("duplicate:") == 6
     assert f"duplicate: {a / 'item 000' / '0.png'}: already in the index" in err
     assert Index.open(idx).manifest["sources"] == [str(a), str(b)]  # an add of nothing leaves the index as it was

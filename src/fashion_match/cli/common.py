@@ -41,7 +41,7 @@ def _configure_logging(debug: bool) -> None:
     logging.captureWarnings(True)
     if not debug:
         logging.getLogger("py.warnings").setLevel(logging.ERROR)
-        from fashion_match.data.images import silence_codec_messages
+        from fashion_match.data.codecs import silence_codec_messages
 
         silence_codec_messages()
 

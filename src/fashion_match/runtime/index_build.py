@@ -268,6 +268,11 @@ def _drop_duplicates(src: Sources, have: set[str]) -> tuple[Sources, list[dict[s
     return picked, dups
 
 
+def _refuse_existing(folder: Path) -> None:
+    if (folder / INDEX_MANIFEST).exists():
+        raise UsageError(f"{folder}: an index is already there; use 'fm-index add' or choose another --out")
+
+
 def build_index(
     source: str | Path | Sequence[ImageSource],
     out: str | Path,
@@ -286,13 +291,11 @@ def build_index(
     if dtype not in DTYPES:
         raise UsageError(f"--dtype {dtype}: choose one of {', '.join(DTYPES)}")
     folder = Path(out)
-    if (folder / INDEX_MANIFEST).exists():
-        raise UsageError(f"{folder}: an index is already there; use 'fm-index add' or choose another --out")
+    _refuse_existing(folder)
     src = resolve_sources(source)
     check_output_dir(folder, "index (--out)")
     with exclusive_lock(folder, "index"):
-        if (folder / INDEX_MANIFEST).exists():  # another build finished while we were starting
-            raise UsageError(f"{folder}: an index is already there; use 'fm-index add' or choose another --out")
+        _refuse_existing(folder)  # another build may have finished while we were starting
         m, opened = _matcher(matcher, model, backend, precision)
         try:
             binding = model_binding(m.manifest, m.info.backend, m.info.precision)

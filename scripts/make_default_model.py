@@ -3,12 +3,15 @@
     python scripts/make_default_model.py --checkpoint RUN[/latest] --name NAME [--soup CKPT...] [--mix RUN B]
         [--wise 0.75]
     python scripts/make_default_model.py --base DIR --name NAME --category-branch FILE --category-share W
+    python scripts/make_default_model.py --reexport --out DIR      # the embedded model, exported anew
     python scripts/make_default_model.py                                                        # zero-shot
 
 `--base DIR` starts from an exported model directory's `model.safetensors` as it is (the embedded
-model, say). `--category-branch FILE` (from `scripts/train_category_branch.py`) gives the
-classifier its own copy of the last backbone blocks and `--category-share W` puts W of the
-similarity on the class probabilities (see `EmbeddingModel.add_category_branch`).
+model, say). `--reexport` does that for the embedded model and keeps its name and source record:
+the same weights through this version's exporter. `--category-branch FILE` (from
+`scripts/train_category_branch.py`) gives the classifier its own copy of the last backbone
+blocks and `--category-share W` puts W of the similarity on the class probabilities (see
+`EmbeddingModel.add_category_branch`).
 
 `--wise A` interpolates the trained backbone's weights with the ImageNet ones (weight-space
 ensembling, Wortsman et al. 2022, "Robust fine-tuning of zero-shot models"): A * trained +
@@ -140,7 +143,10 @@ def main() -> None:
     ap.add_argument("--calibration-items", type=int, default=1000)
     ap.add_argument("--calib-method", default="percentile", help="INT8 calibration method")
     ap.add_argument("--no-reduced", action="store_true", help="skip the FP16/INT8 files")
+    ap.add_argument("--reexport", action="store_true", help="the embedded model's weights, name and source as they are")
     args = ap.parse_args()
+    if args.reexport:
+        args.base = DEFAULT_OUT
     t0 = time.perf_counter()
     if args.checkpoint:
         model, info, run = load_checkpoint(args.checkpoint)
@@ -167,11 +173,15 @@ def main() -> None:
         base = load_manifest(args.base)
         model = load_weights(args.base / "model.safetensors", base.data["architecture"])
         name = args.name or base.model
-        source = {
-            "base_model": base.model,
-            "base_weights_sha256": base.data["artifacts"]["model.safetensors"]["sha256"],
-            "base_source": base.data.get("source"),
-        }
+        source = (
+            base.data.get("source")
+            if args.reexport
+            else {
+                "base_model": base.model,
+                "base_weights_sha256": base.data["artifacts"]["model.safetensors"]["sha256"],
+                "base_source": base.data.get("source"),
+            }
+        )
     else:
         model = create_model("mobilenet_v2", None, pretrained=True)
         if not model.weights_origin.startswith("imagenet:mobilenet_v2"):

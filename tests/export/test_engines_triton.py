@@ -274,8 +274,8 @@ class _FakeConfig:
     def __init__(self) -> None:
         self.attached: list[bytes] = []
 
-    def create_timing_cache(self, data: bytes) -> bytes:
-        return data
+    def create_timing_cache(self, data: bytes) -> bytes | None:
+        return None if data.startswith(b"corrupt") else data  # TensorRT's answer to bytes it cannot read
 
     def set_timing_cache(self, cache: bytes, ignore_mismatch: bool) -> bool:
         assert ignore_mismatch is False
@@ -293,3 +293,68 @@ def test_timing_cache_from_another_gpu_is_replaced_by_a_fresh_one(tmp_path: Path
     (tmp_path / "theirs.cache").write_bytes(b"other gpu")
     cfg = _FakeConfig()
     assert attach_timing_cache(cfg, tmp_path / "theirs.cache") == b"" and cfg.attached == [b"other gpu", b""]
+
+
+def test_an_unreadable_timing_cache_is_replaced_by_a_fresh_one(tmp_path: Path) -> None:
+    from fashion_match.export.onnx2engine import attach_timing_cache
+
+    (tmp_path / "bad.cache").write_bytes(b"corrupt bytes")
+    cfg = _FakeConfig()
+    assert attach_timing_cache(cfg, tmp_path / "bad.cache") == b"" and cfg.attached == [b""]
+
+
+class _FakeEngine:
+    """The ICudaEngine/IExecutionContext shape queries, answering for an engine built with `profiles`."""
+
+    def __init__(self, profiles: list[list[int]], size: int, dim: int) -> None:
+        self.profiles, self.size, self.dim = profiles, size, dim
+        self.shape: tuple[int, ...] | None = None
+
+    def get_tensor_profile_shape(self, name: str, i: int) -> list[tuple[int, ...]]:
+        return [(b, self.size, self.size, 3) for b in self.profiles[i]]
+
+    def get_tensor_shape(self, name: str) -> tuple[int, ...]:
+        return (-1, self.dim) if self.shape is None else (self.shape[0], self.dim)
+
+    def set_input_shape(self, name: str, shape: tuple[int, ...]) -> bool:
+        self.shape = shape
+        return shape[1] == self.size
+
+
+def test_engine_shapes_are_checked_against_the_manifest() -> None:
+    from fashion_match.runtime.tensorrt_backend import engine_io_mismatch
+
+    profiles = [[1, 1, 1], [2, 32, 32]]
+
+    def check(engine_profiles: list[list[int]], size: int, dim: int, want: list[list[int]], want_dim: int):  # type: ignore[no-untyped-def]
+        engine, context = _FakeEngine(engine_profiles, size, dim), _FakeEngine(engine_profiles, size, dim)
+        return engine_io_mismatch(engine, context, "pixels", "embedding", want, 224, want_dim)
+
+    assert check(profiles, 224, 522, profiles, 522) is None
+    wrong_dim = check(profiles, 224, 522, profiles, 512)
+    assert wrong_dim is not None and "(-1, 522)" in wrong_dim and "(N, 512)" in wrong_dim  # would overrun the buffer
+    other_profiles = check(profiles, 224, 522, [[1, 1, 1], [2, 16, 32]], 522)
+    assert other_profiles is not None and "profile 1" in other_profiles
+    assert "profile 0" in str(check(profiles, 192, 522, profiles, 522))
+
+
+def test_triton_needs_engines_that_take_batch_1(model_copy: Path, tmp_path: Path) -> None:
+    from fashion_match.export.triton import check_triton_profiles
+
+    check_triton_profiles("e", [[1, 1, 1], [2, 32, 32], [33, 128, 128]])
+    with pytest.raises(ExportError, match=r"leave batches 1..3 uncovered"):
+        check_triton_profiles("e", [[4, 16, 16], [17, 64, 64]])
+    with pytest.raises(ExportError, match=r"leave batches 9..15 uncovered"):
+        check_triton_profiles("e", [[1, 8, 8], [16, 64, 64]])
+    _fake_engine(model_copy, tmp_path)
+    man = json.loads((model_copy / "manifest.json").read_text())
+    man["artifacts"]["model.fp16.engine"]["profiles"] = [[4, 16, 16], [17, 64, 64]]
+    (model_copy / "manifest.json").write_text(json.dumps(man))
+    with pytest.raises(ExportError, match="rebuild it for Triton with --batch 1,OPT,MAX"):
+        write_repository(load_manifest(model_copy), tmp_path / "repo")
+
+
+def test_trt_with_triton_refuses_a_batch_range_above_1_before_any_work(model_copy: Path, tmp_path: Path) -> None:
+    opts = ExportOptions(trt=True, triton=tmp_path / "repo", batch=(4, 16, 64))
+    with pytest.raises(UsageError, match="use --batch 1,16,64"):
+        run_export(model_copy, None, opts, lambda s: pytest.fail(f"worked before refusing: {s}"))

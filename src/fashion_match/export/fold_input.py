@@ -75,12 +75,52 @@ def _replace_initializer(graph: Any, name: str, value: np.ndarray) -> None:
     graph.initializer.append(numpy_helper.from_array(value.astype(np.float32), name))
 
 
+def _transpose_before_cast(g: Any, uint8_inputs: set[str]) -> None:
+    """input -> Cast -> Transpose becomes input -> Transpose -> Cast (exact: both move or convert
+    each value alone), so the pixels reach the Cast in NCHW and can later skip it. The exporter
+    writes cast-first graphs for TensorRT; this file is for ONNX Runtime, which transposes uint8."""
+    from onnx import helper
+
+    while True:  # one rewrite per pass: the node list is rebuilt each time
+        consumers = _consumers(g)
+        found = next(
+            (
+                (c, users[0])
+                for c in g.node
+                if c.op_type == "Cast" and c.input[0] in uint8_inputs
+                # one Transpose reads the cast; any other reader only asks for its shape
+                for users in [sorted(consumers[c.output[0]], key=lambda n: n is None or n.op_type != "Transpose")]
+                if users
+                and users[0] is not None
+                and users[0].op_type == "Transpose"
+                and all(u is not None and u.op_type in ("Shape", "Size") for u in users[1:])
+            ),
+            None,
+        )
+        if found is None:
+            return
+        cast, transpose = found
+        raw, float_nhwc = cast.input[0], cast.output[0]
+        perm = next(helper.get_attribute_value(a) for a in transpose.attribute if a.name == "perm")
+        moved = helper.make_node("Transpose", [raw], [raw + "_nchw"], name=transpose.name + "_uint8", perm=perm)
+        cast.input[0], cast.output[0] = moved.output[0], transpose.output[0]
+        nodes = [n for n in g.node if n is not transpose]
+        nodes.insert(nodes.index(cast), moved)
+        for n in nodes:  # Shape and friends that read the float NHWC tensor read the raw input instead
+            for i, name in enumerate(n.input):
+                if name == float_nhwc:
+                    n.input[i] = raw
+        del g.node[:]
+        g.node.extend(nodes)
+
+
 def fold_normalisation(model: Any) -> FoldedInput | None:
     """Rewrite `model` in place (see the module doc); None, untouched, when the prologue is not ours."""
     from onnx import TensorProto, helper
 
     g = model.graph
     uint8_inputs = {i.name for i in g.input if i.type.tensor_type.elem_type == TensorProto.UINT8}
+    _transpose_before_cast(g, uint8_inputs)
     consumers = _consumers(g)
     for cast in g.node:
         to = next((helper.get_attribute_value(a) for a in cast.attribute if a.name == "to"), None)

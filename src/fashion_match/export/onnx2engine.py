@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from fashion_match.errors import ExportError, MissingDependency, UsageError
+from fashion_match.export.trt_rules import tensorrt_problems
 from fashion_match.runtime.cuda import gpu_identity
 
 log = logging.getLogger(__name__)
@@ -79,13 +80,31 @@ def attach_timing_cache(config: Any, path: Path | None) -> Any:
     tactics timed on another device would mislead), and saving the refused one back would keep
     every later build uncached."""
     data = path.read_bytes() if path and path.is_file() else b""
+    # create_timing_cache gives None for bytes it cannot read (corrupt, truncated, not a cache)
     cache = config.create_timing_cache(data)
-    if config.set_timing_cache(cache, ignore_mismatch=False) or not data:
+    if cache is not None and config.set_timing_cache(cache, ignore_mismatch=False):
         return cache
-    log.warning("%s: timing cache from another GPU or TensorRT version; starting a fresh one", path)
+    if data:
+        why = "unreadable" if cache is None else "from another GPU or TensorRT version"
+        log.warning("%s: timing cache %s; starting a fresh one", path, why)
     cache = config.create_timing_cache(b"")
-    config.set_timing_cache(cache, ignore_mismatch=False)
+    if cache is None or not config.set_timing_cache(cache, ignore_mismatch=False):
+        raise ExportError("TensorRT could not create an empty timing cache")
     return cache
+
+
+def check_engine_source(onnx_path: str | Path) -> None:
+    """Refuse a file TensorRT would reject (see export.trt_rules): ONNX Runtime's INT8 flavour
+    above all, which feeds uint8 pixels to its first quantised convolution."""
+    import onnx
+
+    problems = tensorrt_problems(onnx.load(str(onnx_path), load_external_data=False))
+    if problems:
+        more = f" (and {len(problems) - 2} more)" if len(problems) > 2 else ""
+        raise ExportError(
+            f"{onnx_path}: not an engine source: {'; '.join(problems[:2])}{more}. Engines are built from "
+            "model.onnx, model.fp16.onnx or the TensorRT INT8 flavour (fm-export --int8 --target tensorrt)"
+        )
 
 
 def build_engine(
@@ -99,6 +118,7 @@ def build_engine(
     """Build and write an engine; returns its manifest entry fields (TensorRT version, GPU, profiles)."""
     from fashion_match.fileio import write_bytes_atomic
 
+    check_engine_source(onnx_path)  # before TensorRT is even imported: a plain file check
     trt = _trt()
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)

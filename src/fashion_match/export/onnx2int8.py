@@ -47,6 +47,7 @@ class Flavour:
     weights: str
     activation_symmetric: bool
     weight_symmetric: bool
+    quantize_bias: bool  # ORT fuses int32 biases; TensorRT dequantises only int8 (its biases stay float)
     per_channel: bool = True
 
     def to_dict(self) -> dict[str, Any]:
@@ -58,12 +59,17 @@ class Flavour:
             "activation_symmetric": self.activation_symmetric,
             "weight_symmetric": self.weight_symmetric,
             "per_channel_weights": self.per_channel,
+            "bias": "int32" if self.quantize_bias else "float32",
         }
 
 
 FLAVOURS = {
-    "onnxruntime": Flavour("onnxruntime", "uint8", "int8", activation_symmetric=False, weight_symmetric=True),
-    "tensorrt": Flavour("tensorrt", "int8", "int8", activation_symmetric=True, weight_symmetric=True),
+    "onnxruntime": Flavour(
+        "onnxruntime", "uint8", "int8", activation_symmetric=False, weight_symmetric=True, quantize_bias=True
+    ),
+    "tensorrt": Flavour(
+        "tensorrt", "int8", "int8", activation_symmetric=True, weight_symmetric=True, quantize_bias=False
+    ),
 }
 
 
@@ -128,6 +134,7 @@ def onnx2int8(
     extra = {
         "ActivationSymmetric": flavour.activation_symmetric,
         "WeightSymmetric": flavour.weight_symmetric,
+        "QuantizeBias": flavour.quantize_bias,
         "CalibPercentile": percentile,
     }
     dst = Path(dst)

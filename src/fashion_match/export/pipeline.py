@@ -191,6 +191,11 @@ def run_export(source: Path | None, out: Path | None, opts: ExportOptions, say: 
         onnx2int8,
     )
 
+    if opts.trt and opts.triton and opts.batch[0] > 1:  # the engines could not serve Triton's small batches
+        raise UsageError(
+            f"--batch {','.join(map(str, opts.batch))} with --triton: Triton also sends batches below "
+            f"{opts.batch[0]}, which no profile would hold; use --batch 1,{opts.batch[1]},{opts.batch[2]}"
+        )
     if opts.trt:  # before minutes of FP16/INT8 work, not after it
         from fashion_match.runtime.backend import unavailable_reason
 

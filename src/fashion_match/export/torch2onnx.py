@@ -20,7 +20,9 @@ from torch import nn
 from fashion_match import __version__
 from fashion_match.data.images import load_batch
 from fashion_match.errors import ExportError
+from fashion_match.export.onnx_graph import shapes_from_the_cast
 from fashion_match.export.parity import check_parity, parity_images
+from fashion_match.export.trt_rules import tensorrt_problems
 from fashion_match.fileio import make_temp, sha256_file
 from fashion_match.models.embedding import EmbeddingModel
 from fashion_match.runtime.manifest import FORMAT_VERSION, write_manifest
@@ -47,7 +49,9 @@ class InGraphPreprocess(nn.Module):
         self.bgr = spec.channel_order == "BGR"
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        x = pixels.permute(0, 3, 1, 2).to(torch.float32)
+        # cast first: TensorRT takes a uint8 network input only straight into a cast (UINT8 is I/O-only
+        # there: no Transpose, no Shape on it), and every precision's graph is an engine source
+        x = pixels.to(torch.float32).permute(0, 3, 1, 2)
         if self.bgr:
             x = x.flip(1)
         x = x * self.scale + self.shift
@@ -75,6 +79,12 @@ def export_graph(model: EmbeddingModel, path: Path, opset: int = OPSET) -> None:
             dynamic_shapes=({0: batch},),
             verbose=False,
         )
+        graph = onnx.load(str(path))
+        shapes_from_the_cast(graph)
+        problems = tensorrt_problems(graph)
+        if problems:  # every FP32 graph is an engine source; say so now, not on the user's GPU
+            raise ExportError(f"the exported graph breaks TensorRT's input rules: {'; '.join(problems[:3])}")
+        onnx.save(graph, str(path))
         onnx.checker.check_model(str(path), full_check=True)
     except ExportError:
         raise

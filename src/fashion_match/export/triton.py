@@ -86,6 +86,21 @@ def validate_config(text: str) -> Any:
         raise ExportError(f"generated config.pbtxt does not parse as a Triton ModelConfig: {e}") from None
 
 
+def check_triton_profiles(engine: Path | str, profiles: list[list[int]]) -> None:
+    """Triton's dynamic batcher sends any batch from 1 up; its TensorRT backend runs a batch only in
+    a profile that holds it (else it logs "failed to find any Optimization Profile" and the request
+    fails). So an engine for Triton must cover 1..max with no gap."""
+    covered = sorted((p[0], p[2]) for p in profiles)
+    top = 0
+    for lo, hi in covered:
+        if lo > top + 1:
+            raise ExportError(
+                f"{engine}: its profiles {profiles} leave batches {top + 1}..{lo - 1} uncovered, which Triton's "
+                "dynamic batcher will send; rebuild it for Triton with --batch 1,OPT,MAX"
+            )
+        top = max(top, hi)
+
+
 def write_repository(
     manifest: Manifest, out: str | Path, *, max_batch: int = 128, instances: int = 1, gpu: bool = True
 ) -> list[Path]:
@@ -102,6 +117,7 @@ def write_repository(
         name = f"{base}_{kind}_{fmt.precision}"
         mb = max_batch
         if kind == "trt":
+            check_triton_profiles(path, entry["profiles"])
             mb = min(max_batch, max(p[2] for p in entry["profiles"]))
         text = config_pbtxt(name, manifest, entry, max_batch=mb, instances=instances, gpu=gpu)
         validate_config(text)

@@ -52,6 +52,30 @@ def io_dtype_mismatch(input_dtype: Any, output_dtype: Any) -> str | None:
     return None
 
 
+def engine_io_mismatch(
+    engine: Any, context: Any, in_name: str, out_name: str, profiles: list[list[int]], size: int, dim: int
+) -> str | None:
+    """Why the engine's own shapes disagree with its manifest entry (None when they agree).
+
+    The buffers are sized from the manifest; an engine whose profiles or embedding size differ
+    would be fed the wrong shapes or write past the end of its output buffer."""
+    for i, (mn, opt, mx) in enumerate(profiles):
+        got = [tuple(int(v) for v in d) for d in engine.get_tensor_profile_shape(in_name, i)]
+        want = [(b, size, size, 3) for b in (mn, opt, mx)]
+        if got != want:
+            return f"its profile {i} takes {got}, the manifest says {want}"
+    static = tuple(int(v) for v in engine.get_tensor_shape(out_name))
+    if len(static) != 2 or static[1] != dim:
+        return f"its output is {static}, the manifest says (N, {dim})"
+    n = profiles[0][0]
+    if not context.set_input_shape(in_name, (n, size, size, 3)):
+        return f"it refuses input shape {(n, size, size, 3)}, the smallest its manifest lists"
+    shape = tuple(int(v) for v in context.get_tensor_shape(out_name))
+    if shape != (n, dim):
+        return f"for a batch of {n} it gives {shape}, the manifest implies {(n, dim)}"
+    return None
+
+
 def pick_profile(profiles: list[list[int]] | list[tuple[int, int, int]], batch: int) -> int | None:
     """Index of the narrowest profile containing `batch` (None when none does)."""
     fits = [(p[2] - p[0], i) for i, p in enumerate(profiles) if p[0] <= batch <= p[2]]
@@ -122,10 +146,15 @@ class TensorRTBackend(BaseBackend):
         self.profiles: list[list[int]] = [list(p) for p in entry["profiles"]]
         if self.engine.num_optimization_profiles != len(self.profiles):
             raise ManifestMismatch(f"{path}: the engine's profiles do not match its manifest entry")
+        spec = manifest.preprocess
+        why = engine_io_mismatch(
+            self.engine, self.context, self.in_name, self.out_name, self.profiles, spec.size, manifest.embedding_dim
+        )
+        if why:
+            raise ManifestMismatch(f"{path}: {why}; rebuild it with fm-export --trt")
         self.stream = check_cuda(self.rt.cudaStreamCreate(), "cudaStreamCreate")
         self.buffers: OrderedDict[int, _Buffers] = OrderedDict()
         self.active_profile: int | None = None
-        spec = manifest.preprocess
         self.info = BackendInfo(
             backend="tensorrt",
             precision=str(entry["precision"]),

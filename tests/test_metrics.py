@@ -64,3 +64,15 @@ def test_retrieval_report_by_hand() -> None:
     assert r["map_at_r"] == pytest.approx(0.5)
     # pairs: positives g0 (1.0), g2 (0.64); negatives g1 (0.98), g3 (-0.17): 3 of 4 orderings right
     assert r["pair_auc"] == pytest.approx(0.75)
+
+
+def test_recall_at_k_does_not_count_a_hit_at_rank_k_plus_1() -> None:
+    from fashion_match.metrics import retrieval_report
+
+    # one query, gallery of 6: the only relevant image ranks 4th (similarities fall with the index)
+    sims = np.array([[0.9, 0.8, 0.7, 0.6, 0.5, 0.4]], np.float32)
+    q = np.array([1.0, 0.0], np.float32)
+    gallery = np.stack([[s, np.sqrt(1 - s * s)] for s in sims[0]]).astype(np.float32)
+    rep = retrieval_report(q[None, :], np.array([7]), gallery, np.array([0, 1, 2, 7, 3, 4]), ks=(1, 3, 4, 5))
+    assert (rep["recall_at_1"], rep["recall_at_3"], rep["recall_at_4"], rep["recall_at_5"]) == (0.0, 0.0, 1.0, 1.0)
+    assert rep["map_at_r"] == 0.0  # R = 1 relevant image, not in the first R = 1 places

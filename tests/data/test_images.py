@@ -203,3 +203,13 @@ def test_iter_batches_covers_everything_in_order(odd_dir: Path) -> None:
             assert row[0, 0, 0] == i
     assert seen == [i for i in range(23) if i != 7]
     assert bad == [str(odd_dir / "missing.png")]
+
+
+def test_rgba_array_is_composited_on_white() -> None:
+    a = np.zeros((4, 6, 4), np.uint8)
+    a[..., 0] = 200  # red everywhere, but only the left half opaque
+    a[:, :3, 3] = 255
+    a[:, 3:, 3] = 0
+    out = np.asarray(decode_image(a))
+    assert out[:, :3].tolist() == [[[200, 0, 0]] * 3] * 4  # opaque: the pixel itself
+    assert out[:, 3:].tolist() == [[[255, 255, 255]] * 3] * 4  # transparent: white, not the hidden red

@@ -58,3 +58,19 @@ def test_normalize_matches_hand_computation() -> None:
     # network channel 0 is blue
     assert np.allclose(got[:, 0], (x[..., 2].astype(np.float32) - 1) / 2)
     assert np.allclose(got[:, 2], (x[..., 0].astype(np.float32) - 3) / 8)
+
+
+def test_shorter_crop_scales_by_the_shorter_side_on_non_square_photos() -> None:
+    """300x100 at size 32, crop_pct 1: the shorter side becomes 32 (scale 0.32), the centre 32x32 of
+    the 96x32 result is kept, i.e. source columns 100..200. Marks: red just inside that window's
+    left edge, blue near the photo's left edge (outside it), a green stripe along the top."""
+    a = np.zeros((100, 300, 3), np.uint8)
+    a[:, 100:110] = (255, 0, 0)
+    a[:, 0:30] = (0, 0, 255)
+    a[0:10, :] = (0, 255, 0)
+    out = np.asarray(PreprocessSpec(size=32, resize="shorter_crop", crop_pct=1.0).resize_image(Image.fromarray(a)))
+    assert out.shape == (32, 32, 3)
+    assert out[16, 0, 0] > 200 and out[16, 0, 2] < 50  # red at the crop's left edge: the right scale and offset
+    assert out[16, 5].max() < 50  # right of the red bar: black, as in the source
+    assert (out[..., 2] < 100).all()  # the blue edge of the photo is cropped away
+    assert out[0, 16, 1] > 200 and out[8, 16, 1] < 50  # the top stripe keeps its height (10 px -> ~3)

@@ -65,3 +65,36 @@ def test_allowance_waives_the_floor_and_is_recorded() -> None:
     figures = _gate(_blurred(0.9), allow_drop_pts=2.0)
     assert figures["passed"] and figures["min_mean_cosine"] is None
     assert figures["allowance"] == "--allow-accuracy-drop" and figures["allowed_drop_pts"] == 2.0
+
+
+def _twins(swap: bool):  # noqa: ANN202 - an Embed
+    """Items 2j and 2j+1 are near twins (cosine ~0.9998). Gallery images carry pixel value 100 + key.
+    With `swap`, the gallery images of items 0..3 take their twin's embedding: four of sixteen
+    queries find the twin first, every cosine to FP32 stays >= 0.999, the pairs are untouched."""
+    rng = np.random.default_rng(0)
+    u, w = rng.standard_normal((8, DIM)), rng.standard_normal((8, DIM))
+    d = np.empty((N, DIM))
+    d[0::2], d[1::2] = u + 0.01 * w, u - 0.01 * w
+    d /= np.linalg.norm(d, axis=1, keepdims=True)
+
+    def embed(pixels: np.ndarray) -> np.ndarray:
+        v = pixels[:, 0, 0, 0].astype(int)
+        key = v % 100
+        if swap:
+            key = np.where((v >= 100) & (key < 4), key ^ 1, key)
+        return d[key].astype(np.float32)
+
+    return embed
+
+
+def test_a_recall_drop_beyond_the_allowance_is_refused() -> None:
+    px = np.stack([np.full((2, 2, 3), i, np.uint8) for i in range(N)])
+    keys = np.arange(N)
+    gs = GateSet("twins", px, keys, px + 100, keys.copy(), px[:8].copy(), px[:8].copy())
+    ref = embed_gate_set("ref", gs, _twins(False))
+    with pytest.raises(GateFailed, match=r"Recall@1 1.0000 -> 0.7500 \(25.00 points lost, 1.0 allowed") as err:
+        run_gate("cand", "int8", gs, ref, threshold=0.5, embed=_twins(True))
+    f = err.value.figures
+    assert f["min_cosine"] > 0.999 and f["verification_accuracy_drop_pts"] == 0.0  # only Recall@1 can see it
+    # the same candidate passes when the user allows that drop: the allowance is what decides
+    assert run_gate("cand", "int8", gs, ref, threshold=0.5, embed=_twins(True), allow_drop_pts=30)["passed"]

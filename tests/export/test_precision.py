@@ -269,3 +269,26 @@ def test_gate_on_an_item_protocol_keeps_every_query_s_match(tiny_fmnist: Path, t
     gs = build_gate_set(spec, f"fmnist-c2s:{tiny_fmnist}", queries=4, gallery=3, verification=None)
     assert len(gs.q_keys) == 4
     assert set(gs.q_keys) <= set(gs.g_keys)  # evenly spaced 4 queries and 3 gallery images would miss two
+
+
+def test_percentile_ranges_keep_the_sign_of_a_symmetric_tensor(tmp_path: Path) -> None:
+    """pixels - 127.5 for pixels drawn from a Gaussian around 127.5: a range symmetric about 0, and the
+    99 % percentile clips both tails (an |x| histogram would lose the negative side)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    inp = helper.make_tensor_value_info("pixels", TensorProto.UINT8, ["n", 8, 8, 3])
+    out = helper.make_tensor_value_info("centred", TensorProto.FLOAT, ["n", 8, 8, 3])
+    half = numpy_helper.from_array(np.array(127.5, np.float32), "half")
+    nodes = [
+        helper.make_node("Cast", ["pixels"], ["x"], to=TensorProto.FLOAT),
+        helper.make_node("Sub", ["x", "half"], ["centred"]),
+    ]
+    graph = helper.make_graph(nodes, "g", [inp], [out], initializer=[half])
+    path = tmp_path / "centred.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(path))
+    rng = np.random.default_rng(0)
+    px = np.clip(np.rint(rng.normal(127.5, 30, (64, 8, 8, 3))), 0, 255).astype(np.uint8)
+    lo, hi = compute_ranges(path, px, "percentile", percentile=99.0)["centred"]
+    mm_lo, mm_hi = compute_ranges(path, px, "minmax")["centred"]
+    assert lo < -50 and hi > 50 and abs(lo + hi) < 5  # about +-2.6 sigma (~77), symmetric
+    assert mm_lo < lo and hi < mm_hi  # both tails clipped

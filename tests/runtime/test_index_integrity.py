@@ -299,3 +299,61 @@ def test_a_garbled_build_plan_is_named(odd_dir: Path, tiny_model_dir: Path) -> N
         pytest.raises(IndexMismatch, match=r"\.build\.json: not valid JSON for a build plan.*delete"),
     ):
         Index.build(src, out, matcher=m, progress=False)
+
+
+def test_a_resumed_build_keeps_the_bad_files_of_the_shards_it_reuses(odd_dir: Path, tiny_model_dir: Path) -> None:
+    src = gallery(odd_dir / "shop", 12)
+    (src / "item 000" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")  # in shard 0, which is reused
+    with Matcher(tiny_model_dir) as m:
+        whole = Index.build(src, odd_dir / "whole", matcher=m, shard_rows=4, progress=False)
+
+        def embed(sources):  # type: ignore[no-untyped-def]
+            e = m.embed(sources)
+            return e.vectors, e.indices, [(b.name, b.reason) for b in e.bad]
+
+        out = odd_dir / "killed"
+        out.mkdir()
+        with pytest.raises(KeyboardInterrupt):
+            build_shards(
+                out,
+                resolve_sources(src),
+                _interrupt_after(embed, 2),
+                first_shard=0,
+                dtype="float32",
+                shard_rows=4,
+                progress=False,
+            )
+        resumed = Index.build(src, out, matcher=m, shard_rows=4, progress=False)
+    assert [s["path"] for s in whole.manifest["skipped"]] == [str(src / "item 000" / "broken.png")]
+    assert resumed.manifest["skipped"] == whole.manifest["skipped"]
+    assert resumed.report is not None and resumed.report.bad == whole.manifest["skipped"]
+
+
+def test_every_file_of_an_index_is_written_atomically(
+    odd_dir: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A killed writer can leave a stale file, never a half-written one: every file the index keeps
+    went through the atomic writer (temporary file, fsync, rename)."""
+    import fashion_match.runtime.index_build as build
+    import fashion_match.runtime.index_format as fmt
+
+    written: set[str] = set()
+
+    def spy(real):  # type: ignore[no-untyped-def]
+        def wrapper(path, *a, **k):  # type: ignore[no-untyped-def]
+            written.add(Path(path).name)
+            return real(path, *a, **k)
+
+        return wrapper
+
+    for module in (fmt, build):
+        for name in ("atomic_open", "write_json_atomic"):
+            if hasattr(module, name):
+                monkeypatch.setattr(module, name, spy(getattr(module, name)))
+    src = gallery(odd_dir / "shop", 10)
+    with Matcher(tiny_model_dir) as m:
+        idx = Index.build(src, odd_dir / "idx", matcher=m, shard_rows=4, progress=False)
+        idx.add(gallery(odd_dir / "more", 4, seed=50), matcher=m, progress=False)
+    kept = {p.name for p in (odd_dir / "idx").rglob("*") if p.is_file()} - {".lock"}
+    assert kept == {"index.json", *(f"{i:05d}.{e}" for i in range(4) for e in ("npy", "json"))}
+    assert kept <= written

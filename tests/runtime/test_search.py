@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 
@@ -106,3 +108,40 @@ def test_gpu_engine_float16_gallery_scores_equal_cpu() -> None:
     ref_s, _ = make_engine("exact", [g[:5000], g[5000:]]).search(q, 10)
     # ranked scores, not indices: GPU and CPU GEMMs may order a near-tie (1e-6 apart) differently
     np.testing.assert_allclose(s, ref_s, rtol=0, atol=1e-4)
+
+
+def _numpy_as_cupy():  # type: ignore[no-untyped-def]
+    """Just the CuPy surface CupyEngine uses, backed by numpy: its blocking and merging run on CPU."""
+    from contextlib import nullcontext
+    from types import SimpleNamespace
+
+    runtime = SimpleNamespace(getDeviceCount=lambda: 1, CUDARuntimeError=RuntimeError)
+    return SimpleNamespace(
+        cuda=SimpleNamespace(runtime=runtime, Device=lambda _d: nullcontext()),
+        float16=np.float16,
+        float32=np.float32,
+        asarray=lambda a, dtype=None: np.asarray(a, dtype=dtype),
+        asnumpy=np.asarray,
+        argpartition=np.argpartition,
+        take_along_axis=np.take_along_axis,
+        count_nonzero=np.count_nonzero,
+        nonzero=np.nonzero,
+    )
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+@pytest.mark.parametrize("ties", [False, True])
+def test_gpu_engine_blocking_on_cpu(monkeypatch: pytest.MonkeyPatch, dtype: type, ties: bool) -> None:
+    """Everything of exact-gpu but the device calls: several gallery blocks and query chunks, ties
+    at the k-th score, float16 storage; results equal the full stable sort."""
+    from fashion_match.runtime.engines import CupyEngine
+
+    monkeypatch.setitem(sys.modules, "cupy", _numpy_as_cupy())
+    rng = np.random.default_rng(1)
+    g = (rng.integers(-1, 2, (700, 6)) if ties else rng.standard_normal((700, 6))).astype(dtype)
+    q = (rng.integers(-1, 2, (37, 6)) if ties else rng.standard_normal((37, 6))).astype(np.float32)
+    engine = CupyEngine([g[:300], g[300:]], block_rows=128)
+    s, i = engine.search(q, 9, query_chunk=10)
+    ref_s, ref_i = topk_naive(q, g.astype(np.float32), 9)
+    np.testing.assert_array_equal(i, ref_i)
+    np.testing.assert_allclose(s, ref_s, rtol=1e-6, atol=1e-6)

@@ -2,6 +2,7 @@
 # One entry point for newcomers and CI. Idempotent: re-running skips what is already done.
 #   bash dev.sh demo   set up the lean runtime (no torch) and match the bundled example pair
 #   bash dev.sh test   set up everything (training extras, dev tools, data) and run lint, types, tests
+#   bash dev.sh mutate the mutation run over the modules where wrong answers hurt (minutes; not CI)
 set -euo pipefail
 cd "$(dirname "$0")"
 VENV=${FM_VENV:-.venv}
@@ -63,6 +64,10 @@ case "${1:-}" in
     log "mypy";   "$VENV/bin/mypy"
     log "pytest"; "$VENV/bin/python" -m pytest "${@:2}"
     ;;
+  mutate)
+    setup_dev
+    "$VENV/bin/python" benchmarks/mutation_run.py --out benchmarks/results/mutation_run.json
+    ;;
   setup) setup_dev ;;
-  *) echo "usage: bash dev.sh demo|test|setup" >&2; exit 2 ;;
+  *) echo "usage: bash dev.sh demo|test|mutate|setup" >&2; exit 2 ;;
 esac

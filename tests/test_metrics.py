@@ -76,3 +76,10 @@ def test_recall_at_k_does_not_count_a_hit_at_rank_k_plus_1() -> None:
     rep = retrieval_report(q[None, :], np.array([7]), gallery, np.array([0, 1, 2, 7, 3, 4]), ks=(1, 3, 4, 5))
     assert (rep["recall_at_1"], rep["recall_at_3"], rep["recall_at_4"], rep["recall_at_5"]) == (0.0, 0.0, 1.0, 1.0)
     assert rep["map_at_r"] == 0.0  # R = 1 relevant image, not in the first R = 1 places
+
+
+def test_recall_at_k_breaks_ties_by_gallery_position() -> None:
+    # two gallery images with the same similarity: the earlier one ranks first, as in the search engine
+    sims = np.array([[0.5, 0.5, 0.1]])
+    assert recall_at_k(sims, np.array([1]), np.array([1, 0, 2]), ks=(1,)) == {1: 1.0}
+    assert recall_at_k(sims, np.array([0]), np.array([1, 0, 2]), ks=(1, 2)) == {1: 0.0, 2: 1.0}

@@ -83,3 +83,10 @@ def test_recall_at_k_breaks_ties_by_gallery_position() -> None:
     sims = np.array([[0.5, 0.5, 0.1]])
     assert recall_at_k(sims, np.array([1]), np.array([1, 0, 2]), ks=(1,)) == {1: 1.0}
     assert recall_at_k(sims, np.array([0]), np.array([1, 0, 2]), ks=(1, 2)) == {1: 0.0, 2: 1.0}
+
+
+def test_threshold_calibration_without_both_kinds_of_pair_is_a_dataset_error() -> None:
+    from fashion_match.errors import BadDataset
+
+    with pytest.raises(BadDataset, match="needs positive and negative pairs, got 2 and 0"):
+        calibrate_threshold(np.array([0.9, 0.8]), np.array([]))

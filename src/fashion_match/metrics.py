@@ -6,6 +6,8 @@ from typing import Any
 
 import numpy as np
 
+from fashion_match.errors import BadDataset
+
 
 def roc_auc(pos: np.ndarray, neg: np.ndarray) -> float:
     """Probability that a random positive scores above a random negative (ties count half)."""
@@ -32,7 +34,10 @@ def calibrate_threshold(pos: np.ndarray, neg: np.ndarray) -> dict[str, Any]:
     """
     pos, neg = np.asarray(pos, np.float64).ravel(), np.asarray(neg, np.float64).ravel()
     if not len(pos) or not len(neg):
-        raise ValueError("calibration needs positive and negative pairs")
+        raise BadDataset(
+            f"threshold calibration needs positive and negative pairs, got {len(pos)} and {len(neg)}; "
+            "the calibration data needs items with two or more images and more than one item"
+        )
     scores = np.concatenate([pos, neg])
     labels = np.concatenate([np.ones(len(pos)), np.zeros(len(neg))])
     order = np.argsort(-scores, kind="mergesort")

@@ -344,3 +344,20 @@ def test_init_loads_weights_and_refuses_another_architecture(tiny_fmnist: Path, 
     assert all(torch.equal(model.state_dict()[k], v) for k, v in saved.items())
     with pytest.raises(Exception, match="do not fit"):
         build(tiny_cfg(data, tmp_path / "c", embedding_dim=8, init=str(weights)))
+
+
+def test_sampler_with_more_classes_per_batch_than_the_data_has_is_a_usage_error() -> None:
+    from fashion_match.errors import UsageError
+
+    with pytest.raises(UsageError, match="--batch 8x2: 8 classes per batch, but the training data has 3"):
+        PKBatchSampler(np.array([0, 0, 1, 1, 2, 2]), 8, 2)
+
+
+def test_fm_train_help_lists_the_backbone_registry() -> None:
+    from click.testing import CliRunner
+
+    from fashion_match.cli.train import cli
+    from fashion_match.models import list_models
+
+    text = " ".join(CliRunner().invoke(cli, ["--help"]).output.split())
+    assert all(name in text for name in list_models()) and "tiny is a 32-px test network" in text

@@ -9,6 +9,7 @@ import click
 
 from fashion_match.cli.common import debug_option, echo_json, entrypoint
 from fashion_match.cli.options import model_options
+from fashion_match.runtime.index_format import DTYPES, SHARD_ROWS
 
 
 @click.group(help="Build, extend and describe gallery indexes (exact search; FAISS at search time).")
@@ -47,8 +48,8 @@ def _report(idx, t0: float, as_json: bool) -> None:  # type: ignore[no-untyped-d
 @model_options
 @click.option(
     "--dtype",
-    type=click.Choice(("float32", "float16")),
-    default="float32",
+    type=click.Choice(DTYPES),
+    default=DTYPES[0],
     show_default=True,
     help="Storage type of the embeddings (float16 halves disk and GPU memory).",
 )
@@ -56,7 +57,7 @@ def _report(idx, t0: float, as_json: bool) -> None:  # type: ignore[no-untyped-d
 @click.option(
     "--shard-rows",
     type=click.IntRange(1, 1 << 22),
-    default=4096,
+    default=SHARD_ROWS,
     show_default=True,
     help="Images per shard: the unit a killed build resumes from.",
 )

@@ -10,14 +10,20 @@ from fashion_match.cli.common import debug_option, echo_json, entrypoint
 from fashion_match.train.config import AUGMENTS, LABELS, LOSSES
 
 
+class _BackboneOption(click.Option):
+    """--model's help lists the backbone registry itself, read only when help is shown (it needs torch)."""
+
+    def get_help_record(self, ctx: click.Context) -> tuple[str, str] | None:
+        from fashion_match.models import list_models
+
+        names = [n for n in list_models() if n != "tiny"]
+        self.help = f"{', '.join(names)}; tiny is a 32-px test network for the test suite, not a model to train."
+        return super().get_help_record(ctx)
+
+
 @click.command(help=__doc__)
 @click.option("--data", "data", help="Dataset spec, e.g. deepfashion-inshop:DIR, fmnist-c2s, folder:DIR.")
-@click.option(
-    "--model",
-    default="mobilenet_v2",
-    show_default=True,
-    help="mobilenet_v2, efficientnet_lite0, resnet18, resnet50, tiny.",
-)
+@click.option("--model", cls=_BackboneOption, default="mobilenet_v2", show_default=True)
 @click.option("--embedding-dim", type=click.IntRange(2, 8192), default=512, show_default=True)
 @click.option("--pretrained", default="imagenet", show_default=True, help="imagenet, none, or a weights file.")
 @click.option("--image-size", type=click.IntRange(16, 1024), default=None, help="Override the model's input size.")

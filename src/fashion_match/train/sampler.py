@@ -6,6 +6,8 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from fashion_match.errors import UsageError
+
 
 class PKBatchSampler:
     """Yields lists of dataset indices. Each rank gets its own disjoint share of every epoch.
@@ -29,7 +31,10 @@ class PKBatchSampler:
         self.p, self.k, self.seed = p, k, seed
         self.classes, inverse = np.unique(self.labels, return_inverse=True)
         if len(self.classes) < p:
-            raise ValueError(f"P={p} classes per batch, but the training data has {len(self.classes)}")
+            raise UsageError(
+                f"--batch {p}x{k}: {p} classes per batch, but the training data has {len(self.classes)}; "
+                "lower P or train on more classes"
+            )
         self.by_class = [np.nonzero(inverse == c)[0] for c in range(len(self.classes))]
         self.steps = steps or max(1, len(self.labels) // (p * k * world))
         self.rank, self.world = rank, world

@@ -20,7 +20,9 @@ from pathlib import Path
 import numpy as np
 
 from fashion_match.bench.machine import machine_info
+from fashion_match.bench.records import add_output_args, output_path
 from fashion_match.data.spec import load_dataset
+from fashion_match.fileio import write_json_atomic
 from fashion_match.metrics import retrieval_report
 from fashion_match.runtime import Matcher
 
@@ -57,7 +59,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", type=Path, required=True)
     ap.add_argument("--shares", type=float, nargs="+", default=[0.0, 0.05, 0.1, 0.15, 0.2, 0.3])
-    ap.add_argument("--out", type=Path, default=None)
+    add_output_args(ap, "category_share_sweep_<model>.json")
     args = ap.parse_args()
     t0 = time.perf_counter()
     with Matcher(args.model, batch_size=64) as m:
@@ -90,9 +92,10 @@ def main() -> None:
         "machine": machine_info(),
         "date": time.strftime("%Y-%m-%d"),
     }
-    out = args.out or ROOT / "benchmarks" / "results" / f"category_share_sweep_{name}.json"
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"-> {out}")
+    out = output_path(args, ROOT / "benchmarks" / "results" / f"category_share_sweep_{name}.json")
+    if out:
+        write_json_atomic(out, result)
+    print(f"-> {out}" if out else "(printed only: --out FILE or --record writes it)")
 
 
 if __name__ == "__main__":

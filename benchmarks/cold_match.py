@@ -1,6 +1,6 @@
 """Cold `fm-match` wall time: a fresh process per run, as a user types it.
 
-    python benchmarks/cold_match.py [--runs 20] [--out benchmarks/results/cold_match.json]
+    python benchmarks/cold_match.py [--runs 20] [--out FILE | --record]
 
 Each run starts `fm-match A B` from the same virtual environment (new interpreter, imports,
 model load with manifest hash check, decode, inference, verdict). The first run is reported
@@ -18,6 +18,8 @@ import time
 from pathlib import Path
 
 from fashion_match.bench.machine import machine_info
+from fashion_match.bench.records import add_output_args, output_path
+from fashion_match.fileio import write_json_atomic
 
 ROOT = Path(__file__).resolve().parents[1]
 PAIR = (ROOT / "examples/sample/01-pullover/consumer.jpg", ROOT / "examples/sample/01-pullover/shop.png")
@@ -26,7 +28,7 @@ PAIR = (ROOT / "examples/sample/01-pullover/consumer.jpg", ROOT / "examples/samp
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=20)
-    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/cold_match.json")
+    add_output_args(ap, "cold_match.json")
     ap.add_argument("--json", action="store_true", help="print the result as one JSON line")
     args = ap.parse_args()
     exe = Path(sys.executable).parent / "fm-match"
@@ -54,14 +56,15 @@ def main() -> None:
         "machine": machine_info(),
         "date": time.strftime("%Y-%m-%d"),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    out_path = output_path(args, ROOT / "benchmarks/results/cold_match.json")
+    if out_path:
+        write_json_atomic(out_path, result)
     if args.json:
         print(json.dumps(result))
     else:
         print(
             f"cold fm-match: median {result['median_s']:.3f} s, p90 {result['p90_s']:.3f} s, "
-            f"first {result['first_run_s']:.3f} s over {args.runs} runs -> {args.out}"
+            f"first {result['first_run_s']:.3f} s over {args.runs} runs" + (f" -> {out_path}" if out_path else "")
         )
 
 

@@ -14,14 +14,15 @@ benchmarks/results/eval_<name>.json (eval_<name>_<precision>.json below fp32). P
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
 import numpy as np
 
 from fashion_match.bench.machine import machine_info
+from fashion_match.bench.records import add_output_args, output_path
 from fashion_match.data.spec import load_dataset
+from fashion_match.fileio import write_json_atomic
 from fashion_match.metrics import retrieval_report
 from fashion_match.runtime import Matcher
 
@@ -53,7 +54,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", type=Path, default=None)
     ap.add_argument("--precision", default="fp32")
-    ap.add_argument("--out", type=Path, default=None)
+    add_output_args(ap, "eval_<model>[_<precision>].json")
     args = ap.parse_args()
     with Matcher(args.model, precision=args.precision, batch_size=64) as m:
         result = {
@@ -67,15 +68,16 @@ def main() -> None:
             "date": time.strftime("%Y-%m-%d"),
         }
     suffix = "" if args.precision == "fp32" else f"_{args.precision}"
-    out = args.out or ROOT / "benchmarks" / "results" / f"eval_{m.manifest.model}{suffix}.json"
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    out = output_path(args, ROOT / "benchmarks" / "results" / f"eval_{m.manifest.model}{suffix}.json")
+    if out:
+        write_json_atomic(out, result)
     for name in ("fashion-mnist", "fmnist-c2s"):
         r = result[name]
         print(
             f"{name}: R@1 {r['recall_at_1']:.4f}  R@10 {r['recall_at_10']:.4f}  mAP@R {r['map_at_r']:.4f}  "
             f"AUC {r.get('pair_auc', float('nan')):.4f}"
         )
-    print(f"-> {out}")
+    print(f"-> {out}" if out else "(printed only: --out FILE or --record writes it)")
 
 
 if __name__ == "__main__":

@@ -12,13 +12,14 @@ Timings are per query with all queries in one batch, after build; build time rep
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
 import numpy as np
 
 from fashion_match.bench.machine import machine_info
+from fashion_match.bench.records import add_output_args, output_path
+from fashion_match.fileio import write_json_atomic
 from fashion_match.runtime.engines import FaissEngine
 from fashion_match.runtime.search import topk_exact
 
@@ -45,7 +46,7 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=1000)
     ap.add_argument("--k", type=int, default=10)
     ap.add_argument("--nlist", type=int, default=1024)
-    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/faiss_recall.json")
+    add_output_args(ap, "faiss_recall.json (and .md)")
     args = ap.parse_args()
     g, q = data(args.n, args.dim, args.queries, 20_000)
     t = time.perf_counter()
@@ -99,7 +100,9 @@ def main() -> None:
         "machine": machine_info(),
         "date": time.strftime("%Y-%m-%d"),
     }
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    out_path = output_path(args, ROOT / "benchmarks/results/faiss_recall.json")
+    if out_path:
+        write_json_atomic(out_path, result)
     md = [
         "| engine | params | build s | ms/query | recall@1 | recall@10 | bytes/vector |",
         "|---|---|---|---|---|---|---|",
@@ -109,7 +112,8 @@ def main() -> None:
         f"{r['recall_at_10']} | {r['bytes_per_vector']} |"
         for r in rows
     ]
-    args.out.with_suffix(".md").write_text("\n".join(md) + "\n")
+    if out_path:
+        out_path.with_suffix(".md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
 
 

@@ -22,6 +22,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageEnhance
 
+from fashion_match.bench.records import add_output_args, output_path
+from fashion_match.fileio import write_json_atomic
 from fashion_match.metrics import retrieval_report
 from fashion_match.runtime import Matcher
 
@@ -51,7 +53,7 @@ def crops(per_photo: int = 12, seed: int = 0) -> tuple[list[np.ndarray], np.ndar
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", type=Path, default=None)
-    ap.add_argument("--out", type=Path, default=None)
+    add_output_args(ap, "real_photos_<model>.json")
     args = ap.parse_args()
     images, keys = crops()
     with Matcher(args.model) as m:
@@ -70,8 +72,9 @@ def main() -> None:
         "pair_auc": rep.get("pair_auc"),
         "date": time.strftime("%Y-%m-%d"),
     }
-    out = args.out or ROOT / "benchmarks" / "results" / f"real_photos_{name}.json"
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    out = output_path(args, ROOT / "benchmarks" / "results" / f"real_photos_{name}.json")
+    if out:
+        write_json_atomic(out, result)
     print(json.dumps(result))
 
 

@@ -1,6 +1,6 @@
 """Exact batched search against a seed-style naive search, on the seed's gallery size.
 
-    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/search_speed.py --json
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/search_speed.py --json [--out FILE | --record]
 
 Gallery: 139,709 x 512 float32 unit vectors (deep-fashion-retrieval's gallery size), queries:
 1,000 gallery rows with noise added, all searched as one batch for the top 10. Vectors are
@@ -24,6 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from fashion_match.bench.machine import machine_info
+from fashion_match.bench.records import add_output_args, output_path
+from fashion_match.fileio import write_json_atomic
 from fashion_match.runtime.search import GALLERY_BLOCK, QUERY_CHUNK, topk_exact
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,7 +54,7 @@ def main() -> None:
     ap.add_argument("--k", type=int, default=10)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--naive-queries", type=int, default=20)
-    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/search_speed.json")
+    add_output_args(ap, "search_speed.json")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     rng = np.random.default_rng(0)
@@ -109,12 +111,13 @@ def main() -> None:
         "machine": machine_info(),
         "date": time.strftime("%Y-%m-%d"),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    out_path = output_path(args, ROOT / "benchmarks/results/search_speed.json")
+    if out_path:
+        write_json_atomic(out_path, result)
     if not args.json:
         print(
             f"exact top-{args.k}: {ms_per_query:.3f} ms/query (GEMM alone {gemm_ms:.3f}); naive {naive_ms:.1f} "
-            f"ms/query; speedup {result['speedup_vs_naive']}x; exact={exact} -> {args.out}"
+            f"ms/query; speedup {result['speedup_vs_naive']}x; exact={exact}" + (f" -> {out_path}" if out_path else "")
         )
     keys = (
         "ms_per_query",

@@ -162,3 +162,23 @@ def test_machine_records_the_onnxruntime_this_process_imports() -> None:
     }
     line = next(x for x in markdown(report).splitlines() if x.startswith("- Machine:"))
     assert line.endswith(f"; imported onnxruntime {ort.__version__} ({', '.join(ort.get_available_providers())})")
+
+
+def test_a_benchmark_writes_only_where_it_is_asked(tmp_path: Path) -> None:
+    """Trying a benchmark never rewrites a committed record: --out or --record says where."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    record = REPO / "benchmarks" / "results" / "search_speed.json"
+    before = record.read_bytes()
+    small = ["--gallery", "3000", "--dim", "16", "--queries", "20", "--naive-queries", "5", "--json"]
+    script = str(REPO / "benchmarks" / "search_speed.py")
+    r = subprocess.run([sys.executable, script, *small], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert record.read_bytes() == before
+    out = tmp_path / "mine.json"
+    r = subprocess.run([sys.executable, script, *small, "--out", str(out)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and json.loads(out.read_text())["gallery"] == 3000
+    assert record.read_bytes() == before

@@ -12,9 +12,9 @@ import torch
 from fashion_match.errors import ExportError
 from fashion_match.export.calibrate import calibrate_onnx
 from fashion_match.export.parity import check_parity
-from fashion_match.export.torch2onnx import InGraphPreprocess
 from fashion_match.fileio import sha256_file
 from fashion_match.models.checkpoint import load_weights
+from fashion_match.models.ingraph import InGraphPreprocess
 from tests.conftest import encode, photo
 
 

@@ -14,8 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
-from torch import nn
 
 from fashion_match import __version__
 from fashion_match.data.images import load_batch
@@ -25,37 +23,12 @@ from fashion_match.export.parity import check_parity, parity_images
 from fashion_match.export.trt_rules import tensorrt_problems
 from fashion_match.fileio import make_temp, sha256_file
 from fashion_match.models.embedding import EmbeddingModel
+from fashion_match.models.ingraph import InGraphPreprocess
 from fashion_match.runtime.manifest import FORMAT_VERSION, write_manifest
 
 log = logging.getLogger(__name__)
 OPSET = 18  # torch's current (dynamo) exporter targets 18; >= 17 as the issue asks
 INPUT, OUTPUT = "pixels", "embedding"
-
-
-class InGraphPreprocess(nn.Module):
-    """uint8 (N, H, W, 3) RGB -> normalised NCHW float -> embedding model -> L2-normalised."""
-
-    def __init__(self, model: EmbeddingModel) -> None:
-        super().__init__()
-        self.model = model
-        spec = model.preprocess
-        # fold (x - mean) / std into one multiply-add: x * scale + shift
-        std = torch.tensor(spec.std, dtype=torch.float32).view(1, 3, 1, 1)
-        mean = torch.tensor(spec.mean, dtype=torch.float32).view(1, 3, 1, 1)
-        self.scale: torch.Tensor
-        self.shift: torch.Tensor
-        self.register_buffer("scale", 1.0 / std)
-        self.register_buffer("shift", -mean / std)
-        self.bgr = spec.channel_order == "BGR"
-
-    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        # cast first: TensorRT takes a uint8 network input only straight into a cast (UINT8 is I/O-only
-        # there: no Transpose, no Shape on it), and every precision's graph is an engine source
-        x = pixels.to(torch.float32).permute(0, 3, 1, 2)
-        if self.bgr:
-            x = x.flip(1)
-        x = x * self.scale + self.shift
-        return F.normalize(self.model(x), dim=1)
 
 
 def export_graph(model: EmbeddingModel, path: Path, opset: int = OPSET) -> None:

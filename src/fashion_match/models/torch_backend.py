@@ -34,8 +34,8 @@ class TorchBackend(BaseBackend):
     ) -> None:
         import torch
 
-        from fashion_match.export.torch2onnx import InGraphPreprocess
         from fashion_match.models.checkpoint import load_weights
+        from fashion_match.models.ingraph import InGraphPreprocess
 
         if threads:
             torch.set_num_threads(threads)

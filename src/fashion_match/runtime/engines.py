@@ -17,7 +17,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from fashion_match.errors import BackendUnavailable, MissingDependency, UsageError
-from fashion_match.runtime.search import _merge, topk_exact
+from fashion_match.runtime.search import merge_topk, topk_exact
 
 ENGINES = ("exact", "exact-gpu", "faiss-ivf-flat", "faiss-ivf-pq")
 
@@ -98,7 +98,7 @@ class CupyEngine:
                         rows = np.concatenate([rows[keep], np.full(len(extra), r)])
                         cols = np.concatenate([cols[keep], extra])
                         scores = np.concatenate([scores[keep], cp.asnumpy(sims[r, extra])])
-                    _merge(best_s, best_i, rows, scores.astype(np.float32), cols.astype(np.int64) + g0, k)
+                    merge_topk(best_s, best_i, rows, scores.astype(np.float32), cols.astype(np.int64) + g0, k)
                 best_i[best_i == sentinel] = -1
                 out_s[q0 : q0 + len(q)], out_i[q0 : q0 + len(q)] = best_s, best_i
         return out_s, out_i

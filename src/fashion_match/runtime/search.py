@@ -27,7 +27,7 @@ def topk_naive(queries: np.ndarray, gallery: np.ndarray, k: int) -> tuple[np.nda
     return np.take_along_axis(sims, order, axis=1), order.astype(np.int64)
 
 
-def _merge(
+def merge_topk(
     best_s: np.ndarray, best_i: np.ndarray, rows: np.ndarray, scores: np.ndarray, idx: np.ndarray, k: int
 ) -> None:
     """Merge candidates (rows, scores, idx) into the per-row top-k lists, in place."""
@@ -94,7 +94,7 @@ def _select_block(sims: np.ndarray, offset: int, best_s: np.ndarray, best_i: np.
         parts_c.append(c)
     if parts_r:
         rows, cols = np.concatenate(parts_r), np.concatenate(parts_c)
-        _merge(best_s, best_i, rows, sims[rows, cols], cols.astype(np.int64) + offset, k)
+        merge_topk(best_s, best_i, rows, sims[rows, cols], cols.astype(np.int64) + offset, k)
 
 
 def topk_exact(

@@ -16,6 +16,7 @@ from fashion_match.data.images import iter_batches
 from fashion_match.data.preprocess import PreprocessSpec
 from fashion_match.data.records import Dataset
 from fashion_match.errors import ExportError
+from fashion_match.export.onnx_cpu import onnx_embedder
 from fashion_match.metrics import calibrate_threshold
 
 DEFAULT_DATA = "fmnist-c2s"
@@ -36,15 +37,12 @@ def held_out_pairs(ds: Dataset, items: int) -> tuple[list[int], list[int]]:
 
 
 def embed_onnx(onnx_path: Path, sources: list[Any], spec: PreprocessSpec, batch_size: int = 64) -> np.ndarray:
-    import onnxruntime as ort
-
-    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    name = sess.get_inputs()[0].name
+    embed = onnx_embedder(onnx_path)
     out = []
     for b in iter_batches(sources, spec, batch_size):
         if b.bad:
             raise ExportError(f"calibration image unreadable: {b.bad[0]}")
-        out.append(sess.run(None, {name: b.pixels})[0])
+        out.append(embed(b.pixels))
     return np.concatenate(out).astype(np.float32)
 
 

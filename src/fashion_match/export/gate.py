@@ -17,7 +17,6 @@ within 0.5 points while the mean cosine fell to 0.89.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ import numpy as np
 from fashion_match.data.images import load_batch
 from fashion_match.data.preprocess import PreprocessSpec
 from fashion_match.errors import ExportError
+from fashion_match.export.onnx_cpu import Embed, onnx_embedder
 from fashion_match.metrics import recall_at_k
 from fashion_match.runtime.backend import embed_in_batches
 
@@ -36,7 +36,6 @@ MAX_DROP_PTS = {"fp16": 0.1, "int8": 1.0}  # Recall@1 and verification accuracy,
 MIN_MEAN_COSINE = {"fp16": 0.999, "int8": 0.95}  # shipped default model: fp16 0.99999, int8 0.994
 DEFAULT_RETRIEVAL = "fashion-mnist"
 DEFAULT_VERIFICATION = "fmnist-c2s"
-Embed = Callable[[np.ndarray], np.ndarray]
 
 
 @dataclass
@@ -98,20 +97,6 @@ def build_gate_set(
         gs.pair_q, gs.pair_g = _decode(vd, pq, spec), _decode(vd, pg, spec)
         gs.description += f"; {verification}: {len(pq)} held-out consumer/shop pairs"
     return gs
-
-
-def onnx_embedder(path: str | Path) -> Embed:
-    """`embed` for an ONNX file on the CPU (the gate is device-independent); one session per file."""
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    try:
-        sess = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
-    except Exception as e:  # noqa: BLE001
-        raise ExportError(f"{path}: ONNX Runtime cannot load it ({' '.join(str(e).split())[:200]})") from None
-    name = sess.get_inputs()[0].name
-    return lambda pixels: sess.run(None, {name: pixels})[0]
 
 
 @dataclass

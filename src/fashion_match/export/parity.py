@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from fashion_match.errors import ExportError
+from fashion_match.export.onnx_cpu import onnx_embedder
 
 MIN_COSINE = 0.9999
 
@@ -39,13 +40,11 @@ def compare_embeddings(ref: np.ndarray, got: np.ndarray, min_cosine: float = MIN
 
 def check_parity(torch_model: Any, onnx_path: str | Path, pixels: np.ndarray, min_cosine: float = MIN_COSINE) -> dict:
     """Run both on the same uint8 pixels; `ExportError` unless cosines >= min_cosine and NNs identical."""
-    import onnxruntime as ort
     import torch
 
     with torch.no_grad():
         ref = torch_model(torch.from_numpy(pixels)).float().numpy()
-    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    got = sess.run(None, {sess.get_inputs()[0].name: pixels})[0]
+    got = onnx_embedder(onnx_path)(pixels)
     figures = compare_embeddings(ref, np.asarray(got, np.float32), min_cosine)
     if figures["min_cosine"] < min_cosine or figures["nn_agreement"] < 1.0:
         raise ExportError(

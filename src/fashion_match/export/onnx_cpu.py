@@ -1,0 +1,30 @@
+"""The one way export code runs an ONNX file: a CPU ONNX Runtime session, quiet, device-independent.
+
+The parity gate, the threshold calibration and the accuracy gate all measure files here, so a
+figure in a manifest never depends on the machine's GPU or on three session set-ups drifting apart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from fashion_match.errors import ExportError
+
+Embed = Callable[[np.ndarray], np.ndarray]  # uint8 pixels (N, S, S, 3) -> float32 (N, D)
+
+
+def onnx_embedder(path: str | Path) -> Embed:
+    """`embed` for an ONNX file on the CPU; one session per file, loaded once."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    try:
+        sess = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+    except Exception as e:  # noqa: BLE001 - ORT raises its own types for files it cannot load
+        raise ExportError(f"{path}: ONNX Runtime cannot load it ({' '.join(str(e).split())[:200]})") from None
+    name = sess.get_inputs()[0].name
+    return lambda pixels: np.asarray(sess.run(None, {name: pixels})[0], np.float32)

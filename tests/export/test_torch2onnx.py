@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from fashion_match.errors import ExportError
-from fashion_match.export.calibrate import calibrate_onnx
+from fashion_match.export.threshold import calibrate_onnx
 from fashion_match.export.parity import check_parity
 from fashion_match.fileio import sha256_file
 from fashion_match.models.checkpoint import load_weights

@@ -73,7 +73,7 @@ def build_gate_set(
 ) -> GateSet:
     from fashion_match.data.evalset import load_eval_set
     from fashion_match.data.spec import load_dataset
-    from fashion_match.export.calibrate import held_out_pairs
+    from fashion_match.export.threshold import held_out_pairs
 
     es = load_eval_set(retrieval, spec, (queries, gallery), (queries, gallery))
     if es.skipped:

@@ -101,7 +101,7 @@ def torch2onnx(
             raise ExportError(f"parity: need >= 3 decodable real images, got {len(batch.indices)} ({batch.bad[:1]})")
         parity = check_parity(InGraphPreprocess(model).eval(), tmp, batch.pixels)
         if threshold is None:
-            from fashion_match.export.calibrate import calibrate_onnx
+            from fashion_match.export.threshold import calibrate_onnx
 
             calibration: dict[str, Any] = calibrate_onnx(tmp, model.preprocess, calibration_data, calibration_items)
             threshold = float(calibration["threshold"])

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from fashion_match.errors import ExportError
-from fashion_match.export.threshold import calibrate_onnx
 from fashion_match.export.parity import check_parity
+from fashion_match.export.threshold import calibrate_onnx
 from fashion_match.fileio import sha256_file
 from fashion_match.models.checkpoint import load_weights
 from fashion_match.models.ingraph import InGraphPreprocess

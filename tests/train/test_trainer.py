@@ -361,3 +361,18 @@ def test_fm_train_help_lists_the_backbone_registry() -> None:
 
     text = " ".join(CliRunner().invoke(cli, ["--help"]).output.split())
     assert all(name in text for name in list_models()) and "tiny is a 32-px test network" in text
+
+
+def test_every_fm_train_option_reaches_the_config() -> None:
+    """fm-train passes options named like TrainConfig fields straight through: each of its other
+    options must be one the command translates itself, or a run would fail on an unknown field."""
+    from dataclasses import fields
+
+    from fashion_match.cli.train import cli
+    from fashion_match.train.config import TrainConfig
+
+    translated = {"data", "batch", "init", "no_amp", "out", "resume", "as_json"}
+    names = {p.name for p in cli.params if p.expose_value}
+    config = {f.name for f in fields(TrainConfig)}
+    assert names - translated <= config, names - translated - config
+    assert {"p", "k", "amp", "category_weight"} - names  # config fields the command sets otherwise (or not at all)

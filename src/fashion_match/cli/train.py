@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -103,36 +104,15 @@ class _BackboneOption(click.Option):
 @debug_option
 def cli(
     data: str | None,
-    model: str,
-    embedding_dim: int,
-    pretrained: str,
-    image_size: int | None,
-    loss: str,
-    label: str,
-    epochs: int,
-    freeze_epochs: int,
-    cache_frozen: bool,
-    train_blocks: int | None,
-    map_shift: int,
-    augment: str,
     batch: str,
-    lr: float,
-    head_lr_mult: float,
-    weight_decay: float,
-    category_head: bool,
-    category_metric_weight: float,
     init: Path | None,
-    seed: int,
-    workers: int,
-    eval_queries: int | None,
-    eval_gallery: int | None,
-    steps_per_epoch: int | None,
-    train_limit: int | None,
     no_amp: bool,
     out: Path,
     resume: Path | None,
     as_json: bool,
+    **fields: Any,
 ) -> int:
+    """Options named like a TrainConfig field pass straight through; the others are translated."""
     from fashion_match.errors import UsageError
     from fashion_match.fileio import check_output_dir
     from fashion_match.train.config import TrainConfig, parse_batch
@@ -148,37 +128,7 @@ def cli(
         if not data:
             raise UsageError("--data is required (e.g. --data fmnist-c2s or --data deepfashion-inshop:DIR)")
         p, k = parse_batch(batch)
-        cfg = TrainConfig(
-            data=data,
-            model=model,
-            embedding_dim=embedding_dim,
-            pretrained=pretrained,
-            image_size=image_size,
-            loss=loss,
-            label=label,
-            epochs=epochs,
-            freeze_epochs=freeze_epochs,
-            cache_frozen=cache_frozen,
-            train_blocks=train_blocks,
-            map_shift=map_shift,
-            augment=augment,
-            p=p,
-            k=k,
-            lr=lr,
-            head_lr_mult=head_lr_mult,
-            weight_decay=weight_decay,
-            category_head=category_head,
-            category_metric_weight=category_metric_weight,
-            init=str(init) if init else None,
-            seed=seed,
-            workers=workers,
-            eval_queries=eval_queries,
-            eval_gallery=eval_gallery,
-            steps_per_epoch=steps_per_epoch,
-            train_limit=train_limit,
-            amp=not no_amp,
-            out=str(out),
-        )
+        cfg = TrainConfig(data=data, p=p, k=k, init=str(init) if init else None, amp=not no_amp, out=str(out), **fields)
         check_output_dir(out, "run folder (--out)")  # before the data and the model load
     result = train(cfg, resume=resume is not None, progress=not as_json)
     if as_json:

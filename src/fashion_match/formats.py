@@ -8,8 +8,31 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-PRECISIONS = ("fp32", "fp16", "int8")
 BACKENDS = ("onnxruntime", "tensorrt", "torch")
+
+
+@dataclass(frozen=True)
+class Precision:
+    """What a precision means to the exporter: how its ONNX is made and what the accuracy gate allows."""
+
+    name: str
+    onnx: str  # its ONNX file in a model directory (ONNX Runtime's artifact, and an engine source)
+    engine_source: str  # the ONNX its TensorRT engine is built from
+    converter: str  # export.onnx2<x> that makes `onnx` from the FP32 file ("" for FP32 itself)
+    max_drop_pts: float | None = None  # gate: Recall@1 / verification accuracy points it may lose
+    min_mean_cosine: float | None = None  # gate: floor of the mean cosine to FP32
+
+
+PRECISION_TABLE: tuple[Precision, ...] = (
+    Precision("fp32", "model.onnx", "model.onnx", ""),
+    Precision("fp16", "model.fp16.onnx", "model.fp16.onnx", "onnx2fp16", max_drop_pts=0.1, min_mean_cosine=0.999),
+    # the INT8 engine source is the symmetric TensorRT flavour, never ONNX Runtime's (see export.trt_rules)
+    Precision("int8", "model.int8.onnx", "model.int8.trt.onnx", "onnx2int8", max_drop_pts=1.0, min_mean_cosine=0.95),
+)
+PRECISIONS = tuple(p.name for p in PRECISION_TABLE)
+REDUCED = tuple(p.name for p in PRECISION_TABLE if p.converter)  # what fm-export makes from FP32
+FP32_ONNX = PRECISION_TABLE[0].onnx
+WEIGHTS = "model.safetensors"
 
 
 @dataclass(frozen=True)
@@ -23,18 +46,37 @@ class Format:
     gpu_only: bool = False
 
 
+def _flag(p: Precision) -> str:
+    return f" --{p.name}" if p.converter else ""
+
+
+# One row per (backend, precision), derived from the precision table: a new precision is one new
+# Precision row plus its converter.
 FORMATS: tuple[Format, ...] = (
-    Format("onnxruntime", "fp32", "model.onnx", "torch2onnx (fm-export)", "onnxruntime", "runtime"),
-    Format("onnxruntime", "fp16", "model.fp16.onnx", "onnx2fp16 (fm-export --fp16)", "onnxruntime", "runtime"),
-    Format("onnxruntime", "int8", "model.int8.onnx", "onnx2int8 (fm-export --int8)", "onnxruntime", "runtime"),
-    Format("tensorrt", "fp32", "model.fp32.engine", "onnx2engine (fm-export --trt)", "tensorrt", "tensorrt", True),
-    Format(
-        "tensorrt", "fp16", "model.fp16.engine", "onnx2engine (fm-export --trt --fp16)", "tensorrt", "tensorrt", True
+    *(
+        Format(
+            "onnxruntime",
+            p.name,
+            p.onnx,
+            f"{p.converter or 'torch2onnx'} (fm-export{_flag(p)})",
+            "onnxruntime",
+            "runtime",
+        )
+        for p in PRECISION_TABLE
     ),
-    Format(
-        "tensorrt", "int8", "model.int8.engine", "onnx2engine (fm-export --trt --int8)", "tensorrt", "tensorrt", True
+    *(
+        Format(
+            "tensorrt",
+            p.name,
+            f"model.{p.name}.engine",
+            f"onnx2engine (fm-export --trt{_flag(p)})",
+            "tensorrt",
+            "tensorrt",
+            True,
+        )
+        for p in PRECISION_TABLE
     ),
-    Format("torch", "fp32", "model.safetensors", "fm-train checkpoint", "torch", "train"),
+    Format("torch", "fp32", WEIGHTS, "fm-train checkpoint", "torch", "train"),
 )
 
 
@@ -47,6 +89,16 @@ def lookup(backend: str, precision: str) -> Format:
             return f
     have = ", ".join(f.precision for f in FORMATS if f.backend == backend) or "none"
     raise UsageError(f"backend '{backend}' has no '{precision}' format (it supports: {have})")
+
+
+def precision(name: str) -> Precision:
+    """The exporter's row for precision `name`; `UsageError` naming the valid ones otherwise."""
+    from fashion_match.errors import UsageError
+
+    for p in PRECISION_TABLE:
+        if p.name == name:
+            return p
+    raise UsageError(f"precision '{name}': choose one of {', '.join(PRECISIONS)}")
 
 
 def backends_for(precision: str) -> list[str]:

@@ -25,7 +25,7 @@ from fashion_match.bench.timing import FULL, QUICK, TimingPlan, measure, rotated
 from fashion_match.data.evalset import EvalSet, load_eval_set
 from fashion_match.data.images import load_batch
 from fashion_match.errors import FmError
-from fashion_match.formats import lookup
+from fashion_match.formats import PRECISIONS, lookup
 from fashion_match.runtime.backend import embed_in_batches, open_backend, unavailable_reason
 from fashion_match.runtime.manifest import Manifest, load_manifest
 
@@ -52,7 +52,7 @@ ROW_KEYS = (
 DEFAULT_DATA = ("fashion-mnist", "fmnist-c2s")
 DEFAULT_BATCHES = (1, 8, 32)
 DEFAULT_BACKENDS = ("onnxruntime", "torch", "tensorrt")
-DEFAULT_PRECISIONS = ("fp32", "fp16", "int8")
+DEFAULT_PRECISIONS = PRECISIONS
 
 
 @dataclass(frozen=True)

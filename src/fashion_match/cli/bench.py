@@ -10,6 +10,7 @@ import click
 
 from fashion_match.cli.common import debug_option, entrypoint
 from fashion_match.cli.options import device_option
+from fashion_match.formats import PRECISIONS
 
 
 def _csv(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple[str, ...]:
@@ -30,7 +31,7 @@ def _ints(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple[int
 @click.option("--model", "model_dir", type=click.Path(path_type=Path), help="Model directory [default: embedded].")
 @click.option("--data", default="fashion-mnist,fmnist-c2s", show_default=True, callback=_csv, help="Dataset specs.")
 @click.option("--backends", default="onnxruntime,torch,tensorrt", show_default=True, callback=_csv)
-@click.option("--precisions", default="fp32,fp16,int8", show_default=True, callback=_csv)
+@click.option("--precisions", default=",".join(PRECISIONS), show_default=True, callback=_csv)
 @click.option("--batch-sizes", default="1,8,32", show_default=True, callback=_ints)
 @device_option()
 @click.option("--threads", type=click.IntRange(1, 256), help="Inference threads (CPU backends).")

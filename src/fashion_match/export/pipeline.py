@@ -20,11 +20,13 @@ import numpy as np
 from fashion_match.errors import FmError, UsageError
 from fashion_match.export import gate as gates
 from fashion_match.fileio import check_output_dir, make_temp, sha256_file
-from fashion_match.formats import lookup
+from fashion_match.formats import FP32_ONNX, lookup
+from fashion_match.formats import precision as precision_row
 from fashion_match.runtime.manifest import MANIFEST, Manifest, default_model_dir, load_manifest, write_manifest
 
 log = logging.getLogger(__name__)
-TRT_INT8_SOURCE = "model.int8.trt.onnx"  # symmetric Q/DQ: the engine's source, not an ONNX Runtime artifact
+# symmetric Q/DQ: the INT8 engine's source, recorded under engine_sources, never an ONNX Runtime artifact
+TRT_INT8_SOURCE = precision_row("int8").engine_source
 
 
 @dataclass
@@ -110,7 +112,7 @@ def _entry(path: Path, fp32: dict[str, Any], **extra: Any) -> dict[str, Any]:
     return {
         "sha256": sha256_file(path),
         "bytes": path.stat().st_size,
-        "made_from": {"file": "model.onnx", "sha256": fp32["sha256"]},
+        "made_from": {"file": FP32_ONNX, "sha256": fp32["sha256"]},
         "input": fp32.get("input"),
         "output": fp32.get("output"),
         **extra,
@@ -154,7 +156,7 @@ class _Gate:
                     f"the accuracy gate needs its held-out data ({e}); point it at yours with --gate-data SPEC "
                     "and --gate-pairs 0 (or install Fashion-MNIST: apt install dataset-fashion-mnist)"
                 ) from None
-            self.ref = gates.embed_gate_set(self.manifest.folder / "model.onnx", self.gs)
+            self.ref = gates.embed_gate_set(self.manifest.folder / FP32_ONNX, self.gs)
         return gates.run_gate(
             candidate,
             precision,
@@ -257,16 +259,18 @@ def run_export(source: Path | None, out: Path | None, opts: ExportOptions, say: 
 
 
 def _engine_source(manifest: Manifest, precision: str) -> Path:
-    if precision == "int8":
-        entry = manifest.data.get("engine_sources", {}).get(TRT_INT8_SOURCE)
+    source = precision_row(precision).engine_source
+    if source != lookup("onnxruntime", precision).artifact:  # a file made for TensorRT alone
+        entry = manifest.data.get("engine_sources", {}).get(source)
         if entry is None:
             raise UsageError(
-                "--trt --int8 needs the symmetric INT8 ONNX: add --int8 (its --target defaults to tensorrt)"
+                f"--trt --{precision} needs its TensorRT source {source}: add --{precision} "
+                "(its --target defaults to tensorrt with --trt)"
             )
         from fashion_match.runtime.manifest import verify_file
 
-        verify_file(manifest.folder / TRT_INT8_SOURCE, entry)
-        return manifest.folder / TRT_INT8_SOURCE
+        verify_file(manifest.folder / source, entry)
+        return manifest.folder / source
     return manifest.artifact("onnxruntime", precision)[0]
 
 
@@ -277,7 +281,7 @@ def _build_engines(
     from fashion_match.runtime.backend import open_backend
 
     precisions = ["fp32"] + [p for p, on in (("fp16", opts.fp16), ("int8", opts.int8)) if on]
-    fp32 = manifest.artifacts["model.onnx"]
+    fp32 = manifest.artifacts[FP32_ONNX]
     for precision in precisions:
         src = _engine_source(manifest, precision)
         name = lookup("tensorrt", precision).artifact

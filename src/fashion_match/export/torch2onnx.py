@@ -22,6 +22,7 @@ from fashion_match.export.onnx_graph import shapes_from_the_cast
 from fashion_match.export.parity import check_parity, parity_images
 from fashion_match.export.trt_rules import tensorrt_problems
 from fashion_match.fileio import make_temp, sha256_file
+from fashion_match.formats import FP32_ONNX, WEIGHTS
 from fashion_match.models.embedding import EmbeddingModel
 from fashion_match.models.ingraph import InGraphPreprocess
 from fashion_match.runtime.manifest import FORMAT_VERSION, write_manifest
@@ -92,7 +93,7 @@ def torch2onnx(
     out.mkdir(parents=True, exist_ok=True)
     model = model.eval()
     t0 = time.perf_counter()
-    tmp = make_temp(out, "model.onnx")
+    tmp = make_temp(out, FP32_ONNX)
     try:
         export_graph(model, tmp, opset)
         sources = parity_sources if parity_sources is not None else parity_images()
@@ -107,15 +108,15 @@ def torch2onnx(
             threshold = float(calibration["threshold"])
         else:
             calibration = {"rule": "given by the user", "threshold": float(threshold)}
-        os.replace(tmp, out / "model.onnx")
+        os.replace(tmp, out / FP32_ONNX)
     finally:
         tmp.unlink(missing_ok=True)
     artifacts: dict[str, Any] = {
-        "model.onnx": {
+        FP32_ONNX: {
             "backend": "onnxruntime",
             "precision": "fp32",
-            "sha256": sha256_file(out / "model.onnx"),
-            "bytes": (out / "model.onnx").stat().st_size,
+            "sha256": sha256_file(out / FP32_ONNX),
+            "bytes": (out / FP32_ONNX).stat().st_size,
             "opset": opset,
             "input": {"name": INPUT, "dtype": "uint8", "layout": "NHWC", "channels": "RGB"},
             "output": {"name": OUTPUT, "dtype": "float32", "l2_normalised": True},
@@ -125,8 +126,8 @@ def torch2onnx(
     if save_weights:
         from fashion_match.models.checkpoint import save_weights as save
 
-        sw = save(model, out / "model.safetensors")
-        artifacts["model.safetensors"] = {"backend": "torch", "precision": "fp32", **sw}
+        sw = save(model, out / WEIGHTS)
+        artifacts[WEIGHTS] = {"backend": "torch", "precision": "fp32", **sw}
     manifest = {
         "format_version": FORMAT_VERSION,
         "package_version": __version__,

@@ -24,6 +24,7 @@ from fashion_match import __version__
 from fashion_match.data.images import ImageSource, source_name
 from fashion_match.errors import FmError, UsageError
 from fashion_match.fileio import check_output_dir, exclusive_lock, sha256_bytes, sha256_file, write_json_atomic
+from fashion_match.formats import FP32_ONNX
 from fashion_match.runtime.index_format import (
     DTYPES,
     INDEX_MANIFEST,
@@ -200,7 +201,7 @@ def build_shards(
 
 def model_binding(manifest: Any, backend: str, precision: str) -> dict[str, Any]:
     """What binds an index to a model: its fp32 artifact hash (all precisions share it) and dim."""
-    fp32 = manifest.artifacts.get("model.onnx", {})
+    fp32 = manifest.artifacts.get(FP32_ONNX, {})
     return {
         "model_id": fp32.get("sha256") or manifest.short_id(),
         "model": manifest.short_id(),

@@ -17,6 +17,7 @@ import torch
 
 from fashion_match.errors import FmError
 from fashion_match.fileio import atomic_open, write_json_atomic
+from fashion_match.formats import WEIGHTS
 from fashion_match.models.checkpoint import save_weights
 
 
@@ -60,7 +61,7 @@ def save_training(
     from safetensors.torch import save
 
     folder.mkdir(parents=True, exist_ok=True)
-    save_weights(model, folder / "model.safetensors")
+    save_weights(model, folder / WEIGHTS)
     tensors, opt_meta = _flatten_optimizer(opt)
     tensors.update({f"loss.{k}": v.detach().cpu().contiguous() for k, v in loss.state_dict().items()})
     with atomic_open(folder / "state.safetensors", "wb") as f:
@@ -71,12 +72,12 @@ def save_training(
 def load_training(folder: Path, model: Any, loss: torch.nn.Module, opt: torch.optim.Optimizer) -> dict[str, Any]:
     from safetensors.torch import load_file
 
-    for name in ("model.safetensors", "state.safetensors", "state.json"):
+    for name in (WEIGHTS, "state.safetensors", "state.json"):
         if not (folder / name).is_file():
             raise FmError(f"--resume {folder.parent}: {folder / name} is missing; nothing to resume from")
     info = _state(folder)
     try:
-        model.load_state_dict(load_file(str(folder / "model.safetensors")))
+        model.load_state_dict(load_file(str(folder / WEIGHTS)))
         tensors = load_file(str(folder / "state.safetensors"))
         loss.load_state_dict({k.removeprefix("loss."): v for k, v in tensors.items() if k.startswith("loss.")})
         opt.load_state_dict(_unflatten_optimizer(tensors, info["optimizer"]))
@@ -106,4 +107,4 @@ def load_for_export(run_dir: str | Path, which: str = "best") -> tuple[Any, dict
     if not (folder / "state.json").is_file():
         raise FmError(f"{run_dir}: no {which}/state.json; pass an fm-train output directory")
     info = _state(folder)
-    return load_weights(folder / "model.safetensors", info["model_config"]), info
+    return load_weights(folder / WEIGHTS, info["model_config"]), info

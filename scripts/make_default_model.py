@@ -35,6 +35,7 @@ from pathlib import Path
 from fashion_match.export.pipeline import ExportOptions, run_export
 from fashion_match.export.torch2onnx import torch2onnx
 from fashion_match.fileio import sha256_file
+from fashion_match.formats import REDUCED
 from fashion_match.models import create_model
 
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "src" / "fashion_match" / "assets" / "default_model"
@@ -197,7 +198,7 @@ def main() -> None:
     manifest = torch2onnx(model, args.out, calibration_items=args.calibration_items, display_name=name, source=source)
     made = []
     if not args.no_reduced:
-        result = run_export(args.out, None, ExportOptions(fp16=True, int8=True, calib_method=args.calib_method), print)
+        result = run_export(args.out, None, ExportOptions(precisions=REDUCED, calib_method=args.calib_method), print)
         made = [{"file": m["file"], "gate": m["gate"]} for m in result.made]
     print(
         json.dumps(

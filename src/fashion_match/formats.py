@@ -21,13 +21,30 @@ class Precision:
     converter: str  # export.onnx2<x> that makes `onnx` from the FP32 file ("" for FP32 itself)
     max_drop_pts: float | None = None  # gate: Recall@1 / verification accuracy points it may lose
     min_mean_cosine: float | None = None  # gate: floor of the mean cosine to FP32
+    help: str = ""  # fm-export --<name>
 
 
 PRECISION_TABLE: tuple[Precision, ...] = (
     Precision("fp32", "model.onnx", "model.onnx", ""),
-    Precision("fp16", "model.fp16.onnx", "model.fp16.onnx", "onnx2fp16", max_drop_pts=0.1, min_mean_cosine=0.999),
+    Precision(
+        "fp16",
+        "model.fp16.onnx",
+        "model.fp16.onnx",
+        "onnx2fp16",
+        max_drop_pts=0.1,
+        min_mean_cosine=0.999,
+        help="FP16 ONNX (pooling and L2 normalisation stay FP32).",
+    ),
     # the INT8 engine source is the symmetric TensorRT flavour, never ONNX Runtime's (see export.trt_rules)
-    Precision("int8", "model.int8.onnx", "model.int8.trt.onnx", "onnx2int8", max_drop_pts=1.0, min_mean_cosine=0.95),
+    Precision(
+        "int8",
+        "model.int8.onnx",
+        "model.int8.trt.onnx",
+        "onnx2int8",
+        max_drop_pts=1.0,
+        min_mean_cosine=0.95,
+        help="INT8 Q/DQ ONNX calibrated on real images.",
+    ),
 )
 PRECISIONS = tuple(p.name for p in PRECISION_TABLE)
 REDUCED = tuple(p.name for p in PRECISION_TABLE if p.converter)  # what fm-export makes from FP32

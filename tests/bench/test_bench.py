@@ -24,7 +24,7 @@ def test_pareto_front() -> None:
 
 
 def test_report_schema_and_files(model_copy: Path, tiny_fmnist: Path, tmp_path: Path) -> None:
-    run_export(model_copy, None, ExportOptions(fp16=True, **GATE), lambda s: None)
+    run_export(model_copy, None, ExportOptions(precisions=("fp16",), **GATE), lambda s: None)
     cfg = BenchConfig(
         model_copy,
         data=(f"fashion-mnist:{tiny_fmnist}",),
@@ -72,7 +72,7 @@ def test_report_schema_and_files(model_copy: Path, tiny_fmnist: Path, tmp_path: 
 
 
 def test_a_failing_backend_becomes_a_failed_row(model_copy: Path, tiny_fmnist: Path) -> None:
-    run_export(model_copy, None, ExportOptions(fp16=True, **GATE), lambda s: None)
+    run_export(model_copy, None, ExportOptions(precisions=("fp16",), **GATE), lambda s: None)
     with open(model_copy / "model.fp16.onnx", "r+b") as f:  # corrupt it after the manifest recorded its hash
         f.seek(100)
         f.write(b"\0" * 16)

@@ -15,6 +15,7 @@ from fashion_match.errors import BackendUnavailable, ExportError, MissingDepende
 from fashion_match.export.onnx2engine import batch_profiles, build_engine, parse_batch
 from fashion_match.export.pipeline import ExportOptions, run_export
 from fashion_match.export.triton import config_pbtxt, validate_config, write_repository
+from fashion_match.formats import REDUCED
 from fashion_match.runtime.backend import open_backend, unavailable_reason
 from fashion_match.runtime.manifest import load_manifest
 from fashion_match.runtime.tensorrt_backend import engine_mismatch, io_dtype_mismatch, pick_profile
@@ -109,7 +110,7 @@ def test_without_tensorrt_every_path_says_so(model_copy: Path, tmp_path: Path) -
     # refused before any FP16/INT8 work or copy is made, not minutes later
     said: list[str] = []
     with pytest.raises(UsageError, match="--trt: TensorRT is not installed"):
-        run_export(model_copy, tmp_path / "out", ExportOptions(fp16=True, int8=True, trt=True), said.append)
+        run_export(model_copy, tmp_path / "out", ExportOptions(precisions=REDUCED, trt=True), said.append)
     assert said == [] and not (tmp_path / "out").exists()
 
 
@@ -121,8 +122,7 @@ def test_engine_builds_runs_and_matches_onnxruntime(model_copy: Path, precision:
     import numpy as np
 
     opts = ExportOptions(
-        fp16=precision == "fp16",
-        int8=precision == "int8",
+        precisions=tuple(p for p in REDUCED if p == precision),
         trt=True,
         batch=(1, 4, 8),
         gate_queries=100,
@@ -147,7 +147,7 @@ def test_triton_configs_parse_with_tritons_protobuf(model_copy: Path, tmp_path: 
     run_export(
         model_copy,
         None,
-        ExportOptions(fp16=True, gate_queries=100, gate_gallery=500, gate_verification=None),
+        ExportOptions(precisions=("fp16",), gate_queries=100, gate_gallery=500, gate_verification=None),
         lambda s: None,
     )
     repo = tmp_path / "triton repo"

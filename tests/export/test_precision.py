@@ -20,6 +20,7 @@ from fashion_match.export.onnx2int8 import onnx2int8
 from fashion_match.export.pipeline import ExportOptions, run_export
 from fashion_match.export.regions import backbone_nodes
 from fashion_match.fileio import sha256_file
+from fashion_match.formats import REDUCED
 from fashion_match.runtime.manifest import load_manifest
 from fashion_match.runtime.matcher import Matcher
 
@@ -153,7 +154,7 @@ def _constant_calib(folder: Path) -> str:
 
 def test_export_fp16_int8_gated_and_loadable(model_copy: Path) -> None:
     lines: list[str] = []
-    result = run_export(model_copy, None, ExportOptions(fp16=True, int8=True, **GATE), lines.append)
+    result = run_export(model_copy, None, ExportOptions(precisions=REDUCED, **GATE), lines.append)
     man = json.loads((model_copy / "manifest.json").read_text())
     for name, precision in (("model.fp16.onnx", "fp16"), ("model.int8.onnx", "int8")):
         entry = man["artifacts"][name]
@@ -177,12 +178,17 @@ def test_constant_calibration_trips_the_gate_and_keeps_nothing(model_copy: Path,
     calib = _constant_calib(tmp_path / "calib")
     before = (model_copy / "manifest.json").read_bytes()
     with pytest.raises(ExportError, match="accuracy gate failed.*--allow-accuracy-drop"):
-        run_export(model_copy, None, ExportOptions(int8=True, calib=calib, **GATE), lambda s: None)
+        run_export(model_copy, None, ExportOptions(precisions=("int8",), calib=calib, **GATE), lambda s: None)
     assert not (model_copy / "model.int8.onnx").exists()
     assert (model_copy / "manifest.json").read_bytes() == before
     assert not [p for p in model_copy.iterdir() if p.name.endswith(".tmp")]
     # the user may accept the loss explicitly; the allowance is recorded
-    run_export(model_copy, None, ExportOptions(int8=True, calib=calib, allow_accuracy_drop=100, **GATE), lambda s: None)
+    run_export(
+        model_copy,
+        None,
+        ExportOptions(precisions=("int8",), calib=calib, allow_accuracy_drop=100, **GATE),
+        lambda s: None,
+    )
     gate = load_manifest(model_copy).artifacts["model.int8.onnx"]["gate"]
     assert gate["allowance"] == "--allow-accuracy-drop" and gate["allowed_drop_pts"] == 100
     assert gate["min_mean_cosine"] is None  # waived, and the manifest says so
@@ -195,14 +201,14 @@ def test_a_wrong_calibration_spec_fails_before_any_work(model_copy: Path, tmp_pa
         run_export(
             model_copy,
             tmp_path / "out",
-            ExportOptions(fp16=True, int8=True, calib=f"folder:{tmp_path}/nowhere"),
+            ExportOptions(precisions=REDUCED, calib=f"folder:{tmp_path}/nowhere"),
             said.append,
         )
     assert said == [] and not (tmp_path / "out").exists()
 
 
 def test_tensorrt_int8_source_is_not_an_onnxruntime_artifact(model_copy: Path) -> None:
-    run_export(model_copy, None, ExportOptions(int8=True, target="tensorrt", **GATE), lambda s: None)
+    run_export(model_copy, None, ExportOptions(precisions=("int8",), target="tensorrt", **GATE), lambda s: None)
     man = load_manifest(model_copy)
     assert "model.int8.onnx" not in man.artifacts
     src = man.data["engine_sources"]["model.int8.trt.onnx"]
@@ -212,7 +218,7 @@ def test_tensorrt_int8_source_is_not_an_onnxruntime_artifact(model_copy: Path) -
 
 
 def test_derived_artifact_of_another_fp32_is_refused(model_copy: Path) -> None:
-    run_export(model_copy, None, ExportOptions(fp16=True, **GATE), lambda s: None)
+    run_export(model_copy, None, ExportOptions(precisions=("fp16",), **GATE), lambda s: None)
     man = json.loads((model_copy / "manifest.json").read_text())
     man["artifacts"]["model.fp16.onnx"]["made_from"]["sha256"] = "0" * 64
     (model_copy / "manifest.json").write_text(json.dumps(man))
@@ -222,7 +228,7 @@ def test_derived_artifact_of_another_fp32_is_refused(model_copy: Path) -> None:
 
 def test_export_to_another_directory_copies_fp32_first(tiny_model_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "out dir"
-    run_export(tiny_model_dir, out, ExportOptions(fp16=True, **GATE), lambda s: None)
+    run_export(tiny_model_dir, out, ExportOptions(precisions=("fp16",), **GATE), lambda s: None)
     man = load_manifest(out)
     assert set(man.artifacts) >= {"model.onnx", "model.fp16.onnx"}
     assert "model.fp16.onnx" not in load_manifest(tiny_model_dir).artifacts
@@ -230,9 +236,9 @@ def test_export_to_another_directory_copies_fp32_first(tiny_model_dir: Path, tmp
 
 def test_embedded_model_needs_out(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="--out"):
-        run_export(None, None, ExportOptions(fp16=True), lambda s: None)
+        run_export(None, None, ExportOptions(precisions=("fp16",)), lambda s: None)
     with pytest.raises(UsageError, match="neither a model directory"):
-        run_export(tmp_path, None, ExportOptions(fp16=True), lambda s: None)
+        run_export(tmp_path, None, ExportOptions(precisions=("fp16",)), lambda s: None)
 
 
 def test_export_from_an_fm_train_run(tmp_path: Path, tiny_model_dir: Path) -> None:
@@ -246,7 +252,7 @@ def test_export_from_an_fm_train_run(tmp_path: Path, tiny_model_dir: Path) -> No
     save_weights(model, run / "best" / "model.safetensors")
     state = {"model_config": model.config(), "threshold": 0.42, "metrics": {"recall_at_1": 0.5}}
     (run / "best" / "state.json").write_text(json.dumps(state))
-    result = run_export(run, None, ExportOptions(fp16=True, **GATE), lambda s: None)
+    result = run_export(run, None, ExportOptions(precisions=("fp16",), **GATE), lambda s: None)
     assert result.out == run / "export"
     man = load_manifest(run / "export")
     assert man.threshold == pytest.approx(0.42)
@@ -255,7 +261,9 @@ def test_export_from_an_fm_train_run(tmp_path: Path, tiny_model_dir: Path) -> No
 
 
 def test_missing_gate_data_says_how_to_point_the_gate_elsewhere(model_copy: Path, tmp_path: Path) -> None:
-    opts = ExportOptions(fp16=True, gate_data=f"fashion-mnist:{tmp_path / 'nowhere'}", gate_verification=None)
+    opts = ExportOptions(
+        precisions=("fp16",), gate_data=f"fashion-mnist:{tmp_path / 'nowhere'}", gate_verification=None
+    )
     with pytest.raises(UsageError, match="--gate-data SPEC"):
         run_export(model_copy, None, opts, lambda s: None)
     assert "model.fp16.onnx" not in load_manifest(model_copy).artifacts

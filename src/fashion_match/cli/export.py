@@ -6,15 +6,23 @@ from pathlib import Path
 
 import click
 
-from fashion_match.cli.common import debug_option, echo_json, entrypoint
+from fashion_match.cli.common import F, debug_option, echo_json, entrypoint
 from fashion_match.export.gate import MAX_DROP_PTS, MIN_MEAN_COSINE
 from fashion_match.export.onnx2int8 import CALIB_METHODS, DEFAULT_CALIB, DEFAULT_CALIB_IMAGES, TARGETS
+from fashion_match.formats import PRECISION_TABLE, REDUCED
 
 
 def _batch(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple[int, int, int]:
     from fashion_match.export.onnx2engine import parse_batch
 
     return parse_batch(value)
+
+
+def precision_flags(f: F) -> F:
+    """--fp16, --int8, ...: one flag per reduced precision of the format table."""
+    for row in reversed([r for r in PRECISION_TABLE if r.name in REDUCED]):
+        f = click.option(f"--{row.name}", is_flag=True, help=row.help)(f)
+    return f
 
 
 @click.command(
@@ -24,8 +32,7 @@ def _batch(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple[in
 )
 @click.argument("source", required=False, type=click.Path(path_type=Path))
 @click.option("--out", type=click.Path(path_type=Path), help="Model directory to write (default: SOURCE itself).")
-@click.option("--fp16", is_flag=True, help="FP16 ONNX (pooling and L2 normalisation stay FP32).")
-@click.option("--int8", is_flag=True, help="INT8 Q/DQ ONNX calibrated on real images.")
+@precision_flags
 @click.option("--calib", help=f"Dataset spec of the calibration images [default: {DEFAULT_CALIB} train split].")
 @click.option("--calib-images", type=click.IntRange(1, 100_000), default=DEFAULT_CALIB_IMAGES, show_default=True)
 @click.option("--calib-method", type=click.Choice(CALIB_METHODS), default="percentile", show_default=True)
@@ -57,8 +64,6 @@ def _batch(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple[in
 def cli(
     source: Path | None,
     out: Path | None,
-    fp16: bool,
-    int8: bool,
     calib: str | None,
     calib_images: int,
     calib_method: str,
@@ -73,15 +78,16 @@ def cli(
     gate_gallery: int,
     gate_pairs: int,
     as_json: bool,
+    **flags: bool,
 ) -> None:
     from fashion_match.errors import UsageError
     from fashion_match.export.pipeline import ExportOptions, run_export
 
-    if (calib or target) and not int8:
+    precisions = tuple(p for p in REDUCED if flags[p])
+    if (calib or target) and "int8" not in precisions:
         raise UsageError("--calib and --target apply to --int8")
     opts = ExportOptions(
-        fp16=fp16,
-        int8=int8,
+        precisions=precisions,
         calib=calib,
         calib_images=calib_images,
         calib_method=calib_method,

@@ -20,7 +20,7 @@ import numpy as np
 from fashion_match.errors import FmError, UsageError
 from fashion_match.export import gate as gates
 from fashion_match.fileio import check_output_dir, make_temp, sha256_file
-from fashion_match.formats import FP32_ONNX, lookup
+from fashion_match.formats import FP32_ONNX, PRECISION_TABLE, lookup
 from fashion_match.formats import precision as precision_row
 from fashion_match.runtime.manifest import MANIFEST, Manifest, default_model_dir, load_manifest, write_manifest
 
@@ -31,8 +31,7 @@ TRT_INT8_SOURCE = precision_row("int8").engine_source
 
 @dataclass
 class ExportOptions:
-    fp16: bool = False
-    int8: bool = False
+    precisions: tuple[str, ...] = ()  # reduced precisions to make (formats.REDUCED), made in table order
     calib: str | None = None
     calib_images: int = 128
     calib_method: str = "percentile"
@@ -184,15 +183,71 @@ def _make_onnx(
     return summary, figures
 
 
-def run_export(source: Path | None, out: Path | None, opts: ExportOptions, say: Callable[[str], None]) -> ExportResult:
-    from fashion_match.export.onnx2fp16 import onnx2fp16
-    from fashion_match.export.onnx2int8 import (
-        DEFAULT_CALIB,
-        calibration_sources,
-        decode_calibration,
-        onnx2int8,
-    )
+@dataclass
+class _Made:
+    file: str
+    entry: dict[str, Any]
+    label: str  # how the output line names it
+    key: str = "artifacts"  # manifest section: an engine source is listed apart from runtime artifacts
 
+
+class _Context:
+    """What every converter step needs: the model directory, its FP32 file, the gate, the options."""
+
+    def __init__(
+        self, manifest: Manifest, opts: ExportOptions, gate: _Gate, calib: tuple[list[Any], str] | None
+    ) -> None:
+        from fashion_match.export.onnx2int8 import decode_calibration
+
+        self.manifest, self.opts, self.gate = manifest, opts, gate
+        self.fp32_path, self.fp32 = manifest.artifact("onnxruntime", "fp32")
+        # decoded once, before any conversion: unreadable calibration images stop the export first
+        self.calib = (decode_calibration(calib[0], manifest.preprocess), calib[1]) if calib else None
+
+
+def _make_fp16(ctx: _Context) -> _Made:
+    from fashion_match.export.onnx2fp16 import onnx2fp16
+
+    name = lookup("onnxruntime", "fp16").artifact
+    summary, figures = _make_onnx(ctx.manifest, name, "fp16", lambda p: onnx2fp16(ctx.fp32_path, p), ctx.gate)
+    entry = _entry(
+        ctx.manifest.folder / name, ctx.fp32, backend="onnxruntime", precision="fp16", fp16=summary, gate=figures
+    )
+    return _Made(name, entry, "fp16")
+
+
+def _make_int8(ctx: _Context) -> _Made:
+    from fashion_match.export.onnx2int8 import onnx2int8
+
+    assert ctx.calib is not None  # listed and decoded before any work (run_export, _Context)
+    pixels, described = ctx.calib
+    target = ctx.opts.target or ("tensorrt" if ctx.opts.trt else "onnxruntime")
+    name = lookup("onnxruntime", "int8").artifact if target == "onnxruntime" else TRT_INT8_SOURCE
+
+    def quantise(p: Path) -> dict[str, Any]:
+        return onnx2int8(ctx.fp32_path, p, pixels, target=target, method=ctx.opts.calib_method)
+
+    summary, figures = _make_onnx(ctx.manifest, name, "int8", quantise, ctx.gate)
+    summary["calibration_data"] = described
+    if target == "onnxruntime":
+        entry = _entry(ctx.manifest.folder / name, ctx.fp32, backend="onnxruntime", precision="int8", int8=summary)
+        entry["gate"] = figures
+        return _Made(name, entry, f"int8 ({target})")
+    # an engine source: listed apart, so no runtime mistakes it for an ONNX Runtime artifact
+    entry = _entry(ctx.manifest.folder / name, ctx.fp32, precision="int8", int8=summary, gate=figures)
+    return _Made(name, entry, f"int8 ({target})", key="engine_sources")
+
+
+# precision -> the step that makes its ONNX from FP32 (a new precision: a table row plus one entry here)
+CONVERTERS: dict[str, Callable[[_Context], _Made]] = {"fp16": _make_fp16, "int8": _make_int8}
+
+
+def run_export(source: Path | None, out: Path | None, opts: ExportOptions, say: Callable[[str], None]) -> ExportResult:
+    from fashion_match.export.onnx2int8 import DEFAULT_CALIB, calibration_sources
+
+    unknown = [p for p in opts.precisions if p not in CONVERTERS]
+    if unknown:
+        raise UsageError(f"no converter for {unknown}; fm-export makes {', '.join(CONVERTERS)}")
     if opts.trt and opts.triton and opts.batch[0] > 1:  # the engines could not serve Triton's small batches
         raise UsageError(
             f"--batch {','.join(map(str, opts.batch))} with --triton: Triton also sends batches below "
@@ -204,8 +259,8 @@ def run_export(source: Path | None, out: Path | None, opts: ExportOptions, say: 
         why = unavailable_reason("tensorrt", "cuda")
         if why:
             raise UsageError(f"--trt: {why}")
-    if opts.int8:  # a wrong --calib fails here too, before the copy and the FP16 work
-        sources, described = calibration_sources(opts.calib or DEFAULT_CALIB, opts.calib_images)
+    # a wrong --calib fails here too, before the copy and the FP16 work
+    calib = calibration_sources(opts.calib or DEFAULT_CALIB, opts.calib_images) if "int8" in opts.precisions else None
     model_dir, run, out_text = resolve(source, out)
     # a file, /proc or a read-only disk: refused now, not after minutes of work
     check_output_dir(Path(out_text), "model directory (--out)")
@@ -213,39 +268,15 @@ def run_export(source: Path | None, out: Path | None, opts: ExportOptions, say: 
         check_output_dir(opts.triton, "Triton repository (--triton)")
     manifest = prepare_out(model_dir, run, Path(out_text))
     result = ExportResult(manifest.folder)
-    fp32_path, fp32 = manifest.artifact("onnxruntime", "fp32")
-    say(f"fp32   {fp32_path}")
-    gate = _Gate(manifest, opts)
-    pixels = decode_calibration(sources, manifest.preprocess) if opts.int8 else None
-
-    if opts.fp16:
-        name = lookup("onnxruntime", "fp16").artifact
-        summary, figures = _make_onnx(manifest, name, "fp16", lambda p: onnx2fp16(fp32_path, p), gate)
-        entry = _entry(
-            manifest.folder / name, fp32, backend="onnxruntime", precision="fp16", fp16=summary, gate=figures
-        )
-        _record(manifest, name, entry)
-        result.made.append({"file": name, **entry})
-        say(_gate_line("fp16", name, figures))
-
-    if pixels is not None:  # --int8
-        target = opts.target or ("tensorrt" if opts.trt else "onnxruntime")
-        name = lookup("onnxruntime", "int8").artifact if target == "onnxruntime" else TRT_INT8_SOURCE
-
-        def quantise(p: Path) -> dict[str, Any]:
-            return onnx2int8(fp32_path, p, pixels, target=target, method=opts.calib_method)
-
-        summary, figures = _make_onnx(manifest, name, "int8", quantise, gate)
-        summary["calibration_data"] = described
-        if target == "onnxruntime":
-            entry = _entry(manifest.folder / name, fp32, backend="onnxruntime", precision="int8", int8=summary)
-            entry["gate"] = figures
-            _record(manifest, name, entry)
-        else:  # an engine source: listed apart, so no runtime mistakes it for an ONNX Runtime artifact
-            entry = _entry(manifest.folder / name, fp32, precision="int8", int8=summary, gate=figures)
-            _record(manifest, name, entry, key="engine_sources")
-        result.made.append({"file": name, **entry})
-        say(_gate_line(f"int8 ({target})", name, figures))
+    ctx = _Context(manifest, opts, _Gate(manifest, opts), calib)
+    gate = ctx.gate
+    say(f"fp32   {ctx.fp32_path}")
+    for row in PRECISION_TABLE:  # table order: FP16 before INT8, as the gate's figures are read
+        if row.name in opts.precisions:
+            made = CONVERTERS[row.name](ctx)
+            _record(manifest, made.file, made.entry, key=made.key)
+            result.made.append({"file": made.file, **made.entry})
+            say(_gate_line(made.label, made.file, made.entry["gate"]))
 
     if opts.trt:
         _build_engines(manifest, opts, gate, result, say)
@@ -280,7 +311,7 @@ def _build_engines(
     from fashion_match.export.onnx2engine import build_engine
     from fashion_match.runtime.backend import open_backend
 
-    precisions = ["fp32"] + [p for p, on in (("fp16", opts.fp16), ("int8", opts.int8)) if on]
+    precisions = ["fp32", *(p.name for p in PRECISION_TABLE if p.name in opts.precisions)]
     fp32 = manifest.artifacts[FP32_ONNX]
     for precision in precisions:
         src = _engine_source(manifest, precision)

@@ -17,37 +17,13 @@ import argparse
 import time
 from pathlib import Path
 
-import numpy as np
-
+from fashion_match.bench.accuracy import full_protocol
 from fashion_match.bench.machine import machine_info
 from fashion_match.bench.records import add_output_args, output_path
-from fashion_match.data.spec import load_dataset
 from fashion_match.fileio import write_json_atomic
-from fashion_match.metrics import retrieval_report
 from fashion_match.runtime import Matcher
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def embed(m: Matcher, sources: list) -> np.ndarray:
-    e = m.embed(sources)
-    if e.bad:
-        raise SystemExit(f"unreadable evaluation image: {e.bad[0]}")
-    return e.vectors
-
-
-def run(m: Matcher, spec: str) -> dict:
-    ds = load_dataset(spec)
-    p = ds.protocol
-    t = time.perf_counter()
-    q = embed(m, [ds.records[i].source for i in p.queries])
-    g = embed(m, [ds.records[i].source for i in p.gallery])
-    key = p.match_on
-    qk = np.array([getattr(ds.records[i], key) for i in p.queries], dtype=object)
-    gk = np.array([getattr(ds.records[i], key) for i in p.gallery], dtype=object)
-    rep = retrieval_report(q, qk, g, gk)
-    rep.update({"protocol": p.description, "seconds": round(time.perf_counter() - t, 1)})
-    return rep
 
 
 def main() -> None:
@@ -62,8 +38,8 @@ def main() -> None:
             "model_dir": str(m.model_dir),
             "backend": m.info.backend,
             "precision": m.info.precision,
-            "fashion-mnist": run(m, "fashion-mnist"),
-            "fmnist-c2s": run(m, "fmnist-c2s"),
+            "fashion-mnist": full_protocol(m, "fashion-mnist"),
+            "fmnist-c2s": full_protocol(m, "fmnist-c2s"),
             "machine": machine_info(),
             "date": time.strftime("%Y-%m-%d"),
         }

@@ -20,20 +20,15 @@ import sys
 import tempfile
 from pathlib import Path
 
+from fashion_match.bench.accuracy import evaluate, full_protocol
+from fashion_match.data.evalset import load_eval_set
+from fashion_match.export.torch2onnx import torch2onnx
+from fashion_match.models.merge import interpolate_with_imagenet, load_checkpoint, mix_with_run, soup_with
+from fashion_match.runtime import Matcher
+from fashion_match.runtime.backend import embed_in_batches, open_backend
+from fashion_match.runtime.manifest import load_manifest
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "scripts"))
-
-from make_default_model import interpolate_with_imagenet, load_checkpoint, mix_with_run, soup_with  # noqa: E402
-
-sys.path.insert(0, str(ROOT / "benchmarks"))
-from eval_model import run as full_protocol  # noqa: E402
-
-from fashion_match.bench.accuracy import evaluate  # noqa: E402
-from fashion_match.data.evalset import load_eval_set  # noqa: E402
-from fashion_match.export.torch2onnx import torch2onnx  # noqa: E402
-from fashion_match.runtime import Matcher  # noqa: E402
-from fashion_match.runtime.backend import embed_in_batches, open_backend  # noqa: E402
-from fashion_match.runtime.manifest import load_manifest  # noqa: E402
 
 
 def main() -> None:

@@ -1,18 +1,16 @@
-"""scripts/make_default_model.py's weight averaging: --soup (uniform), --mix, and the checkpoint folders they read."""
+"""models.merge's weight averaging: --soup (uniform), --mix, and the checkpoint folders they read."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
+from fashion_match.errors import UsageError
+from fashion_match.models.merge import load_checkpoint, mix_with_run, soup_with
 from fashion_match.train.trainer import train
 from tests.train.test_trainer import tiny_cfg
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
-from make_default_model import load_checkpoint, mix_with_run, soup_with  # noqa: E402
 
 
 def test_soup_is_the_uniform_average_of_the_checkpoints(tiny_fmnist: Path, tmp_path: Path) -> None:
@@ -40,9 +38,9 @@ def test_soup_refuses_another_architecture(tiny_fmnist: Path, tmp_path: Path) ->
     train(tiny_cfg(data, tmp_path / "a", epochs=1), progress=False)
     train(tiny_cfg(data, tmp_path / "b", epochs=1, embedding_dim=8), progress=False)
     model = load_checkpoint(tmp_path / "a")[0]  # a run directory means its best/ checkpoint
-    with pytest.raises(SystemExit, match="same tensors"):
+    with pytest.raises(UsageError, match="same tensors"):
         soup_with(model, [tmp_path / "b" / "latest"])
-    with pytest.raises(SystemExit, match="same tensors"):
+    with pytest.raises(UsageError, match="same tensors"):
         mix_with_run(model, tmp_path / "b", 0.5)
 
 

@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 
 from fashion_match.data.evalset import EvalSet
+from fashion_match.errors import BadDataset
 from fashion_match.metrics import retrieval_report, roc_auc
 
 
@@ -39,3 +40,29 @@ def roc_points(pos: np.ndarray, neg: np.ndarray, n: int = 200) -> tuple[np.ndarr
     lo, hi = min(pos.min(), neg.min()), max(pos.max(), neg.max())
     t = np.linspace(hi, lo, n)
     return (neg[None, :] >= t[:, None]).mean(1), (pos[None, :] >= t[:, None]).mean(1)
+
+
+def full_protocol(matcher: Any, spec: str) -> dict[str, Any]:
+    """Retrieval report of `matcher` on the whole protocol of dataset `spec` (every query, every
+    gallery image), as `benchmarks/eval_model.py` records it."""
+    import time
+
+    from fashion_match.data.spec import load_dataset
+
+    ds = load_dataset(spec)
+    p = ds.protocol
+    t = time.perf_counter()
+
+    def embed(rows: list[int]) -> np.ndarray:
+        e = matcher.embed([ds.records[i].source for i in rows])
+        if e.bad:
+            raise BadDataset(f"{spec}: unreadable evaluation image {e.bad[0]}")
+        return np.asarray(e.vectors)
+
+    q, g = embed(p.queries), embed(p.gallery)
+    key = p.match_on
+    qk = np.array([getattr(ds.records[i], key) for i in p.queries], dtype=object)
+    gk = np.array([getattr(ds.records[i], key) for i in p.gallery], dtype=object)
+    rep = retrieval_report(q, qk, g, gk)
+    rep.update({"protocol": p.description, "seconds": round(time.perf_counter() - t, 1)})
+    return rep

@@ -34,7 +34,15 @@ CL = torch.channels_last
 
 def maps_and_labels(model: nn.Module, records: list, cats: list[str], desc: str) -> tuple[torch.Tensor, torch.Tensor]:
     prefix = model.backbone[: model.branch_from]  # type: ignore[index]
-    maps, kept = prefix_outputs(prefix, False, records, model, torch.device("cpu"), True, desc)  # type: ignore[arg-type]
+    maps, kept = prefix_outputs(
+        prefix,
+        pool=False,
+        records=records,
+        model=model,
+        device=torch.device("cpu"),
+        progress=True,
+        desc=desc,  # type: ignore[arg-type]
+    )
     return maps, torch.tensor([cats.index(records[i].category) for i in kept])
 
 

@@ -254,7 +254,9 @@ def test_cached_maps_embed_like_the_full_model(tiny_fmnist: Path) -> None:
     model.preprocess = model.preprocess.__class__(size=64)
     recs = load_dataset(f"fashion-mnist:{tiny_fmnist}").records[:12]
     prefix, suffix = split_backbone(model, 3)
-    maps, kept = prefix_outputs(prefix, False, recs, model, torch.device("cpu"), False, "")
+    maps, kept = prefix_outputs(
+        prefix, pool=False, records=recs, model=model, device=torch.device("cpu"), progress=False, desc=""
+    )
     emb, logits = map_embedder(MapNet(suffix, model, torch.nn.Identity(), 0.5), maps, torch.device("cpu"))(
         list(range(len(kept)))
     )
@@ -297,8 +299,12 @@ def test_onnxruntime_prefix_cache_equals_torch(tiny_fmnist: Path) -> None:
     prefix, _ = split_backbone(model, 4)
     assert _ort_runner(prefix, 64) is not None, "the prefix must export to ONNX, or this test compares torch to torch"
     cpu = torch.device("cpu")
-    a, ka = prefix_outputs(prefix, False, recs, model, cpu, False, "", engine="torch")
-    b, kb = prefix_outputs(prefix, False, recs, model, cpu, False, "", engine="onnxruntime")
+    a, ka = prefix_outputs(
+        prefix, pool=False, records=recs, model=model, device=cpu, progress=False, desc="", engine="torch"
+    )
+    b, kb = prefix_outputs(
+        prefix, pool=False, records=recs, model=model, device=cpu, progress=False, desc="", engine="onnxruntime"
+    )
     assert ka == kb and a.shape == b.shape
     torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
 

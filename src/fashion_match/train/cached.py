@@ -80,6 +80,7 @@ def _ort_runner(prefix: nn.Module, size: int) -> Any:
 @torch.no_grad()
 def prefix_outputs(
     prefix: nn.Module,
+    *,
     pool: bool,
     records: list[Any],
     model: EmbeddingModel,

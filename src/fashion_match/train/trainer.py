@@ -12,10 +12,8 @@ happen on rank 0.
 from __future__ import annotations
 
 import logging
-import math
 import os
 import random
-import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -30,11 +28,12 @@ from fashion_match.data.spec import load_dataset
 from fashion_match.errors import UsageError
 from fashion_match.models.embedding import EmbeddingModel, create_model
 from fashion_match.train.augment import train_transform
-from fashion_match.train.cached import MapNet, map_embedder, prefix_outputs, split_backbone
-from fashion_match.train.checkpoint import git_commit, load_training, save_training
+from fashion_match.train.cached import MapNet, prefix_outputs, split_backbone
+from fashion_match.train.checkpoint import load_training
 from fashion_match.train.config import TrainConfig
-from fashion_match.train.dataset import RecordDataset, collate_skip_bad, encode, label_key, training_records
-from fashion_match.train.evaluate import eval_indices, evaluate, score
+from fashion_match.train.dataset import RecordDataset, encode, label_key, training_records
+from fashion_match.train.epochs import Run, cached_epoch, evaluate_and_save, image_epoch
+from fashion_match.train.evaluate import eval_indices
 from fashion_match.train.losses import MetricLoss
 from fashion_match.train.sampler import PKBatchSampler
 
@@ -126,9 +125,8 @@ def train(
             dist.destroy_process_group()
 
 
-def _train(cfg: TrainConfig, *, resume: bool, stop_after_epochs: int | None, progress: bool) -> dict[str, Any]:
-    from tqdm import tqdm
-
+def _setup(cfg: TrainConfig, *, resume: bool, progress: bool) -> Run:
+    """Data, model, loss, optimiser, samplers, the resumed state and the caches of the frozen prefix."""
     rank, world, local = _dist()
     cuda = torch.cuda.is_available()
     device = torch.device(f"cuda:{local}" if cuda else "cpu")
@@ -150,196 +148,114 @@ def _train(cfg: TrainConfig, *, resume: bool, stop_after_epochs: int | None, pro
     sampler = PKBatchSampler(labels, cfg.p, cfg.k, seed=cfg.seed, steps=cfg.steps_per_epoch, rank=rank, world=world)
     wants_cats = cfg.category_head or cfg.category_metric_weight > 0
     dataset = RecordDataset(recs, labels, cats if wants_cats else None, train_transform(model.preprocess, cfg.augment))
-    total_steps = cfg.epochs * len(sampler)
-    history: list[dict[str, Any]] = []
-    start_epoch, best = 0, -1.0
+    scaler_dtype = torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else torch.float16
+    scaler = torch.amp.GradScaler("cuda", enabled=cuda and cfg.amp and scaler_dtype == torch.float16)
+    run = Run(
+        cfg=cfg,
+        out=out,
+        rank=rank,
+        world=world,
+        local=local,
+        device=device,
+        ds=ds,
+        model=model,
+        loss=loss,
+        opt=opt,
+        sampler=sampler,
+        dataset=dataset,
+        label_vocab=label_vocab,
+        cat_vocab=cat_vocab,
+        scaler=scaler,
+        scaler_dtype=scaler_dtype,
+    )
     if resume:
         info = load_training(out / "latest", model, loss, opt)
-        start_epoch, history, best = info["epoch"] + 1, info["history"], info["best_recall_at_1"]
+        run.start_epoch, run.history, run.best = info["epoch"] + 1, info["history"], info["best_recall_at_1"]
         if rank == 0:
             log.info("resuming %s after epoch %d", out, info["epoch"] + 1)
     elif rank == 0:
         out.mkdir(parents=True, exist_ok=True)
         cfg.save(out / "config.json")
-    scaler_dtype = torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else torch.float16
-    scaler = torch.amp.GradScaler("cuda", enabled=cuda and cfg.amp and scaler_dtype == torch.float16)
-    net: nn.Module | None = None
-    frozen_now: bool | None = None
-    ran = 0
-    # cached path: what never trains is computed once (see train.cached)
-    n_train = cfg.train_blocks or 0
-    use_cache = cfg.cache_frozen and (n_train > 0 or start_epoch < cfg.freeze_epochs)
+    n_train = run.train_blocks
+    use_cache = cfg.cache_frozen and (n_train > 0 or run.start_epoch < cfg.freeze_epochs)
     if cfg.train_blocks is not None or use_cache:
         prefix, suffix = split_backbone(model, n_train)  # fails early when the backbone cannot be split
-    map_net: MapNet | None = None
-    eval_maps: tuple[torch.Tensor, list[int], set[int]] | None = None
     if use_cache:
+        show = progress and rank == 0
         maps, kept = prefix_outputs(
-            prefix, n_train == 0, recs, model, device, progress and rank == 0, "caching frozen outputs"
+            prefix,
+            pool=n_train == 0,
+            records=recs,
+            model=model,
+            device=device,
+            progress=show,
+            desc="caching frozen outputs",
         )
         cat_codes = cats if wants_cats else np.full(len(recs), -1)
-        cache = (maps, torch.as_tensor(labels[kept]), torch.as_tensor(cat_codes[kept]))
-        cached_sampler = PKBatchSampler(
+        run.cache = (maps, torch.as_tensor(labels[kept]), torch.as_tensor(cat_codes[kept]))
+        run.cached_sampler = PKBatchSampler(
             labels[kept], cfg.p, cfg.k, seed=cfg.seed, steps=len(sampler), rank=rank, world=world
         )
-        map_net = MapNet(suffix, model, loss, cfg.category_weight, shift=cfg.map_shift)
+        run.map_net = MapNet(suffix, model, loss, cfg.category_weight, shift=cfg.map_shift)
         if n_train > 0 and rank == 0:  # the prefix never changes: cache the evaluation images too
             q_idx, g_idx = eval_indices(ds, cfg.eval_queries, cfg.eval_gallery)
+            eval_recs = [ds.records[i] for i in q_idx + g_idx]
             em, ek = prefix_outputs(
                 prefix,
-                False,
-                [ds.records[i] for i in q_idx + g_idx],
-                model,
-                device,
-                progress,
-                "caching evaluation outputs",
+                pool=False,
+                records=eval_recs,
+                model=model,
+                device=device,
+                progress=progress,
+                desc="caching evaluation outputs",
             )
-            eval_maps = (em, [(q_idx + g_idx)[i] for i in ek], set(q_idx))
+            run.eval_maps = (em, [(q_idx + g_idx)[i] for i in ek], set(q_idx))
+    return run
 
-    def set_lr(t: int) -> None:
-        for grp in opt.param_groups:
-            grp["lr"] = grp["base_lr"] * 0.5 * (1 + math.cos(math.pi * t / max(1, total_steps)))
 
-    for epoch in range(start_epoch, cfg.epochs):
+def _train(cfg: TrainConfig, *, resume: bool, stop_after_epochs: int | None, progress: bool) -> dict[str, Any]:
+    run = _setup(cfg, resume=resume, progress=progress)
+    model, loss, world = run.model, run.loss, run.world
+
+    def make_net() -> nn.Module:
+        base = TrainNet(model, loss, cfg.category_weight)
+        if world > 1:
+            return nn.parallel.DistributedDataParallel(base, device_ids=[run.local] if run.cuda else None)
+        return base
+
+    ran = 0
+    for epoch in range(run.start_epoch, cfg.epochs):
         frozen = epoch < cfg.freeze_epochs
         _seed_all(cfg.seed * 1000 + epoch + 1)
-        t0, seen, losses = time.perf_counter(), 0, []
-        cached_epoch = map_net is not None and (n_train > 0 or frozen)
-        if cached_epoch:
-            assert map_net is not None
-            cached_sampler.set_epoch(epoch)
-            for prm in map_net.suffix.parameters():
-                prm.requires_grad_(not frozen)
-            step_net: nn.Module = nn.parallel.DistributedDataParallel(map_net) if world > 1 else map_net
-            step_net.train()
-            if frozen:
-                map_net.suffix.eval()  # frozen means BatchNorm statistics too
-            for step, idx in enumerate(cached_sampler):
-                set_lr(epoch * len(sampler) + step)
-                value = step_net(cache[0][idx].to(device), cache[1][idx].to(device), cache[2][idx].to(device))
-                opt.zero_grad(set_to_none=True)
-                value.backward()
-                opt.step()
-                losses.append(float(value.detach()))
-                seen += len(idx) * world
-            frozen_now = None  # the image path re-wraps if it takes over
+        t0 = time.perf_counter()
+        if run.uses_cache(frozen):
+            seen, losses = cached_epoch(run, epoch=epoch, frozen=frozen)
         else:
-            if frozen != frozen_now:  # (re)wrap when the set of trainable parameters changes
-                _set_backbone_trainable(model, not frozen, cfg.train_blocks)
-                base = TrainNet(model, loss, cfg.category_weight)
-                net = (
-                    nn.parallel.DistributedDataParallel(base, device_ids=[local] if cuda else None)
-                    if world > 1
-                    else base
-                )
-                frozen_now = frozen
-            assert net is not None
-            sampler.set_epoch(epoch)
-            g = torch.Generator().manual_seed(cfg.seed * 1000 + epoch + 1)
-            loader = torch.utils.data.DataLoader(
-                dataset,
-                batch_sampler=sampler,
-                num_workers=cfg.workers,
-                collate_fn=collate_skip_bad,
-                generator=g,
-                persistent_workers=False,
-                pin_memory=cuda,
+            seen, losses = image_epoch(
+                run,
+                epoch=epoch,
+                frozen=frozen,
+                make_net=make_net,
+                set_trainable=_set_backbone_trainable,
+                progress=progress,
             )
-            net.train()
-            if frozen:
-                model.backbone.eval()  # frozen means BatchNorm statistics too
-            elif cfg.train_blocks:
-                split_backbone(model, cfg.train_blocks)[0].eval()  # and so does a frozen prefix
-            bar = tqdm(
-                loader,
-                desc=f"epoch {epoch + 1}/{cfg.epochs}{' (frozen)' if frozen else ''}",
-                disable=(None if progress else True) or rank != 0,
-                leave=False,
-            )
-            for step, batch in enumerate(bar):
-                if batch is None:
-                    continue
-                x, y, c = (t.to(device, non_blocking=True) for t in batch)
-                if cuda:
-                    x = x.contiguous(memory_format=torch.channels_last)
-                set_lr(epoch * len(sampler) + step)
-                with torch.autocast(device.type, dtype=scaler_dtype, enabled=cuda and cfg.amp):
-                    value = net(x, y, c)
-                opt.zero_grad(set_to_none=True)
-                scaler.scale(value).backward()
-                scaler.step(opt)
-                scaler.update()
-                losses.append(float(value.detach()))
-                seen += len(x) * world
-                bar.set_postfix_str(f"loss {losses[-1]:.4f}  {seen / (time.perf_counter() - t0):.0f} img/s")
         train_s = time.perf_counter() - t0
         if world > 1:
             _average_buffers(model, world)
-        if rank == 0:
-            cat_list = cat_vocab if cfg.category_head else None
-            if map_net is not None and eval_maps is not None:  # the prefix is fixed: embed from cached maps
-                em, rec_ids, q_set = eval_maps
-                emb, logits = map_embedder(map_net, em, device)(list(range(len(rec_ids))))
-                qi = [n for n, r in enumerate(rec_ids) if r in q_set]
-                gi = [n for n, r in enumerate(rec_ids) if r not in q_set]
-                q_logits = logits[qi] if logits is not None else None
-                subsampled = bool(cfg.eval_queries or cfg.eval_gallery)
-                metrics = score(
-                    ds,
-                    [rec_ids[n] for n in qi],
-                    emb[qi],
-                    q_logits,
-                    [rec_ids[n] for n in gi],
-                    emb[gi],
-                    cat_list,
-                    subsampled=subsampled,
-                )
-            else:
-                metrics = evaluate(
-                    model, ds, device, queries=cfg.eval_queries, gallery=cfg.eval_gallery, categories=cat_list
-                )
-            row = {
-                "epoch": epoch + 1,
-                "frozen": frozen,
-                "loss": float(np.mean(losses)) if losses else float("nan"),
-                "images_per_s": seen / max(train_s, 1e-9),
-                "train_s": train_s,
-                **metrics,
-            }
-            history.append(row)
-            info = {
-                "epoch": epoch,
-                "history": history,
-                "labels": {"key": label_key(ds, cfg.label), "count": len(label_vocab)},
-                "categories": cat_vocab,
-                "threshold": metrics.get("threshold"),
-                "data": cfg.data,
-                "git_commit": git_commit(),
-                "metrics": metrics,
-                "best_recall_at_1": max(best, metrics["recall_at_1"]),
-            }
-            if metrics["recall_at_1"] > best:
-                best = metrics["recall_at_1"]
-                save_training(out / "best", model, loss, opt, info)
-            save_training(out / "latest", model, loss, opt, info)
-            line = (
-                f"epoch {epoch + 1}/{cfg.epochs}: loss {row['loss']:.4f}  R@1 {metrics['recall_at_1']:.4f}  "
-                f"mAP@R {metrics['map_at_r']:.4f}  {row['images_per_s']:.0f} img/s"
+        if run.rank == 0:
+            evaluate_and_save(
+                run, epoch=epoch, frozen=frozen, seen=seen, losses=losses, train_s=train_s, progress=progress
             )
-            if progress:  # one line per epoch even when stderr is a log file and the bars are off
-                tqdm.write(line, file=sys.stderr)
-            else:  # --json keeps stderr quiet; --debug still shows the epochs
-                log.info(line)
         if world > 1:
             dist.barrier()
         ran += 1
         if stop_after_epochs is not None and ran >= stop_after_epochs:
             break
     return {
-        "out": str(out),
-        "history": history,
-        "best_recall_at_1": best,
-        "rank": rank,
+        "out": str(run.out),
+        "history": run.history,
+        "best_recall_at_1": run.best,
+        "rank": run.rank,
         "weights_sha256": weights_digest(model, loss),
     }
 

@@ -38,6 +38,8 @@ class BackendInfo:
 
 @runtime_checkable
 class Backend(Protocol):
+    """An opened artifact: `embed` uint8 pixels (N, S, S, 3) -> L2-normalised float32 (N, D)."""
+
     info: BackendInfo
 
     def embed(self, pixels: np.ndarray) -> np.ndarray: ...
@@ -46,7 +48,18 @@ class Backend(Protocol):
 
     def __enter__(self) -> Backend: ...
 
-    def __exit__(self, *exc: object) -> None: ...
+    def __exit__(self, *exc: Any) -> None: ...
+
+
+class BackendClass(Protocol):
+    """What the registry names: a class that says whether it can run here, and opens an artifact
+    (hash-checked by the manifest before it is called)."""
+
+    def unavailable_reason(self, device: str = "auto") -> str | None: ...
+
+    def __call__(
+        self, path: Path, entry: dict[str, Any], manifest: Manifest, *, device: str = "auto", threads: int | None = None
+    ) -> Backend: ...
 
 
 class BaseBackend:
@@ -102,7 +115,9 @@ def embed_in_batches(embed: Any, pixels: np.ndarray, batch: int = 32) -> np.ndar
     return np.concatenate([embed(pixels[s : s + batch]) for s in range(0, len(pixels), batch)]).astype(np.float32)
 
 
-# name -> (module, class). Modules import lazily: a missing library fails only its own backend.
+# name -> (module, class), imported lazily: a missing library fails only its own backend, and the
+# lean runtime never imports torch for the torch backend's sake. tests/runtime check every entry
+# resolves to a BackendClass, since the import graph cannot see these strings.
 REGISTRY: dict[str, tuple[str, str]] = {
     "onnxruntime": ("fashion_match.runtime.onnxruntime_backend", "OnnxRuntimeBackend"),
     "torch": ("fashion_match.models.torch_backend", "TorchBackend"),
@@ -112,9 +127,11 @@ REGISTRY: dict[str, tuple[str, str]] = {
 AUTO_ORDER = ("tensorrt", "onnxruntime", "torch")
 
 
-def _backend_class(name: str) -> Any:
+def backend_class(name: str) -> BackendClass:
+    """The class registered as `name` (ImportError when its library is missing)."""
     module, cls = REGISTRY[name]
-    return getattr(importlib.import_module(module), cls)
+    found: BackendClass = getattr(importlib.import_module(module), cls)
+    return found
 
 
 def unavailable_reason(name: str, device: str = "auto") -> str | None:
@@ -122,7 +139,7 @@ def unavailable_reason(name: str, device: str = "auto") -> str | None:
     if name not in REGISTRY:
         return f"unknown backend '{name}'"
     try:
-        cls = _backend_class(name)
+        cls = backend_class(name)
     except ImportError as e:
         return f"cannot import the {name} backend ({e})"
     reason: str | None = cls.unavailable_reason(device)
@@ -137,7 +154,7 @@ def open_backend(
     device: str = "auto",
     threads: int | None = None,
     manifest: Manifest | None = None,
-) -> BaseBackend:
+) -> Backend:
     """Open the artifact for (backend, precision) in `model_dir`, verified against its manifest."""
     if precision not in PRECISIONS:
         raise UsageError(f"--precision {precision}: choose one of {', '.join(PRECISIONS)}")
@@ -168,6 +185,5 @@ def open_backend(
     why = unavailable_reason(backend, device)
     if why is not None:
         raise BackendUnavailable(f"--backend {backend}: {why}")
-    cls = _backend_class(backend)
-    opened: BaseBackend = cls(path, entry, manifest, device=device, threads=threads)
-    return opened
+    cls = backend_class(backend)
+    return cls(path, entry, manifest, device=device, threads=threads)

@@ -12,7 +12,7 @@ import numpy as np
 
 from fashion_match.data.images import BadImage, ImageSource, iter_batches, load_batch
 from fashion_match.errors import UsageError
-from fashion_match.runtime.backend import BaseBackend, open_backend
+from fashion_match.runtime.backend import Backend, open_backend
 from fashion_match.runtime.manifest import default_model_dir, load_manifest
 
 
@@ -58,7 +58,7 @@ class Matcher:
         self.model_dir = Path(model) if model is not None else default_model_dir()
         self.manifest = load_manifest(self.model_dir)
         self.spec = self.manifest.preprocess
-        self.backend: BaseBackend = open_backend(
+        self.backend: Backend = open_backend(
             self.model_dir, backend, precision, device=device, threads=threads, manifest=self.manifest
         )
         self.threshold = self.manifest.threshold

@@ -153,28 +153,33 @@ def _interrupt_after(embed, shards: int):  # type: ignore[no-untyped-def]
     return wrapped
 
 
+def _killed_after_two_shards(src: Path, out: Path, m: Matcher) -> Path:
+    """What a build killed between its second and third shard leaves in `out` (4 images a shard)."""
+
+    def embed(sources):  # type: ignore[no-untyped-def]
+        e = m.embed(sources)
+        return e.vectors, e.indices, [(b.name, b.reason) for b in e.bad]
+
+    out.mkdir()
+    with pytest.raises(KeyboardInterrupt):
+        build_shards(
+            out,
+            resolve_sources(src),
+            _interrupt_after(embed, 2),
+            first_shard=0,
+            dtype="float32",
+            shard_rows=4,
+            progress=False,
+        )
+    return out
+
+
 def test_resume_re_embeds_a_shard_changed_after_it_was_written(odd_dir: Path, tiny_model_dir: Path) -> None:
     src = gallery(odd_dir / "shop", 12)
     (src / "item 000" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")  # a bad file in the first shard
     with Matcher(tiny_model_dir) as m:
         whole = Index.build(src, odd_dir / "whole", matcher=m, shard_rows=4, progress=False)
-
-        def embed(sources):  # type: ignore[no-untyped-def]
-            e = m.embed(sources)
-            return e.vectors, e.indices, [(b.name, b.reason) for b in e.bad]
-
-        out = odd_dir / "killed"
-        out.mkdir()
-        with pytest.raises(KeyboardInterrupt):
-            build_shards(
-                out,
-                resolve_sources(src),
-                _interrupt_after(embed, 2),
-                first_shard=0,
-                dtype="float32",
-                shard_rows=4,
-                progress=False,
-            )
+        out = _killed_after_two_shards(src, odd_dir / "killed", m)
         npy = out / "shards" / "00000.npy"
         tampered = np.load(npy)[::-1].copy()  # unit rows, same shape: only a hash sees it
         np.save(npy, tampered)
@@ -306,23 +311,7 @@ def test_a_resumed_build_keeps_the_bad_files_of_the_shards_it_reuses(odd_dir: Pa
     (src / "item 000" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")  # in shard 0, which is reused
     with Matcher(tiny_model_dir) as m:
         whole = Index.build(src, odd_dir / "whole", matcher=m, shard_rows=4, progress=False)
-
-        def embed(sources):  # type: ignore[no-untyped-def]
-            e = m.embed(sources)
-            return e.vectors, e.indices, [(b.name, b.reason) for b in e.bad]
-
-        out = odd_dir / "killed"
-        out.mkdir()
-        with pytest.raises(KeyboardInterrupt):
-            build_shards(
-                out,
-                resolve_sources(src),
-                _interrupt_after(embed, 2),
-                first_shard=0,
-                dtype="float32",
-                shard_rows=4,
-                progress=False,
-            )
+        out = _killed_after_two_shards(src, odd_dir / "killed", m)
         resumed = Index.build(src, out, matcher=m, shard_rows=4, progress=False)
     assert [s["path"] for s in whole.manifest["skipped"]] == [str(src / "item 000" / "broken.png")]
     assert resumed.manifest["skipped"] == whole.manifest["skipped"]

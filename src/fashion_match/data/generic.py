@@ -14,13 +14,20 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".g
 DOMAINS = ("shop", "consumer")
 
 
-def image_files(folder: Path) -> list[Path]:
-    """Every path under `folder` named like an image, sorted; hidden files and folders left out.
+def _image_name(name: str) -> bool:
+    return not name.startswith(".") and Path(name).suffix.lower() in IMAGE_SUFFIXES
+
+
+def image_files(folder: Path, *, recursive: bool = True) -> list[Path]:
+    """Every path in `folder` (and below it, when `recursive`) named like an image, sorted; hidden
+    files and folders left out. The one folder walker of the project.
 
     Not filtered by type on purpose: a directory named `x.jpg`, a broken or looping symlink, a
     FIFO all come back, so the decoder lists each one with its reason instead of it vanishing.
     Linked folders are followed once (a link back up the tree is not a loop forever).
     """
+    if not recursive:
+        return sorted(p for p in folder.iterdir() if _image_name(p.name))
     found: list[Path] = []
     seen: set[tuple[int, int]] = set()
     for top, dirs, files in os.walk(folder, followlinks=True):
@@ -34,9 +41,7 @@ def image_files(folder: Path) -> list[Path]:
             continue
         seen.add((st.st_dev, st.st_ino))
         dirs[:] = [d for d in dirs if not d.startswith(".")]
-        for name in (*files, *dirs):
-            if not name.startswith(".") and Path(name).suffix.lower() in IMAGE_SUFFIXES:
-                found.append(Path(top) / name)
+        found += [Path(top) / name for name in (*files, *dirs) if _image_name(name)]
     return sorted(found)
 
 
@@ -89,9 +94,8 @@ def load_folder(root_s: str) -> Dataset:
     records: list[Record] = []
     for split, top in tops:
         for item_dir in sorted(p for p in top.iterdir() if p.is_dir() and not p.name.startswith(".")):
-            for f in sorted(item_dir.iterdir()):
-                if f.suffix.lower() in IMAGE_SUFFIXES and not f.name.startswith("."):
-                    records.append(Record(f, str(f.relative_to(root)), item_dir.name, split))
+            for f in image_files(item_dir, recursive=False):
+                records.append(Record(f, str(f.relative_to(root)), item_dir.name, split))
     if not records:
         raise BadDataset(f"{root}: no images found (suffixes {', '.join(sorted(IMAGE_SUFFIXES))})")
     return Dataset("folder", str(root), records, protocol_from_splits(records))

@@ -34,7 +34,7 @@ from pathlib import Path
 
 from fashion_match.export.pipeline import ExportOptions, run_export
 from fashion_match.export.torch2onnx import torch2onnx
-from fashion_match.formats import REDUCED
+from fashion_match.formats import FP32_ONNX, REDUCED, WEIGHTS
 from fashion_match.models import create_model
 from fashion_match.models.merge import add_branch, interpolate_with_imagenet, load_checkpoint, mix_with_run, soup_with
 
@@ -86,14 +86,14 @@ def main() -> None:
         from fashion_match.runtime.manifest import load_manifest
 
         base = load_manifest(args.base)
-        model = load_weights(args.base / "model.safetensors", base.data["architecture"])
+        model = load_weights(args.base / WEIGHTS, base.data["architecture"])
         name = args.name or base.model
         source = (
             base.data.get("source")
             if args.reexport
             else {
                 "base_model": base.model,
-                "base_weights_sha256": base.data["artifacts"]["model.safetensors"]["sha256"],
+                "base_weights_sha256": base.data["artifacts"][WEIGHTS]["sha256"],
                 "base_source": base.data.get("source"),
             }
         )
@@ -118,7 +118,7 @@ def main() -> None:
         json.dumps(
             {
                 "calibration": manifest["calibration"],
-                "parity": manifest["artifacts"]["model.onnx"]["parity"],
+                "parity": manifest["artifacts"][FP32_ONNX]["parity"],
                 "reduced_precision": made,
                 "seconds": round(time.perf_counter() - t0, 1),
             },

@@ -23,6 +23,7 @@ from torch import nn
 
 from fashion_match.data.spec import load_dataset
 from fashion_match.fileio import atomic_open, sha256_file
+from fashion_match.formats import WEIGHTS
 from fashion_match.models.checkpoint import load_weights
 from fashion_match.runtime.manifest import load_manifest
 from fashion_match.train.cached import augment_maps, prefix_outputs
@@ -77,7 +78,7 @@ def main() -> None:
     t0 = time.perf_counter()
     torch.manual_seed(args.seed)
     manifest = load_manifest(args.model)
-    weights = args.model / "model.safetensors"
+    weights = args.model / WEIGHTS
     model = load_weights(weights, manifest.data["architecture"])
     if model.category_branch is not None:
         raise SystemExit(f"{args.model}: this model already has a category branch")

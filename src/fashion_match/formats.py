@@ -49,6 +49,7 @@ PRECISION_TABLE: tuple[Precision, ...] = (
 PRECISIONS = tuple(p.name for p in PRECISION_TABLE)
 REDUCED = tuple(p.name for p in PRECISION_TABLE if p.converter)  # what fm-export makes from FP32
 FP32_ONNX = PRECISION_TABLE[0].onnx
+ONNX_FILES = {p.name: p.onnx for p in PRECISION_TABLE}  # precision -> its ONNX file
 WEIGHTS = "model.safetensors"
 
 

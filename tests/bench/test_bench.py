@@ -13,6 +13,7 @@ import pytest
 from fashion_match.bench.report import pareto_front, write_report
 from fashion_match.bench.runner import ROW_KEYS, BenchConfig, run_bench
 from fashion_match.export.pipeline import ExportOptions, run_export
+from fashion_match.formats import ONNX_FILES, PRECISIONS
 
 EXE = Path(sys.executable).parent / "fm-bench"
 GATE = {"gate_queries": 100, "gate_gallery": 500, "gate_verification": None}
@@ -29,7 +30,7 @@ def test_report_schema_and_files(model_copy: Path, tiny_fmnist: Path, tmp_path: 
         model_copy,
         data=(f"fashion-mnist:{tiny_fmnist}",),
         backends=("onnxruntime", "torch", "tensorrt"),
-        precisions=("fp32", "fp16", "int8"),
+        precisions=PRECISIONS,
         batch_sizes=(1, 4),
         device="cpu",
         quick=True,
@@ -60,7 +61,7 @@ def test_report_schema_and_files(model_copy: Path, tiny_fmnist: Path, tmp_path: 
     # throughput is batch / median latency
     r = by[("onnxruntime", "fp32", 4)]
     assert r["throughput_ips"] == pytest.approx(4 / (r["latency_ms_p50"] / 1000), rel=0.01)
-    assert by[("onnxruntime", "int8", 1)]["status"].startswith("unavailable: no model.int8.onnx")
+    assert by[("onnxruntime", "int8", 1)]["status"].startswith(f"unavailable: no {ONNX_FILES['int8']}")
     assert by[("tensorrt", "fp32", 1)]["status"].startswith("unavailable")
     assert by[("torch", "fp16", 1)]["status"].startswith("unavailable")
     assert by[("onnxruntime", "int8", 1)]["recall_at_1"] is None
@@ -73,7 +74,7 @@ def test_report_schema_and_files(model_copy: Path, tiny_fmnist: Path, tmp_path: 
 
 def test_a_failing_backend_becomes_a_failed_row(model_copy: Path, tiny_fmnist: Path) -> None:
     run_export(model_copy, None, ExportOptions(precisions=("fp16",), **GATE), lambda s: None)
-    with open(model_copy / "model.fp16.onnx", "r+b") as f:  # corrupt it after the manifest recorded its hash
+    with open(model_copy / ONNX_FILES["fp16"], "r+b") as f:  # corrupt it after the manifest recorded its hash
         f.seek(100)
         f.write(b"\0" * 16)
     cfg = BenchConfig(

@@ -19,6 +19,7 @@ from fashion_match.cli.export import main as fm_export
 from fashion_match.cli.index import main as fm_index
 from fashion_match.cli.search import main as fm_search
 from fashion_match.errors import ManifestMismatch, UsageError
+from fashion_match.formats import FP32_ONNX, WEIGHTS
 from fashion_match.runtime import Matcher, load_manifest
 from fashion_match.runtime.index import Index
 from fashion_match.runtime.matcher import check_threshold
@@ -109,8 +110,8 @@ def _edit(folder: Path, fn) -> None:  # type: ignore[no-untyped-def]
         (lambda d: d.update(threshold=5.0), "'threshold' is 5.0, outside -1.0..1.0"),
         (lambda d: d.update(threshold=True), "'threshold' must be number, found true/false"),
         (lambda d: d.update(preprocess="center crop"), "'preprocess' must be object, found a string"),
-        (lambda d: d["artifacts"]["model.onnx"].update(made_from="model.onnx"), "'made_from' must be object"),
-        (lambda d: d["artifacts"]["model.onnx"].update(sha256=None), "'sha256' must be string, found null"),
+        (lambda d: d["artifacts"][FP32_ONNX].update(made_from=FP32_ONNX), "'made_from' must be object"),
+        (lambda d: d["artifacts"][FP32_ONNX].update(sha256=None), "'sha256' must be string, found null"),
         (lambda d: d.update(artifacts={"../model.onnx": {}}), "a file name inside the model directory"),
         (lambda d: d.update(embedding_dim=1.5), "'embedding_dim' must be integer"),
     ],
@@ -218,9 +219,9 @@ def test_damaged_checkpoints_are_named(tmp_path: Path) -> None:
     (best / "state.json").write_text('{"model_config": "tiny"}')
     with pytest.raises(FmError, match="state.json: 'model_config' must be object"):
         load_for_export(tmp_path / "run")
-    (best / "model.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{garbage")
+    (best / WEIGHTS).write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{garbage")
     cfg = {"model": "tiny", "embedding_dim": 16, "projection": True, "preprocess": {"size": 32}}
     with pytest.raises(ManifestMismatch, match="model.safetensors: cannot rebuild the model"):
-        load_weights(best / "model.safetensors", cfg)
+        load_weights(best / WEIGHTS, cfg)
     with pytest.raises(ManifestMismatch, match="cannot rebuild the model from it \\(KeyError"):
-        load_weights(best / "model.safetensors", {"projection": True})
+        load_weights(best / WEIGHTS, {"projection": True})

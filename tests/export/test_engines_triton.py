@@ -15,7 +15,7 @@ from fashion_match.errors import BackendUnavailable, ExportError, MissingDepende
 from fashion_match.export.onnx2engine import batch_profiles, build_engine, parse_batch
 from fashion_match.export.pipeline import ExportOptions, run_export
 from fashion_match.export.triton import config_pbtxt, validate_config, write_repository
-from fashion_match.formats import REDUCED
+from fashion_match.formats import FP32_ONNX, ONNX_FILES, REDUCED, lookup
 from fashion_match.runtime.backend import open_backend, unavailable_reason
 from fashion_match.runtime.manifest import load_manifest
 from fashion_match.runtime.tensorrt_backend import engine_mismatch, io_dtype_mismatch, pick_profile
@@ -77,12 +77,12 @@ def _fake_engine(model_dir: Path, tmp_path: Path) -> None:
     """A manifest entry for an engine file, as onnx2engine writes it (the bytes are not a real engine)."""
     from fashion_match.fileio import sha256_file
 
-    (model_dir / "model.fp16.engine").write_bytes(b"not an engine")
+    (model_dir / lookup("tensorrt", "fp16").artifact).write_bytes(b"not an engine")
     man = json.loads((model_dir / "manifest.json").read_text())
-    man["artifacts"]["model.fp16.engine"] = {
+    man["artifacts"][lookup("tensorrt", "fp16").artifact] = {
         "backend": "tensorrt",
         "precision": "fp16",
-        "sha256": sha256_file(model_dir / "model.fp16.engine"),
+        "sha256": sha256_file(model_dir / lookup("tensorrt", "fp16").artifact),
         "bytes": 13,
         "tensorrt_version": "10.8.0",
         "gpu": "NVIDIA H100 80GB HBM3",
@@ -104,7 +104,7 @@ def test_without_tensorrt_every_path_says_so(model_copy: Path, tmp_path: Path) -
     with pytest.raises(BackendUnavailable, match="tensorrt: TensorRT is not installed"):
         open_backend(model_copy, "auto", "fp16", device="cuda")
     with pytest.raises(MissingDependency, match="TensorRT is not installed"):
-        build_engine(model_copy / "model.onnx", tmp_path / "x.engine")
+        build_engine(model_copy / FP32_ONNX, tmp_path / "x.engine")
     with pytest.raises(UsageError, match="--trt: TensorRT is not installed"):
         run_export(model_copy, None, ExportOptions(trt=True), lambda s: None)
     # refused before any FP16/INT8 work or copy is made, not minutes later
@@ -130,7 +130,7 @@ def test_engine_builds_runs_and_matches_onnxruntime(model_copy: Path, precision:
         gate_verification=None,
     )
     run_export(model_copy, None, opts, lambda s: None)
-    entry = load_manifest(model_copy).artifacts[f"model.{precision}.engine"]
+    entry = load_manifest(model_copy).artifacts[lookup("tensorrt", precision).artifact]
     assert entry["profiles"] == [[1, 1, 1], [2, 4, 4], [5, 8, 8]] and entry["gate"]["passed"]
     s = load_manifest(model_copy).preprocess.size
     px = np.random.default_rng(0).integers(0, 256, (8, s, s, 3), dtype=np.uint8)
@@ -161,13 +161,13 @@ def test_triton_configs_parse_with_tritons_protobuf(model_copy: Path, tmp_path: 
         assert list(cfg.input[0].dims) == [man.preprocess.size, man.preprocess.size, 3]
         assert list(cfg.output[0].dims) == [man.embedding_dim]
         assert list(cfg.dynamic_batching.preferred_batch_size) == [8, 32]
-        assert (folder / "1" / "model.onnx").is_file()
+        assert (folder / "1" / FP32_ONNX).is_file()
 
 
 def test_triton_plan_config(model_copy: Path, tmp_path: Path) -> None:
     _fake_engine(model_copy, tmp_path)
     man = load_manifest(model_copy)
-    entry = man.artifacts["model.fp16.engine"]
+    entry = man.artifacts[lookup("tensorrt", "fp16").artifact]
     cfg = validate_config(config_pbtxt("m_trt_fp16", man, entry, max_batch=32, instances=2, gpu=True))
     assert cfg.platform == "tensorrt_plan" and cfg.max_batch_size == 32
     assert cfg.instance_group[0].count == 2 and list(cfg.instance_group[0].profile) == ["0", "1"]
@@ -182,7 +182,7 @@ def test_triton_serves_the_int8_onnx_on_cpu(model_copy: Path) -> None:
     from tritonclient.grpc.model_config_pb2 import ModelInstanceGroup
 
     man = load_manifest(model_copy)
-    fp32 = man.artifacts["model.onnx"]
+    fp32 = man.artifacts[FP32_ONNX]
     int8 = dict(fp32, precision="int8")
 
     def kind(entry: dict, gpu: bool) -> int:
@@ -206,7 +206,7 @@ def test_cli_exports_and_fm_match_uses_the_precision(model_copy: Path, tmp_path:
     r = fm_export(str(model_copy), "--fp16", "--int8", "--json", *GATE_ARGS)
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
-    assert [m["file"] for m in out["made"]] == ["model.fp16.onnx", "model.int8.onnx"]
+    assert [m["file"] for m in out["made"]] == [ONNX_FILES["fp16"], ONNX_FILES["int8"]]
     from tests.conftest import encode, photo
 
     a, b = tmp_path / "a.jpg", tmp_path / "b.jpg"
@@ -348,7 +348,7 @@ def test_triton_needs_engines_that_take_batch_1(model_copy: Path, tmp_path: Path
         check_triton_profiles("e", [[1, 8, 8], [16, 64, 64]])
     _fake_engine(model_copy, tmp_path)
     man = json.loads((model_copy / "manifest.json").read_text())
-    man["artifacts"]["model.fp16.engine"]["profiles"] = [[4, 16, 16], [17, 64, 64]]
+    man["artifacts"][lookup("tensorrt", "fp16").artifact]["profiles"] = [[4, 16, 16], [17, 64, 64]]
     (model_copy / "manifest.json").write_text(json.dumps(man))
     with pytest.raises(ExportError, match="rebuild it for Triton with --batch 1,OPT,MAX"):
         write_repository(load_manifest(model_copy), tmp_path / "repo")

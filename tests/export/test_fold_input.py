@@ -13,6 +13,7 @@ from onnx import TensorProto, helper, numpy_helper
 from fashion_match.errors import ExportError
 from fashion_match.export.fold_input import FoldedInput, feed_pixels_directly, fold_normalisation
 from fashion_match.export.onnx2int8 import onnx2int8
+from fashion_match.formats import FP32_ONNX
 from fashion_match.runtime.manifest import load_manifest
 
 MEAN = np.array([0.485, 0.456, 0.406])
@@ -103,7 +104,7 @@ def test_feed_pixels_refuses_an_unexpected_quantisation() -> None:
 def test_onnxruntime_int8_reads_pixels_directly(tiny_model_dir: Path, tmp_path: Path) -> None:
     s = load_manifest(tiny_model_dir).preprocess.size
     px = _pixels(16, s)
-    info = onnx2int8(tiny_model_dir / "model.onnx", tmp_path / "q.onnx", px, target="onnxruntime")
+    info = onnx2int8(tiny_model_dir / FP32_ONNX, tmp_path / "q.onnx", px, target="onnxruntime")
     assert info["pixels_feed_first_conv"] is True
     m = onnx.load(str(tmp_path / "q.onnx"))
     ops = [n.op_type for n in m.graph.node]
@@ -115,14 +116,14 @@ def test_onnxruntime_int8_reads_pixels_directly(tiny_model_dir: Path, tmp_path: 
     assert producers[first_dq.input[0]].input[0] == m.graph.input[0].name
     assert float(inits[first_dq.input[1]]) == 1.0
     assert int(inits[first_dq.input[2]]) == info["input_zero_point"]
-    ref = _run(onnx.load(str(tiny_model_dir / "model.onnx")), px)
+    ref = _run(onnx.load(str(tiny_model_dir / FP32_ONNX)), px)
     got = _run(m, px)
     assert np.min(np.sum(ref * got, axis=1)) > 0.95
 
 
 def test_tensorrt_int8_keeps_the_normalisation(tiny_model_dir: Path, tmp_path: Path) -> None:
     s = load_manifest(tiny_model_dir).preprocess.size
-    info = onnx2int8(tiny_model_dir / "model.onnx", tmp_path / "q.onnx", _pixels(16, s), target="tensorrt")
+    info = onnx2int8(tiny_model_dir / FP32_ONNX, tmp_path / "q.onnx", _pixels(16, s), target="tensorrt")
     assert info["pixels_feed_first_conv"] is False
     ops = [n.op_type for n in onnx.load(str(tmp_path / "q.onnx")).graph.node]
     assert "Cast" in ops and "Mul" in ops

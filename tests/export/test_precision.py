@@ -20,7 +20,7 @@ from fashion_match.export.onnx2int8 import onnx2int8
 from fashion_match.export.pipeline import ExportOptions, run_export
 from fashion_match.export.regions import backbone_nodes
 from fashion_match.fileio import sha256_file
-from fashion_match.formats import REDUCED
+from fashion_match.formats import FP32_ONNX, ONNX_FILES, REDUCED, WEIGHTS, precision
 from fashion_match.runtime.manifest import load_manifest
 from fashion_match.runtime.matcher import Matcher
 
@@ -44,7 +44,7 @@ def _elem_types(model: onnx.ModelProto) -> dict[str, int]:
 
 
 def test_backbone_region_excludes_preprocessing_and_tail(tiny_model_dir: Path) -> None:
-    g = onnx.load(str(tiny_model_dir / "model.onnx")).graph
+    g = onnx.load(str(tiny_model_dir / FP32_ONNX)).graph
     inside = {g.node[i].op_type for i in backbone_nodes(g)}
     outside = {n.op_type for i, n in enumerate(g.node) if i not in backbone_nodes(g)}
     assert "Conv" in inside
@@ -53,7 +53,7 @@ def test_backbone_region_excludes_preprocessing_and_tail(tiny_model_dir: Path) -
 
 
 def test_fp16_keeps_io_types_and_fragile_parts_fp32(tiny_model_dir: Path, tmp_path: Path) -> None:
-    src = tiny_model_dir / "model.onnx"
+    src = tiny_model_dir / FP32_ONNX
     summary = onnx2fp16(src, tmp_path / "m.onnx")
     half = onnx.load(str(tmp_path / "m.onnx"))
     types = _elem_types(half)
@@ -74,7 +74,7 @@ def test_fp16_keeps_io_types_and_fragile_parts_fp32(tiny_model_dir: Path, tmp_pa
 
 def test_fp16_l2_norm_does_not_overflow_for_large_embeddings(tiny_model_dir: Path) -> None:
     """An embedding whose squared norm exceeds 65504 would be inf in FP16: it must stay finite."""
-    model = onnx.load(str(tiny_model_dir / "model.onnx"))
+    model = onnx.load(str(tiny_model_dir / FP32_ONNX))
     g = model.graph
     # scale the last conv's weights so the pooled features are ~1000x larger
     last_conv = [n for n in g.node if n.op_type == "Conv"][-1]
@@ -97,7 +97,7 @@ def test_fp16_l2_norm_does_not_overflow_for_large_embeddings(tiny_model_dir: Pat
 )
 def test_int8_flavour_per_target(tiny_model_dir: Path, tmp_path: Path, target: str, act_dtype: int) -> None:
     s = load_manifest(tiny_model_dir).preprocess.size
-    info = onnx2int8(tiny_model_dir / "model.onnx", tmp_path / "q.onnx", _pixels(16, s), target=target)
+    info = onnx2int8(tiny_model_dir / FP32_ONNX, tmp_path / "q.onnx", _pixels(16, s), target=target)
     assert info["target"] == target and info["per_channel_weights"]
     m = onnx.load(str(tmp_path / "q.onnx"))
     inits = {t.name: onnx.numpy_helper.to_array(t) for t in m.graph.initializer}
@@ -133,7 +133,7 @@ def test_kl_threshold_clips_rare_outliers() -> None:
 def test_calibration_ranges_by_method(tiny_model_dir: Path) -> None:
     s = load_manifest(tiny_model_dir).preprocess.size
     px = _pixels(24, s)
-    path = tiny_model_dir / "model.onnx"
+    path = tiny_model_dir / FP32_ONNX
     mm = compute_ranges(path, px, "minmax")
     pc = compute_ranges(path, px, "percentile", percentile=99.0)
     en = compute_ranges(path, px, "entropy")
@@ -156,20 +156,20 @@ def test_export_fp16_int8_gated_and_loadable(model_copy: Path) -> None:
     lines: list[str] = []
     result = run_export(model_copy, None, ExportOptions(precisions=REDUCED, **GATE), lines.append)
     man = json.loads((model_copy / "manifest.json").read_text())
-    for name, precision in (("model.fp16.onnx", "fp16"), ("model.int8.onnx", "int8")):
-        entry = man["artifacts"][name]
-        assert entry["precision"] == precision and entry["backend"] == "onnxruntime"
-        assert entry["sha256"] == sha256_file(model_copy / name)
-        assert entry["made_from"]["sha256"] == man["artifacts"]["model.onnx"]["sha256"]
+    for prec in REDUCED:  # every reduced precision of the table, made and gated
+        entry = man["artifacts"][ONNX_FILES[prec]]
+        assert entry["precision"] == prec and entry["backend"] == "onnxruntime"
+        assert entry["sha256"] == sha256_file(model_copy / ONNX_FILES[prec])
+        assert entry["made_from"]["sha256"] == man["artifacts"][FP32_ONNX]["sha256"]
         gate = entry["gate"]
         assert gate["passed"] and gate["min_cosine"] <= gate["mean_cosine"] <= 1.0 + 1e-6
         assert {"recall_at_1", "recall_at_1_fp32", "recall_at_1_drop_pts", "allowed_drop_pts"} <= gate.keys()
-    assert man["artifacts"]["model.int8.onnx"]["int8"]["activations"] == "uint8"
-    assert len(result.made) == 2 and any("R@1" in line for line in lines)
+    assert man["artifacts"][ONNX_FILES["int8"]]["int8"]["activations"] == "uint8"
+    assert len(result.made) == len(REDUCED) and any("R@1" in line for line in lines)
     s = load_manifest(model_copy).preprocess.size
     px = _pixels(3, s)
     with Matcher(model_copy) as ref, Matcher(model_copy, precision="int8") as q:
-        assert q.backend.info.precision == "int8" and q.backend.info.artifact == "model.int8.onnx"
+        assert q.backend.info.precision == "int8" and q.backend.info.artifact == ONNX_FILES["int8"]
         cos = np.sum(ref.backend.embed(px) * q.backend.embed(px), axis=1)
         assert np.all(cos > 0.9)
 
@@ -179,7 +179,7 @@ def test_constant_calibration_trips_the_gate_and_keeps_nothing(model_copy: Path,
     before = (model_copy / "manifest.json").read_bytes()
     with pytest.raises(ExportError, match="accuracy gate failed.*--allow-accuracy-drop"):
         run_export(model_copy, None, ExportOptions(precisions=("int8",), calib=calib, **GATE), lambda s: None)
-    assert not (model_copy / "model.int8.onnx").exists()
+    assert not (model_copy / ONNX_FILES["int8"]).exists()
     assert (model_copy / "manifest.json").read_bytes() == before
     assert not [p for p in model_copy.iterdir() if p.name.endswith(".tmp")]
     # the user may accept the loss explicitly; the allowance is recorded
@@ -189,7 +189,7 @@ def test_constant_calibration_trips_the_gate_and_keeps_nothing(model_copy: Path,
         ExportOptions(precisions=("int8",), calib=calib, allow_accuracy_drop=100, **GATE),
         lambda s: None,
     )
-    gate = load_manifest(model_copy).artifacts["model.int8.onnx"]["gate"]
+    gate = load_manifest(model_copy).artifacts[ONNX_FILES["int8"]]["gate"]
     assert gate["allowance"] == "--allow-accuracy-drop" and gate["allowed_drop_pts"] == 100
     assert gate["min_mean_cosine"] is None  # waived, and the manifest says so
     assert gate["recall_at_1_drop_pts"] > 1.0 or gate["mean_cosine"] < MIN_MEAN_COSINE["int8"]
@@ -210,8 +210,8 @@ def test_a_wrong_calibration_spec_fails_before_any_work(model_copy: Path, tmp_pa
 def test_tensorrt_int8_source_is_not_an_onnxruntime_artifact(model_copy: Path) -> None:
     run_export(model_copy, None, ExportOptions(precisions=("int8",), target="tensorrt", **GATE), lambda s: None)
     man = load_manifest(model_copy)
-    assert "model.int8.onnx" not in man.artifacts
-    src = man.data["engine_sources"]["model.int8.trt.onnx"]
+    assert ONNX_FILES["int8"] not in man.artifacts
+    src = man.data["engine_sources"][precision("int8").engine_source]
     assert src["int8"]["activation_symmetric"] and src["int8"]["activations"] == "int8"
     with pytest.raises(Exception, match="no int8 artifact"):
         Matcher(model_copy, precision="int8", backend="onnxruntime")
@@ -220,7 +220,7 @@ def test_tensorrt_int8_source_is_not_an_onnxruntime_artifact(model_copy: Path) -
 def test_derived_artifact_of_another_fp32_is_refused(model_copy: Path) -> None:
     run_export(model_copy, None, ExportOptions(precisions=("fp16",), **GATE), lambda s: None)
     man = json.loads((model_copy / "manifest.json").read_text())
-    man["artifacts"]["model.fp16.onnx"]["made_from"]["sha256"] = "0" * 64
+    man["artifacts"][ONNX_FILES["fp16"]]["made_from"]["sha256"] = "0" * 64
     (model_copy / "manifest.json").write_text(json.dumps(man))
     with pytest.raises(ManifestMismatch, match="re-run fm-export"):
         load_manifest(model_copy).artifact("onnxruntime", "fp16")
@@ -230,8 +230,8 @@ def test_export_to_another_directory_copies_fp32_first(tiny_model_dir: Path, tmp
     out = tmp_path / "out dir"
     run_export(tiny_model_dir, out, ExportOptions(precisions=("fp16",), **GATE), lambda s: None)
     man = load_manifest(out)
-    assert set(man.artifacts) >= {"model.onnx", "model.fp16.onnx"}
-    assert "model.fp16.onnx" not in load_manifest(tiny_model_dir).artifacts
+    assert set(man.artifacts) >= {FP32_ONNX, ONNX_FILES["fp16"]}
+    assert ONNX_FILES["fp16"] not in load_manifest(tiny_model_dir).artifacts
 
 
 def test_embedded_model_needs_out(tmp_path: Path) -> None:
@@ -249,14 +249,14 @@ def test_export_from_an_fm_train_run(tmp_path: Path, tiny_model_dir: Path) -> No
     run = tmp_path / "run"
     (run / "best").mkdir(parents=True)
     model = create_model("tiny", pretrained=False)
-    save_weights(model, run / "best" / "model.safetensors")
+    save_weights(model, run / "best" / WEIGHTS)
     state = {"model_config": model.config(), "threshold": 0.42, "metrics": {"recall_at_1": 0.5}}
     (run / "best" / "state.json").write_text(json.dumps(state))
     result = run_export(run, None, ExportOptions(precisions=("fp16",), **GATE), lambda s: None)
     assert result.out == run / "export"
     man = load_manifest(run / "export")
     assert man.threshold == pytest.approx(0.42)
-    assert set(man.artifacts) >= {"model.onnx", "model.fp16.onnx", "model.safetensors"}
+    assert set(man.artifacts) >= {FP32_ONNX, ONNX_FILES["fp16"], WEIGHTS}
     shutil.rmtree(run)
 
 
@@ -266,7 +266,7 @@ def test_missing_gate_data_says_how_to_point_the_gate_elsewhere(model_copy: Path
     )
     with pytest.raises(UsageError, match="--gate-data SPEC"):
         run_export(model_copy, None, opts, lambda s: None)
-    assert "model.fp16.onnx" not in load_manifest(model_copy).artifacts
+    assert ONNX_FILES["fp16"] not in load_manifest(model_copy).artifacts
 
 
 def test_gate_on_an_item_protocol_keeps_every_query_s_match(tiny_fmnist: Path, tiny_model_dir: Path) -> None:

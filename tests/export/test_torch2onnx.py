@@ -13,6 +13,7 @@ from fashion_match.errors import ExportError
 from fashion_match.export.parity import check_parity
 from fashion_match.export.threshold import calibrate_onnx
 from fashion_match.fileio import sha256_file
+from fashion_match.formats import FP32_ONNX, WEIGHTS
 from fashion_match.models.checkpoint import load_weights
 from fashion_match.models.ingraph import InGraphPreprocess
 from tests.conftest import encode, photo
@@ -36,9 +37,9 @@ def test_manifest_and_files(tiny_model_dir: Path) -> None:
         "format_version",
     ):
         assert key in man
-    onnx_entry = man["artifacts"]["model.onnx"]
-    assert onnx_entry["sha256"] == sha256_file(tiny_model_dir / "model.onnx")
-    assert man["artifacts"]["model.safetensors"]["sha256"] == sha256_file(tiny_model_dir / "model.safetensors")
+    onnx_entry = man["artifacts"][FP32_ONNX]
+    assert onnx_entry["sha256"] == sha256_file(tiny_model_dir / FP32_ONNX)
+    assert man["artifacts"][WEIGHTS]["sha256"] == sha256_file(tiny_model_dir / WEIGHTS)
     assert onnx_entry["precision"] == "fp32" and onnx_entry["opset"] >= 17
     assert onnx_entry["parity"]["min_cosine"] >= 0.9999 and onnx_entry["parity"]["nn_agreement"] == 1.0
     assert man["embedding_dim"] == 64 and man["preprocess"]["size"] == 32 and man["threshold"] == 0.5
@@ -46,7 +47,7 @@ def test_manifest_and_files(tiny_model_dir: Path) -> None:
 
 
 def test_graph_takes_uint8_nhwc_with_dynamic_batch(tiny_model_dir: Path) -> None:
-    m = onnx.load(str(tiny_model_dir / "model.onnx"))
+    m = onnx.load(str(tiny_model_dir / FP32_ONNX))
     onnx.checker.check_model(m)
     assert max(o.version for o in m.opset_import if o.domain in ("", "ai.onnx")) >= 17
     inp = m.graph.input[0]
@@ -59,9 +60,9 @@ def test_graph_takes_uint8_nhwc_with_dynamic_batch(tiny_model_dir: Path) -> None
 @pytest.mark.parametrize("n", [1, 3, 17])
 def test_onnx_equals_torch_with_preprocessing_in_graph(tiny_model_dir: Path, n: int) -> None:
     man = json.loads((tiny_model_dir / "manifest.json").read_text())
-    model = load_weights(tiny_model_dir / "model.safetensors", man["artifacts"]["model.safetensors"]["config"])
+    model = load_weights(tiny_model_dir / WEIGHTS, man["artifacts"][WEIGHTS]["config"])
     px = _pixels(n, seed=n)
-    sess = ort.InferenceSession(str(tiny_model_dir / "model.onnx"), providers=["CPUExecutionProvider"])
+    sess = ort.InferenceSession(str(tiny_model_dir / FP32_ONNX), providers=["CPUExecutionProvider"])
     got = sess.run(None, {"pixels": px})[0]
     # reference: normalise on the numpy side with the spec, then the plain torch model
     with torch.no_grad():
@@ -72,7 +73,7 @@ def test_onnx_equals_torch_with_preprocessing_in_graph(tiny_model_dir: Path, n: 
 
 
 def test_parity_gate_fails_on_a_broken_export(model_copy: Path) -> None:
-    path = model_copy / "model.onnx"
+    path = model_copy / FP32_ONNX
     m = onnx.load(str(path))
     init = max(m.graph.initializer, key=lambda t: int(np.prod(t.dims)))
     w = onnx.numpy_helper.to_array(init).copy()
@@ -80,7 +81,7 @@ def test_parity_gate_fails_on_a_broken_export(model_copy: Path) -> None:
     init.CopyFrom(onnx.numpy_helper.from_array(w, init.name))
     onnx.save(m, str(path))
     man = json.loads((model_copy / "manifest.json").read_text())
-    model = load_weights(model_copy / "model.safetensors", man["artifacts"]["model.safetensors"]["config"])
+    model = load_weights(model_copy / WEIGHTS, man["artifacts"][WEIGHTS]["config"])
     px = np.stack([np.asarray(photo(32, 32, seed=i)) for i in range(8)])
     with pytest.raises(ExportError, match="parity gate failed"):
         check_parity(InGraphPreprocess(model).eval(), path, px)
@@ -88,9 +89,9 @@ def test_parity_gate_fails_on_a_broken_export(model_copy: Path) -> None:
 
 def test_parity_gate_passes_on_the_good_export(tiny_model_dir: Path) -> None:
     man = json.loads((tiny_model_dir / "manifest.json").read_text())
-    model = load_weights(tiny_model_dir / "model.safetensors", man["artifacts"]["model.safetensors"]["config"])
+    model = load_weights(tiny_model_dir / WEIGHTS, man["artifacts"][WEIGHTS]["config"])
     px = np.stack([np.asarray(photo(32, 32, seed=i)) for i in range(8)])
-    figures = check_parity(InGraphPreprocess(model).eval(), tiny_model_dir / "model.onnx", px)
+    figures = check_parity(InGraphPreprocess(model).eval(), tiny_model_dir / FP32_ONNX, px)
     assert figures["min_cosine"] >= 0.9999 and figures["nn_agreement"] == 1.0
 
 
@@ -105,7 +106,7 @@ def test_export_refuses_unreadable_parity_images(tmp_path: Path) -> None:
             threshold=0.5,
             parity_sources=[b"junk", encode(photo(), "PNG")],
         )
-    assert not (tmp_path / "out" / "manifest.json").exists() and not (tmp_path / "out" / "model.onnx").exists()
+    assert not (tmp_path / "out" / "manifest.json").exists() and not (tmp_path / "out" / FP32_ONNX).exists()
 
 
 def test_calibration_on_fmnist_c2s(tiny_model_dir: Path, tiny_fmnist: Path) -> None:
@@ -113,7 +114,7 @@ def test_calibration_on_fmnist_c2s(tiny_model_dir: Path, tiny_fmnist: Path) -> N
     from fashion_match.data.preprocess import PreprocessSpec
 
     cal = calibrate_onnx(
-        tiny_model_dir / "model.onnx", PreprocessSpec.from_dict(man["preprocess"]), f"fmnist-c2s:{tiny_fmnist}", items=6
+        tiny_model_dir / FP32_ONNX, PreprocessSpec.from_dict(man["preprocess"]), f"fmnist-c2s:{tiny_fmnist}", items=6
     )
     assert cal["n_pos"] == 6 and cal["n_neg"] == 30 and cal["queries"] == 6 and cal["gallery"] == 6
     assert 0.5 <= cal["balanced_accuracy"] <= 1.0 and -1.0 <= cal["threshold"] <= 1.0

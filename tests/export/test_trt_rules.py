@@ -14,7 +14,7 @@ from fashion_match.export.onnx2engine import check_engine_source
 from fashion_match.export.onnx2fp16 import onnx2fp16
 from fashion_match.export.onnx2int8 import onnx2int8
 from fashion_match.export.trt_rules import tensorrt_problems
-from fashion_match.formats import FORMATS
+from fashion_match.formats import FORMATS, FP32_ONNX
 from fashion_match.runtime import load_manifest
 from fashion_match.runtime.manifest import default_model_dir
 
@@ -26,7 +26,7 @@ def tiny_sources(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory)
     out = tmp_path_factory.mktemp("sources")
     s = load_manifest(tiny_model_dir).preprocess.size
     px = np.random.default_rng(0).integers(0, 256, (16, s, s, 3), dtype=np.uint8)
-    fp32 = tiny_model_dir / "model.onnx"
+    fp32 = tiny_model_dir / FP32_ONNX
     onnx2fp16(fp32, out / "fp16.onnx")
     onnx2int8(fp32, out / "int8.trt.onnx", px, target="tensorrt")
     onnx2int8(fp32, out / "int8.ort.onnx", px, target="onnxruntime")

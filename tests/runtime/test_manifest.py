@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from fashion_match.errors import BackendUnavailable, ManifestMismatch, UsageError
+from fashion_match.formats import FP32_ONNX
 from fashion_match.runtime import Matcher, load_manifest, open_backend
 
 
@@ -18,16 +19,16 @@ def _edit(folder: Path, fn) -> None:  # type: ignore[no-untyped-def]
 
 
 def test_tampered_model_file_refused(model_copy: Path) -> None:
-    with open(model_copy / "model.onnx", "ab") as f:
+    with open(model_copy / FP32_ONNX, "ab") as f:
         f.write(b"\0")
     with pytest.raises(ManifestMismatch, match="sha256 .* does not match"):
         Matcher(model_copy)
 
 
 def test_swapped_model_file_refused(model_copy: Path, tmp_path: Path) -> None:
-    (model_copy / "model.onnx").write_bytes(b"not an onnx file")
+    (model_copy / FP32_ONNX).write_bytes(b"not an onnx file")
     _edit(model_copy, lambda d: None)
-    with pytest.raises(ManifestMismatch, match="model.onnx"):
+    with pytest.raises(ManifestMismatch, match=FP32_ONNX):
         Matcher(model_copy)
 
 
@@ -36,11 +37,11 @@ def test_swapped_model_file_refused(model_copy: Path, tmp_path: Path) -> None:
     [
         (lambda d: d.update(embedding_dim=128), "embedding_dim 128"),
         (lambda d: d["preprocess"].update(size=64), "64x64x3"),
-        (lambda d: d["artifacts"]["model.onnx"].update(sha256="0" * 64), "sha256"),
+        (lambda d: d["artifacts"][FP32_ONNX].update(sha256="0" * 64), "sha256"),
         (lambda d: d.update(format_version=99), "format_version 99"),
         (lambda d: d.pop("threshold"), "missing keys"),
         (lambda d: d["preprocess"].update(resize="zoom"), "invalid 'preprocess'.*zoom"),
-        (lambda d: d["artifacts"]["model.onnx"].update(precision="fp16"), "listed as onnxruntime/fp16"),
+        (lambda d: d["artifacts"][FP32_ONNX].update(precision="fp16"), "listed as onnxruntime/fp16"),
     ],
 )
 def test_tampered_manifest_refused(model_copy: Path, edit, match: str) -> None:  # type: ignore[no-untyped-def]

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from fashion_match.errors import BadImage, UsageError
+from fashion_match.formats import ONNX_FILES
 from fashion_match.runtime import Matcher, default_model_dir
 from tests.conftest import REPO, photo
 
@@ -65,12 +66,12 @@ def test_default_model_matches_the_example_pair() -> None:
         assert m.manifest.data["calibration"]["n_pos"] == 1000
         assert m.verify(*PAIR).match
         # it ships its reduced-precision files, each with a passed gate
-        for name in ("model.fp16.onnx", "model.int8.onnx"):
+        for name in (ONNX_FILES["fp16"], ONNX_FILES["int8"]):
             assert m.manifest.artifacts[name]["gate"]["passed"]
         # an ankle boot is not that pullover
         assert not m.verify(PAIR[0], REPO / "examples/sample/00-ankle-boot/shop.png").match
     with Matcher(precision="int8") as q:
-        assert q.info.artifact == "model.int8.onnx" and q.verify(*PAIR).match
+        assert q.info.artifact == ONNX_FILES["int8"] and q.verify(*PAIR).match
 
 
 def test_runtime_never_imports_torch() -> None:

@@ -13,6 +13,7 @@ import torch.multiprocessing as mp
 from safetensors.torch import load_file
 
 from fashion_match.errors import UsageError
+from fashion_match.formats import WEIGHTS
 from fashion_match.train.config import TrainConfig, parse_batch
 from fashion_match.train.sampler import PKBatchSampler
 from fashion_match.train.trainer import train
@@ -46,7 +47,7 @@ def initial_and_trained(cfg: TrainConfig) -> tuple[dict, dict, int]:
     *_, init, _ = build(cfg)
     latest = Path(cfg.out) / "latest"
     state = json.loads((latest / "state.json").read_text())
-    trained = load_weights(latest / "model.safetensors", state["model_config"])
+    trained = load_weights(latest / WEIGHTS, state["model_config"])
     return init.state_dict(), trained.state_dict(), len(init.backbone)
 
 
@@ -60,15 +61,15 @@ def test_resume_ends_with_the_same_weights(tiny_fmnist: Path, tmp_path: Path, ca
     resumed = train(cut, resume=True, progress=False)
     assert [h["epoch"] for h in resumed["history"]] == [1, 2]
     assert resumed["weights_sha256"] == whole["weights_sha256"]
-    a = load_file(str(tmp_path / "whole" / "latest" / "model.safetensors"))
-    b = load_file(str(tmp_path / "cut" / "latest" / "model.safetensors"))
+    a = load_file(str(tmp_path / "whole" / "latest" / WEIGHTS))
+    b = load_file(str(tmp_path / "cut" / "latest" / WEIGHTS))
     assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)
 
 
 def test_checkpoints_are_safetensors_and_json(tiny_fmnist: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     r = train(tiny_cfg(f"fashion-mnist:{tiny_fmnist}", out, epochs=1, loss="multi_similarity"), progress=False)
-    assert sorted(p.name for p in (out / "best").iterdir()) == ["model.safetensors", "state.json", "state.safetensors"]
+    assert sorted(p.name for p in (out / "best").iterdir()) == [WEIGHTS, "state.json", "state.safetensors"]
     state = json.loads((out / "best" / "state.json").read_text())
     assert state["data"] == f"fashion-mnist:{tiny_fmnist}" and state["labels"]["key"] == "category"
     assert -1 <= state["threshold"] <= 1 and state["model_config"]["embedding_dim"] == 16
@@ -206,7 +207,7 @@ def test_train_blocks_with_cache_trains_only_the_last_blocks(tiny_fmnist: Path, 
     assert any(not (a[k] == b[k]).all() for k in learned), "the last blocks must train"
     latest = tmp_path / "tb" / "latest"
     state = json.loads((latest / "state.json").read_text())
-    assert load_weights(latest / "model.safetensors", state["model_config"]).preprocess.size == 64
+    assert load_weights(latest / WEIGHTS, state["model_config"]).preprocess.size == 64
 
 
 def test_shift_maps_moves_whole_cells_and_repeats_the_edge() -> None:
@@ -342,7 +343,7 @@ def test_category_metric_loss_trains_category_proxies(tiny_fmnist: Path, tmp_pat
 def test_init_loads_weights_and_refuses_another_architecture(tiny_fmnist: Path, tmp_path: Path) -> None:
     data = f"fashion-mnist:{tiny_fmnist}"
     train(tiny_cfg(data, tmp_path / "a", epochs=1), progress=False)
-    weights = tmp_path / "a" / "latest" / "model.safetensors"
+    weights = tmp_path / "a" / "latest" / WEIGHTS
     from fashion_match.train.trainer import build
 
     *_, model, _ = build(tiny_cfg(data, tmp_path / "b", init=str(weights)))

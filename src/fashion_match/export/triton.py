@@ -20,6 +20,8 @@ from fashion_match.fileio import atomic_open, make_temp
 from fashion_match.formats import FORMATS
 from fashion_match.runtime.manifest import Manifest
 
+# the file names Triton's TensorRT and ONNX Runtime backends look for by default (theirs, not ours)
+TRITON_FILE = {"trt": "model.plan", "onnx": "model.onnx"}
 PREFERRED_BATCH = (8, 32)
 QUEUE_DELAY_US = 500  # wait at most 0.5 ms to fill a batch
 
@@ -123,7 +125,7 @@ def write_repository(
         validate_config(text)
         folder = out / name
         (folder / "1").mkdir(parents=True, exist_ok=True)
-        target = folder / "1" / ("model.plan" if kind == "trt" else "model.onnx")
+        target = folder / "1" / TRITON_FILE[kind]
         tmp = make_temp(target.parent, target.name)
         try:
             shutil.copyfile(path, tmp)

@@ -79,11 +79,11 @@ def build(
     """Embed SOURCE (a --data spec's gallery, or a folder of images) into a new index.
 
     Interrupted builds resume: run the same command again."""
-    from fashion_match.runtime.index import build_index
+    from fashion_match.runtime.index import Index
 
     t0 = time.perf_counter()
     with _matcher(model_dir, backend, precision, device, threads, batch_size) as m:
-        idx = build_index(source, out, matcher=m, dtype=dtype, shard_rows=shard_rows, progress=not as_json)
+        idx = Index.build(source, out, matcher=m, dtype=dtype, shard_rows=shard_rows, progress=not as_json)
     _report(idx, t0, as_json)
     return 0
 
@@ -107,12 +107,12 @@ def add(
     as_json: bool,
 ) -> int:
     """Append SOURCE to INDEX (same model required; images already present are skipped)."""
-    from fashion_match.runtime.index import Index, add_to_index
+    from fashion_match.runtime.index import Index
 
     t0 = time.perf_counter()
-    Index.open(index)  # "not an index" before any model loads
+    current = Index.open(index)  # "not an index" before any model loads
     with _matcher(model_dir, backend, precision, device, threads, batch_size) as m:
-        idx = add_to_index(index, source, matcher=m, progress=not as_json)
+        idx = current.add(source, matcher=m, progress=not as_json)
     _report(idx, t0, as_json)
     return 0
 

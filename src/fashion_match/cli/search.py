@@ -40,13 +40,13 @@ def cli(
     threads: int | None,
     as_json: bool,
 ) -> int:
-    from fashion_match.runtime.index import Index, search_index
+    from fashion_match.runtime.index import Index
     from fashion_match.runtime.matcher import Matcher
 
     idx = Index.open(index_dir)
     params = {"nprobe": nprobe} if engine.startswith("faiss") else {}
     with Matcher(model_dir, backend=backend, precision=precision, device=device, threads=threads) as m:
-        results, skipped = search_index(idx, list(queries), k, matcher=m, engine=engine, engine_params=params)
+        results, skipped = idx.search(list(queries), k, matcher=m, engine=engine, engine_params=params)
     bad = [{"path": name, "reason": reason} for name, reason in skipped]
     if as_json:
         echo_json(

@@ -28,16 +28,8 @@ from fashion_match.runtime.index_format import (
 )
 from fashion_match.runtime.search import topk_exact
 
-__all__ = [
-    "Entry",
-    "Index",
-    "IndexMismatch",
-    "SearchResult",
-    "WriteReport",
-    "add_to_index",
-    "build_index",
-    "search_index",
-]
+# One public API: the Index class (index_build holds the implementation of build and add).
+__all__ = ["Entry", "Index", "IndexMismatch", "SearchResult", "WriteReport"]
 
 
 @dataclass
@@ -122,10 +114,32 @@ class Index:
         return add_to_index(self.folder, source, **kwargs)
 
     def search(
-        self, queries: Sequence[ImageSource], k: int = 10, **kwargs: Any
+        self,
+        queries: Sequence[ImageSource],
+        k: int = 10,
+        *,
+        matcher: Any = None,
+        model: str | Path | None = None,
+        backend: str = "auto",
+        precision: str = "fp32",
+        engine: str = "exact",
+        engine_params: dict[str, Any] | None = None,
     ) -> tuple[list[SearchResult], list[tuple[str, str]]]:
-        """Embed `queries` as one batch and return their top-k matches (and the unreadable ones)."""
-        return search_index(self, queries, k, **kwargs)
+        """Embed `queries` as one batch and search them together with `engine` (see runtime.engines);
+        returns their top-k matches and the queries that could not be read."""
+        from fashion_match.runtime.engines import make_engine
+
+        if matcher is None:
+            from fashion_match.runtime.matcher import Matcher
+
+            with Matcher(model, backend=backend, precision=precision) as m:
+                return self.search(queries, k, matcher=m, engine=engine, engine_params=engine_params)
+        binding = model_binding(matcher.manifest, matcher.info.backend, matcher.info.precision)
+        self.check_model(binding["model_id"], binding["embedding_dim"])
+        e = matcher.embed(queries)
+        scores, ids = make_engine(engine, self.shards, **(engine_params or {})).search(e.vectors, k)
+        names = [source_name(queries[i]) for i in e.indices]
+        return self.results(names, scores, ids), [(b.name, b.reason) for b in e.bad]
 
     # --- searching -----------------------------------------------------------------------------
     def search_vectors(self, queries: np.ndarray, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
@@ -150,32 +164,3 @@ class Index:
             ]
             out.append(SearchResult(name, matches))
         return out
-
-
-def search_index(
-    index: Index,
-    queries: Sequence[ImageSource],
-    k: int = 10,
-    *,
-    matcher: Any = None,
-    model: str | Path | None = None,
-    backend: str = "auto",
-    precision: str = "fp32",
-    engine: str = "exact",
-    engine_params: dict[str, Any] | None = None,
-) -> tuple[list[SearchResult], list[tuple[str, str]]]:
-    """Embed all queries as one batch and search them together with `engine` (see
-    runtime.engines); returns results and the queries that could not be read."""
-    from fashion_match.runtime.engines import make_engine
-
-    if matcher is None:
-        from fashion_match.runtime.matcher import Matcher
-
-        with Matcher(model, backend=backend, precision=precision) as m:
-            return search_index(index, queries, k, matcher=m, engine=engine, engine_params=engine_params)
-    binding = model_binding(matcher.manifest, matcher.info.backend, matcher.info.precision)
-    index.check_model(binding["model_id"], binding["embedding_dim"])
-    e = matcher.embed(queries)
-    scores, ids = make_engine(engine, index.shards, **(engine_params or {})).search(e.vectors, k)
-    names = [source_name(queries[i]) for i in e.indices]
-    return index.results(names, scores, ids), [(b.name, b.reason) for b in e.bad]

@@ -142,3 +142,34 @@ def test_export_writes_the_wider_embedding_and_matches_torch(tmp_path: Path, mir
         ref = mt.embed_strict(images)
     assert got.shape == (3, 37)
     np.testing.assert_allclose(got, ref, atol=1e-4)
+
+
+def test_a_trained_branch_file_attaches_to_its_model(tmp_path: Path, tiny_fmnist: Path) -> None:
+    """train.branch end to end on a small MobileNetV2 and a 20-image Fashion-MNIST: the file holds
+    the branch, the classifier and its history, and models.merge.add_branch rebuilds the model."""
+    from fashion_match.export.torch2onnx import torch2onnx
+    from fashion_match.models.merge import add_branch
+    from fashion_match.train.branch import train_category_branch
+    from tests.conftest import encode, photo
+
+    torch.manual_seed(0)
+    base = create_model("mobilenet_v2", 32, pretrained=False, num_classes=10, preprocess=PreprocessSpec(size=64))
+    model_dir = tmp_path / "model"
+    sources = [encode(photo(80, 64, seed=i), "PNG") for i in range(4)]
+    torch2onnx(base, model_dir, threshold=0.5, parity_sources=sources)
+    out = tmp_path / "branch.safetensors"
+    meta = train_category_branch(
+        model_dir, out, from_block=16, epochs=2, batch=8, data=f"fashion-mnist:{tiny_fmnist}", progress=False
+    )
+    assert meta["from_block"] == 16 and len(meta["history"]) == 2 and len(meta["categories"]) == 10
+    assert 0.0 <= meta["history"][-1]["test_top1"] <= 1.0
+    again = load_weights(
+        model_dir / "model.safetensors", json.loads((model_dir / "manifest.json").read_text())["architecture"]
+    )
+    record = add_branch(again, out, share=0.1, mirror=False)
+    assert record["from_block"] == 16 and again.category_branch is not None
+    emb = again.eval()(_x(2))
+    assert emb.shape == (2, 32 + 10) and torch.allclose(emb.norm(dim=1), torch.ones(2), atol=1e-5)
+    torch2onnx(again, tmp_path / "with branch", threshold=0.5, parity_sources=sources)
+    with pytest.raises(UsageError, match="already has a category branch"):
+        train_category_branch(tmp_path / "with branch", tmp_path / "x.safetensors", data=f"fashion-mnist:{tiny_fmnist}")

@@ -320,11 +320,9 @@ def _safe_load(
 ) -> np.ndarray | BadImage:
     src, spec, bbox, max_pixels = args
     try:
-        return load_image(src, spec, bbox=bbox, max_pixels=max_pixels)
+        return load_image(src, spec, bbox=bbox, max_pixels=max_pixels)  # any failure arrives as BadImage
     except BadImage as e:
         return e
-    except Exception as e:  # noqa: BLE001 - load_image maps failures to BadImage; this is the batch's backstop
-        return BadImage(source_name(src), f"could not be loaded ({type(e).__name__}: {_one_line(e)})")
 
 
 def load_batch(

@@ -34,6 +34,7 @@ from fashion_match.runtime.index_format import (
     Entry,
     IndexMismatch,
     path_key,
+    read_manifest,
     read_meta,
     shard_names,
     write_shard,
@@ -59,9 +60,11 @@ class Sources:
     sources: list[ImageSource]
     items: list[str]
     description: str
+    keys: list[str] = field(default_factory=list)  # per source, see source_key; computed once
 
-    def keys(self) -> list[str]:
-        return [source_key(s, n) for s, n in zip(self.sources, self.names, strict=True)]
+    def __post_init__(self) -> None:
+        if not self.keys:  # hashing in-memory images is not free: done here, once per source list
+            self.keys = [source_key(s, n) for s, n in zip(self.sources, self.names, strict=True)]
 
 
 def source_key(src: ImageSource, name: str) -> str:
@@ -162,7 +165,7 @@ def build_shards(
         written = prior if isinstance(prior, dict) else {}
     plan["written"] = written
     write_json_atomic(plan_path, plan)
-    entries, keys = _entries(src), src.keys()
+    entries, keys = _entries(src), src.keys
     shards, skipped = [], []
     n = len(src.sources)
     bar = tqdm(total=n, unit="img", desc="embedding gallery", disable=None if progress else True)
@@ -257,14 +260,18 @@ def _matcher(matcher: Any, model: str | Path | None, backend: str, precision: st
 def _drop_duplicates(src: Sources, have: set[str]) -> tuple[Sources, list[dict[str, str]]]:
     """Leave out the images already in the index, listing each one."""
     keep, dups = [], []
-    for i, key in enumerate(src.keys()):
+    for i, key in enumerate(src.keys):
         if key in have:
             shown = key.removeprefix("path:") if key.startswith("path:") else src.names[i]
             dups.append({"path": shown, "reason": "already in the index"})
         else:
             keep.append(i)
     picked = Sources(
-        [src.names[i] for i in keep], [src.sources[i] for i in keep], [src.items[i] for i in keep], src.description
+        [src.names[i] for i in keep],
+        [src.sources[i] for i in keep],
+        [src.items[i] for i in keep],
+        src.description,
+        [src.keys[i] for i in keep],
     )
     return picked, dups
 
@@ -326,7 +333,7 @@ def add_to_index(
     from fashion_match.runtime.index import Index
 
     folder = Path(index)
-    Index.open(folder)  # a clear "not an index" before taking a lock in a folder that is none
+    read_manifest(folder)  # a clear "not an index" before taking a lock in a folder that is none
     with exclusive_lock(folder, "index"):
         idx = Index.open(folder)  # under the lock: the state no other writer can change now
         m, opened = _matcher(matcher, model, backend, precision)

@@ -269,9 +269,8 @@ def run_export(source: Path | None, out: Path | None, opts: ExportOptions, say: 
     manifest = prepare_out(model_dir, run, Path(out_text))
     result = ExportResult(manifest.folder)
     ctx = _Context(manifest, opts, _Gate(manifest, opts), calib)
-    gate = ctx.gate
     say(f"fp32   {ctx.fp32_path}")
-    for row in PRECISION_TABLE:  # table order: FP16 before INT8, as the gate's figures are read
+    for row in PRECISION_TABLE:  # in table order, whatever order the options came in
         if row.name in opts.precisions:
             made = CONVERTERS[row.name](ctx)
             _record(manifest, made.file, made.entry, key=made.key)
@@ -279,7 +278,7 @@ def run_export(source: Path | None, out: Path | None, opts: ExportOptions, say: 
             say(_gate_line(made.label, made.file, made.entry["gate"]))
 
     if opts.trt:
-        _build_engines(manifest, opts, gate, result, say)
+        _build_engines(manifest, opts, ctx.gate, result, say)
 
     if opts.triton:
         from fashion_match.export.triton import write_repository

@@ -9,7 +9,7 @@
 `--base DIR` starts from an exported model directory's `model.safetensors` as it is (the embedded
 model, say). `--reexport` does that for the embedded model and keeps its name and source record:
 the same weights through this version's exporter. `--category-branch FILE` (from
-`scripts/train_category_branch.py`) gives the classifier its own copy of the last backbone
+`fm-train --branch-for`) gives the classifier its own copy of the last backbone
 blocks and `--category-share W` puts W of the similarity on the class probabilities (see
 `EmbeddingModel.add_category_branch`).
 
@@ -52,7 +52,7 @@ def main() -> None:
     ap.add_argument("--soup", nargs="+", type=Path, default=[], metavar="CKPT", help="average with these checkpoints")
     ap.add_argument("--wise", type=float, default=None, help="interpolate with the ImageNet backbone (0..1)")
     ap.add_argument("--base", type=Path, help="an exported model directory (its model.safetensors as it is)")
-    ap.add_argument("--category-branch", type=Path, help="branch weights from scripts/train_category_branch.py")
+    ap.add_argument("--category-branch", type=Path, help="OUT/branch.safetensors of fm-train --branch-for")
     ap.add_argument("--category-share", type=float, default=0.1, help="share of the similarity on the category")
     ap.add_argument("--category-mirror", action="store_true", help="average the branch over mirrored maps too")
     ap.add_argument("--calibration-items", type=int, default=1000)

@@ -173,3 +173,42 @@ def test_a_trained_branch_file_attaches_to_its_model(tmp_path: Path, tiny_fmnist
     torch2onnx(again, tmp_path / "with branch", threshold=0.5, parity_sources=sources)
     with pytest.raises(UsageError, match="already has a category branch"):
         train_category_branch(tmp_path / "with branch", tmp_path / "x.safetensors", data=f"fashion-mnist:{tiny_fmnist}")
+
+
+def test_fm_train_branch_for_trains_attaches_and_exports(
+    tmp_path: Path, tiny_fmnist: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`fm-train --branch-for DIR` writes the branch file and a model directory with the branch
+    attached at the asked share, its threshold calibrated again on the base model's calibration data."""
+    from fashion_match.cli.train import main
+    from fashion_match.export.torch2onnx import torch2onnx
+    from fashion_match.runtime import Matcher
+    from tests.conftest import encode, photo, run_cli
+
+    torch.manual_seed(0)
+    base = create_model("mobilenet_v2", 32, pretrained=False, num_classes=10, preprocess=PreprocessSpec(size=64))
+    sources = [encode(photo(80, 64, seed=i), "PNG") for i in range(4)]
+    c2s = f"fmnist-c2s:{tiny_fmnist}"
+    torch2onnx(base, tmp_path / "base", calibration_data=c2s, calibration_items=6, parity_sources=sources)
+    args = ("--branch-for", str(tmp_path / "base"), "--data", f"fashion-mnist:{tiny_fmnist}", "--epochs", "1")
+    code, out, err = run_cli(
+        capsys, main, *args, "--batch", "8", "--category-share", "0.25", "--out", str(tmp_path / "b"), "--json"
+    )
+    assert code == 0, err
+    result = json.loads(out)
+    assert len(result["branch"]["history"]) == 1
+    man = json.loads((tmp_path / "b" / "model" / "manifest.json").read_text())
+    assert man["source"]["category_branch"]["share"] == 0.25
+    assert man["source"]["category_branch"]["from_block"] == 16
+    assert man["calibration"]["data"] == c2s and man["calibration"]["queries"] == 6
+    assert man["calibration"]["rule"] != "given by the user"
+    assert man["embedding_dim"] == 32 + 10
+    with Matcher(tmp_path / "b" / "model", backend="onnxruntime") as m:
+        assert m.embed_strict(sources[:2]).shape == (2, 42)
+    # a model directory is never written over, and a new model's options are refused, not ignored
+    code, _, err = run_cli(capsys, main, *args, "--out", str(tmp_path / "b"))
+    assert code == 2 and "exists" in err
+    code, _, err = run_cli(capsys, main, *args, "--loss", "ce_triplet", "--out", str(tmp_path / "c"))
+    assert code == 2 and "--loss" in err
+    code, _, err = run_cli(capsys, main, *args, "--batch", "8x2", "--out", str(tmp_path / "c"))
+    assert code == 2 and "plain batch size" in err

@@ -49,9 +49,11 @@ def precision_flags(f: F) -> F:
 @click.option(
     "--allow-accuracy-drop",
     type=click.FloatRange(0, 100),
-    help=f"Points of Recall@1 and verification accuracy an artifact may lose [default: {MAX_DROP_PTS['fp16']} "
-    f"for fp16, {MAX_DROP_PTS['int8']} for int8]; also waives the mean-cosine floor "
-    f"({MIN_MEAN_COSINE['fp16']} / {MIN_MEAN_COSINE['int8']}).",
+    help="Points of Recall@1 and verification accuracy an artifact may lose [default: "
+    + ", ".join(f"{v} for {k}" for k, v in MAX_DROP_PTS.items())
+    + "]; also waives the mean-cosine floor ("
+    + ", ".join(f"{v} for {k}" for k, v in MIN_MEAN_COSINE.items())
+    + ").",
 )
 @click.option("--gate-data", default="fashion-mnist", show_default=True, help="Retrieval data of the accuracy gate.")
 @click.option("--gate-queries", type=click.IntRange(1), default=1000, show_default=True)

@@ -100,6 +100,22 @@ class _BackboneOption(click.Option):
     default=None,
     help="Continue the run in DIR from its last completed epoch (its config.json wins).",
 )
+@click.option(
+    "--branch-for",
+    type=click.Path(path_type=Path),
+    help="Instead of a new model: train a category branch (its own copy of the last backbone blocks and a "
+    "classifier) for this model directory on --data [default: fashion-mnist]; writes OUT/branch.safetensors and "
+    "OUT/model, the model with the branch attached, for fm-export.",
+)
+@click.option("--from-block", type=click.IntRange(1), default=16, show_default=True, help="With --branch-for.")
+@click.option(
+    "--category-share",
+    type=click.FloatRange(0, 1),
+    default=0.1,
+    show_default=True,
+    help="With --branch-for: the share of the similarity put on the class probabilities.",
+)
+@click.option("--category-mirror", is_flag=True, help="With --branch-for: average the branch over mirrored maps too.")
 @click.option("--json", "as_json", is_flag=True, help="Print the final summary as JSON.")
 @debug_option
 def cli(
@@ -109,6 +125,10 @@ def cli(
     no_amp: bool,
     out: Path,
     resume: Path | None,
+    branch_for: Path | None,
+    from_block: int,
+    category_share: float,
+    category_mirror: bool,
     as_json: bool,
     **fields: Any,
 ) -> int:
@@ -118,6 +138,8 @@ def cli(
     from fashion_match.train.config import TrainConfig, parse_batch
     from fashion_match.train.trainer import summary_table, train
 
+    if branch_for is not None:
+        return _branch(branch_for, data, batch, out, as_json, fields, from_block, category_share, category_mirror)
     if resume is not None:
         cfg_path = resume / "config.json"
         if not cfg_path.is_file():
@@ -136,6 +158,61 @@ def cli(
     elif result["history"]:
         click.echo(summary_table(result["history"]))
         click.echo(f"best R@1 {result['best_recall_at_1']:.4f}; checkpoints in {cfg.out}/best and {cfg.out}/latest")
+    return 0
+
+
+# what --branch-for reads: everything else belongs to a new model's training and is refused
+_BRANCH_OPTIONS = {"data", "batch", "out", "branch_for", "from_block", "category_share", "category_mirror"}
+_BRANCH_OPTIONS |= {"epochs", "lr", "seed", "map_shift", "as_json"}
+
+
+def _branch(
+    model_dir: Path,
+    data: str | None,
+    batch: str,
+    out: Path,
+    as_json: bool,
+    fields: dict[str, Any],
+    from_block: int,
+    share: float,
+    mirror: bool,
+) -> int:
+    from fashion_match.errors import UsageError
+    from fashion_match.fileio import check_output_dir
+    from fashion_match.train.branch import attach_and_export, train_category_branch
+
+    ctx = click.get_current_context()
+    given = {n for n in ctx.params if ctx.get_parameter_source(n) != click.core.ParameterSource.DEFAULT}
+    if given - _BRANCH_OPTIONS:
+        wrong = ", ".join(f"--{n.replace('_', '-')}" for n in sorted(given - _BRANCH_OPTIONS))
+        raise UsageError(f"{wrong}: not an option of --branch-for (it takes --data, --epochs, --batch, --lr, --seed)")
+    if "batch" in given and not batch.isdigit():
+        raise UsageError(f"--batch {batch}: --branch-for takes a plain batch size (e.g. 128)")
+    out = out if "out" in given else Path("runs/branch")
+    if (out / "model").exists():  # a model directory is written whole, never over an older one
+        raise UsageError(f"{out / 'model'}: exists; choose another --out")
+    check_output_dir(out, "output folder (--out)")
+    kw: dict[str, Any] = {k: fields[k] for k in ("epochs", "lr", "seed") if k in given}
+    if "map_shift" in given:
+        kw["shift"] = fields["map_shift"]
+    meta = train_category_branch(
+        model_dir,
+        out / "branch.safetensors",
+        from_block=from_block,
+        batch=int(batch) if "batch" in given else 128,
+        data=data or "fashion-mnist",
+        progress=not as_json,
+        **kw,
+    )
+    manifest = attach_and_export(model_dir, out / "branch.safetensors", out / "model", share=share, mirror=mirror)
+    result = {"branch": meta, "model": str(out / "model"), "calibration": manifest["calibration"]}
+    if as_json:
+        echo_json(result)
+    else:
+        last = meta["history"][-1]
+        click.echo(f"category branch: test top-1 {last['test_top1']:.4f} after {len(meta['history'])} epochs")
+        threshold = manifest["calibration"]["threshold"]
+        click.echo(f"model with the branch (share {share}): {out / 'model'}; threshold {threshold:.3f}")
     return 0
 
 

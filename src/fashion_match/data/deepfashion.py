@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fashion_match.data.records import Dataset, Record, RetrievalProtocol
+from fashion_match.data.records import Dataset, Record, RetrievalProtocol, read_annotation
 from fashion_match.errors import BadDataset
 
 INSHOP_PARTITION_HEADER = ["image_name", "item_id", "evaluation_status"]
@@ -22,12 +22,7 @@ CLOTHES_TYPES = {"1": "upper-body", "2": "lower-body", "3": "full-body"}
 
 def read_list_file(path: Path, header: list[str]) -> list[tuple[int, list[str]]]:
     """Rows of an official list file as (line number, fields); checks count, header, widths."""
-    if not path.is_file():
-        raise BadDataset(f"{path}: missing (expected the official DeepFashion list file)")
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as e:
-        raise BadDataset(f"{path}: cannot read ({e})") from None
+    text = read_annotation(path, "the official DeepFashion list file")
     lines = text.splitlines()
     if not lines or not lines[0].strip():
         raise BadDataset(f"{path}:1: empty file; expected the number of rows on line 1")

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from fashion_match.data.records import SPLITS, Dataset, Record, RetrievalProtocol
+from fashion_match.data.records import SPLITS, Dataset, Record, RetrievalProtocol, read_annotation
 from fashion_match.errors import BadDataset
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
@@ -103,12 +103,7 @@ def load_folder(root_s: str) -> Dataset:
 
 def load_csv(file_s: str) -> Dataset:
     path = Path(file_s).expanduser()
-    if not path.is_file():
-        raise BadDataset(f"{path}: no such CSV file (expected columns path,item_id[,split][,domain])")
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as e:
-        raise BadDataset(f"{path}: cannot read ({e})") from None
+    text = read_annotation(path, "a CSV file with columns path,item_id[,split][,domain]")
     reader = csv.reader(text.splitlines())
     try:
         return _csv_dataset(path, reader)

@@ -4,12 +4,25 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
 from fashion_match.data.images import ImageSource
+from fashion_match.errors import BadDataset
 
 SPLITS = ("train", "val", "test", "query", "gallery")
+
+
+def read_annotation(path: Path, expected: str) -> str:
+    """The text of an annotation file (a BOM dropped); `BadDataset` saying what was `expected`
+    when it is missing or unreadable."""
+    if not path.is_file():
+        raise BadDataset(f"{path}: missing (expected {expected})")
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as e:
+        raise BadDataset(f"{path}: cannot read ({e})") from None
 
 
 @dataclass(frozen=True)

@@ -91,7 +91,7 @@ def add_branch(model: EmbeddingModel, path: Path, share: float, mirror: bool) ->
     with safe_open(str(path), "pt") as f:
         meta = json.loads((f.metadata() or {}).get("fashion_match_branch", "null") or "null")
     if not meta:
-        raise UsageError(f"--category-branch {path}: not a file from scripts/train_category_branch.py")
+        raise UsageError(f"--category-branch {path}: not a branch file from fm-train --branch-for")
     model.add_category_branch(int(meta["from_block"]), share, mirror)
     sd = model.state_dict()
     theirs = load_file(str(path))

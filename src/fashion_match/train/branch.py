@@ -4,8 +4,8 @@ The model's trunk (blocks before `from_block`) stays frozen and shared, so its o
 training images are computed once (the runtime's preprocessing) and the branch trains on those
 maps: random flips and shifts (`shift` cells), cross-entropy with label smoothing, AdamW with a
 one-cycle schedule. The branch starts from the model's own blocks. Test accuracy is measured after
-each epoch and stored in the file's metadata; `models.merge.add_branch` attaches the file to the
-model (`scripts/make_default_model.py --category-branch FILE --category-share W`).
+each epoch and stored in the file's metadata; `attach_and_export` (`fm-train --branch-for DIR`)
+attaches the file to the model and exports the result as a new model directory.
 """
 
 from __future__ import annotations
@@ -137,3 +137,40 @@ def train_category_branch(
     with atomic_open(out, "wb") as f:
         f.write(blob)
     return meta
+
+
+def attach_and_export(
+    model_dir: Path,
+    branch_file: Path,
+    out: Path,
+    *,
+    share: float,
+    mirror: bool = False,
+    threshold: float | None = None,
+) -> dict[str, Any]:
+    """Write a model directory `out`: `model_dir`'s model with the branch in `branch_file` attached
+    at similarity share `share`, exported to FP32 ONNX. The category share changes the similarity,
+    so the match threshold is calibrated again, on the data and number of items the base model's
+    threshold came from (fmnist-c2s, 1000 items, when it was given by hand), unless `threshold`."""
+    from fashion_match.export.torch2onnx import torch2onnx
+    from fashion_match.models.merge import add_branch
+
+    manifest = load_manifest(model_dir)
+    model = load_weights(model_dir / WEIGHTS, manifest.data["architecture"])
+    record = add_branch(model, branch_file, share, mirror)
+    base_cal = manifest.data.get("calibration") or {}
+    source = {
+        "base_model": manifest.model,
+        "base_weights_sha256": sha256_file(model_dir / WEIGHTS),
+        "base_source": manifest.data.get("source"),
+        "category_branch": record,
+    }
+    return torch2onnx(
+        model,
+        out,
+        threshold=threshold,
+        calibration_data=str(base_cal.get("data") or "fmnist-c2s"),
+        calibration_items=int(base_cal.get("queries") or 1000),
+        source=source,
+        display_name=f"{manifest.model}+category-branch",
+    )

@@ -22,6 +22,7 @@ class Precision:
     max_drop_pts: float | None = None  # gate: Recall@1 / verification accuracy points it may lose
     min_mean_cosine: float | None = None  # gate: floor of the mean cosine to FP32
     help: str = ""  # fm-export --<name>
+    remedy: str = ""  # what a user can do when its gate fails
 
 
 PRECISION_TABLE: tuple[Precision, ...] = (
@@ -34,6 +35,8 @@ PRECISION_TABLE: tuple[Precision, ...] = (
         max_drop_pts=0.1,
         min_mean_cosine=0.999,
         help="FP16 ONNX (pooling and L2 normalisation stay FP32).",
+        remedy="FP16 takes no calibration: check the drop against the gate's resolution, or accept it "
+        "with --allow-accuracy-drop",
     ),
     # the INT8 engine source is the symmetric TensorRT flavour, never ONNX Runtime's (see export.trt_rules)
     Precision(
@@ -44,6 +47,8 @@ PRECISION_TABLE: tuple[Precision, ...] = (
         max_drop_pts=1.0,
         min_mean_cosine=0.95,
         help="INT8 Q/DQ ONNX calibrated on real images.",
+        remedy="calibrate on images like yours (--calib SPEC, more --calib-images, another --calib-method), "
+        "or accept it with --allow-accuracy-drop",
     ),
 )
 PRECISIONS = tuple(p.name for p in PRECISION_TABLE)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -207,6 +208,19 @@ def test_cli_exports_and_fm_match_uses_the_precision(model_copy: Path, tmp_path:
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert [m["file"] for m in out["made"]] == [ONNX_FILES["fp16"], ONNX_FILES["int8"]]
+    # stderr is not a terminal here: every step says when it starts and how long it took
+    for step in (
+        "fp16: converting to",
+        "int8: converting to",
+        "gate: FP32 reference on",
+        "gate: " + ONNX_FILES["int8"],
+    ):
+        assert re.search(re.escape(step) + r".*: done in \d+\.\d s", r.stderr), (step, r.stderr)
+    # 100 queries: one is a whole point of Recall@1, coarser than FP16's 0.1-point allowance
+    assert "the fp16 gate is coarser than its allowance: one query is 1.00 points" in r.stderr
+    assert "the int8 gate is coarser" not in r.stderr  # int8 allows 1.0
+    gate = out["made"][0]["gate"]
+    assert gate["mode"] == "full" and gate["resolution_pts"] == {"recall_at_1": 1.0}
     from tests.conftest import encode, photo
 
     a, b = tmp_path / "a.jpg", tmp_path / "b.jpg"
@@ -222,6 +236,18 @@ def test_cli_exports_and_fm_match_uses_the_precision(model_copy: Path, tmp_path:
         )
         assert r.returncode in (0, 1), r.stderr
         assert json.loads(r.stdout)["precision"] == precision
+
+
+def test_quick_gate_is_small_widened_and_labelled(model_copy: Path) -> None:
+    r = fm_export(str(model_copy), "--fp16", "--json", "--gate", "quick", "--gate-pairs", "0")
+    assert r.returncode == 0, r.stderr
+    gate = json.loads(r.stdout)["made"][0]["gate"]
+    # quick: 250 queries unless given (the tiny gallery caps nothing here), so one query is 0.4 points
+    assert gate["mode"] == "quick" and gate["resolution_pts"] == {"recall_at_1": 0.4}
+    assert gate["allowed_drop_pts"] == 0.8 and gate["allowance"].startswith("quick gate")
+    assert "coarser than its allowance" not in r.stderr
+    manifest = json.loads((model_copy / "manifest.json").read_text())
+    assert manifest["artifacts"][ONNX_FILES["fp16"]]["gate"]["mode"] == "quick"
 
 
 @pytest.mark.parametrize(

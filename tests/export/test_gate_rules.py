@@ -98,3 +98,23 @@ def test_a_recall_drop_beyond_the_allowance_is_refused() -> None:
     assert f["min_cosine"] > 0.999 and f["verification_accuracy_drop_pts"] == 0.0  # only Recall@1 can see it
     # the same candidate passes when the user allows that drop: the allowance is what decides
     assert run_gate("cand", "int8", gs, ref, threshold=0.5, embed=_twins(True), allow_drop_pts=30)["passed"]
+
+
+def test_a_failure_names_the_data_and_the_remedy_of_its_precision() -> None:
+    gs = _gate_set()
+    ref = embed_gate_set("ref", gs, _one_hot)
+    with pytest.raises(GateFailed, match=r"failed on synthetic: .*--calib SPEC") as err:
+        run_gate("cand", "int8", gs, ref, threshold=0.5, embed=_blurred(0.6))
+    assert "no calibration" not in str(err.value)
+    with pytest.raises(GateFailed, match=r"FP16 takes no calibration") as err:
+        run_gate("cand", "fp16", gs, ref, threshold=0.5, embed=_blurred(0.6))
+    assert "--calib" not in str(err.value)
+
+
+def test_resolution_warns_only_when_one_query_outweighs_the_allowance() -> None:
+    from fashion_match.export.gate import resolution_pts, resolution_warning
+
+    gs = _gate_set()  # 16 queries (6.25 points each), 8 pairs (6.25 points of balanced accuracy each)
+    assert resolution_pts(gs) == {"recall_at_1": 6.25, "verification_accuracy": 6.25}
+    assert "one query is 6.25 points of recall_at_1" in (resolution_warning(gs, "fp16", 0.1) or "")
+    assert resolution_warning(gs, "int8", 6.25) is None

@@ -241,7 +241,7 @@ def test_embedded_model_needs_out(tmp_path: Path) -> None:
         run_export(tmp_path, None, ExportOptions(precisions=("fp16",)), lambda s: None)
 
 
-def test_export_from_an_fm_train_run(tmp_path: Path, tiny_model_dir: Path) -> None:
+def test_export_from_an_fm_train_run(tmp_path: Path, tiny_model_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """An fm-train output directory is exported (torch2onnx) before the precision steps."""
     from fashion_match.models import create_model
     from fashion_match.models.checkpoint import save_weights
@@ -250,12 +250,18 @@ def test_export_from_an_fm_train_run(tmp_path: Path, tiny_model_dir: Path) -> No
     (run / "best").mkdir(parents=True)
     model = create_model("tiny", pretrained=False)
     save_weights(model, run / "best" / WEIGHTS)
-    state = {"model_config": model.config(), "threshold": 0.42, "metrics": {"recall_at_1": 0.5}}
+    state = {"model_config": model.config(), "threshold": 0.42, "metrics": {"recall_at_1": 0.5}, "epoch": 2}
     (run / "best" / "state.json").write_text(json.dumps(state))
     result = run_export(run, None, ExportOptions(precisions=("fp16",), **GATE), lambda s: None)
     assert result.out == run / "export"
+    assert f"exporting {run} (best, epoch 3 checkpoint)" in capsys.readouterr().err
     man = load_manifest(run / "export")
     assert man.threshold == pytest.approx(0.42)
+    # the threshold is the run's own, and the manifest says so (not "given by the user")
+    assert (
+        man.data["calibration"]["rule"] == "the fm-train run's own, from its evaluation at the best, epoch 3 checkpoint"
+    )
+    assert man.data["source"]["epoch"] == 2
     assert set(man.artifacts) >= {FP32_ONNX, ONNX_FILES["fp16"], WEIGHTS}
     shutil.rmtree(run)
 

@@ -9,6 +9,7 @@ import click
 from fashion_match.cli.common import F, debug_option, echo_json, entrypoint
 from fashion_match.export.gate import MAX_DROP_PTS, MIN_MEAN_COSINE
 from fashion_match.export.onnx2int8 import CALIB_METHODS, DEFAULT_CALIB, DEFAULT_CALIB_IMAGES, TARGETS
+from fashion_match.export.pipeline import QUICK_GATE
 from fashion_match.formats import PRECISION_TABLE, REDUCED
 
 
@@ -55,6 +56,16 @@ def precision_flags(f: F) -> F:
     + ", ".join(f"{v} for {k}" for k, v in MIN_MEAN_COSINE.items())
     + ").",
 )
+@click.option(
+    "--gate",
+    "gate_mode",
+    type=click.Choice(["full", "quick"]),
+    default="full",
+    show_default=True,
+    help=f"quick: for trying things, {QUICK_GATE[0]} queries, {QUICK_GATE[1]} gallery images and "
+    f"{QUICK_GATE[2]} pairs unless given, and an allowance of at least two queries' worth; the manifest "
+    "labels such artifacts.",
+)
 @click.option("--gate-data", default="fashion-mnist", show_default=True, help="Retrieval data of the accuracy gate.")
 @click.option("--gate-queries", type=click.IntRange(1), default=1000, show_default=True)
 @click.option("--gate-gallery", type=click.IntRange(1), default=5000, show_default=True)
@@ -75,6 +86,7 @@ def cli(
     timing_cache: Path | None,
     triton: Path | None,
     allow_accuracy_drop: float | None,
+    gate_mode: str,
     gate_data: str,
     gate_queries: int,
     gate_gallery: int,
@@ -86,6 +98,12 @@ def cli(
     from fashion_match.export.pipeline import ExportOptions, run_export
 
     precisions = tuple(p for p in REDUCED if flags[p])
+    if gate_mode == "quick":  # the quick sizes stand in for the defaults, never for what was typed
+        src = click.get_current_context().get_parameter_source
+        default = click.core.ParameterSource.DEFAULT
+        gate_queries = QUICK_GATE[0] if src("gate_queries") == default else gate_queries
+        gate_gallery = QUICK_GATE[1] if src("gate_gallery") == default else gate_gallery
+        gate_pairs = QUICK_GATE[2] if src("gate_pairs") == default else gate_pairs
     if (calib or target) and "int8" not in precisions:
         raise UsageError("--calib and --target apply to --int8")
     opts = ExportOptions(
@@ -104,6 +122,7 @@ def cli(
         gate_gallery=gate_gallery,
         gate_verification="fmnist-c2s" if gate_pairs else None,
         gate_pairs=gate_pairs,
+        gate_mode=gate_mode,
     )
     result = run_export(source, out, opts, say=(lambda s: None) if as_json else click.echo)
     if as_json:

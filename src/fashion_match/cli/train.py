@@ -135,6 +135,9 @@ def cli(
     """Options named like a TrainConfig field pass straight through; the others are translated."""
     from fashion_match.errors import UsageError
     from fashion_match.fileio import check_output_dir
+    from fashion_match.formats import WEIGHTS
+    from fashion_match.progress import say
+    from fashion_match.train.checkpoint import completed_epochs
     from fashion_match.train.config import TrainConfig, parse_batch
     from fashion_match.train.trainer import summary_table, train
 
@@ -146,13 +149,26 @@ def cli(
             raise UsageError(f"--resume {resume}: no config.json there (not an fm-train output directory)")
         cfg = TrainConfig.load(cfg_path)
         cfg.out = str(resume)
+        ctx = click.get_current_context()
+        given = [n for n in ctx.params if ctx.get_parameter_source(n) != click.core.ParameterSource.DEFAULT]
+        extra = [f"--{n.replace('_', '-')}" for n in given if n not in ("resume", "as_json")]
+        if extra:  # a resumed run is the run its config.json describes, or its result would differ
+            raise UsageError(
+                f"{', '.join(extra)} with --resume: a resumed run keeps its config.json (its schedule is set for "
+                f"{cfg.epochs} epochs); to train on from it, start a new run with --init {resume}/latest/{WEIGHTS}"
+            )
+        done = completed_epochs(resume)
+        if done >= cfg.epochs:
+            click.echo(f"{resume}: already complete ({done} of {cfg.epochs} epochs); nothing to do", err=True)
+            return 0
+        say(f"resuming {resume} from epoch {done + 1} of {cfg.epochs}")
     else:
         if not data:
             raise UsageError("--data is required (e.g. --data fmnist-c2s or --data deepfashion-inshop:DIR)")
         p, k = parse_batch(batch)
         cfg = TrainConfig(data=data, p=p, k=k, init=str(init) if init else None, amp=not no_amp, out=str(out), **fields)
         check_output_dir(out, "run folder (--out)")  # before the data and the model load
-    result = train(cfg, resume=resume is not None, progress=not as_json)
+    result = train(cfg, resume=resume is not None, progress=True)  # on stderr: --json stays clean
     if as_json:
         echo_json(result)
     elif result["history"]:

@@ -23,22 +23,17 @@ def _probe(rec: Record) -> tuple[str, str] | None:
 
 
 def check_dataset(ds: Dataset, *, workers: int | None = None, progress: bool = True) -> dict[str, Any]:
-    from tqdm import tqdm
+    from fashion_match.progress import Bar
 
-    with ThreadPoolExecutor(workers or default_workers()) as pool:
-        results = pool.map(_probe, ds.records, chunksize=64)
-        bad = [
-            r
-            for r in tqdm(
-                results,
-                total=len(ds.records),
-                desc="checking images",
-                unit="img",
-                disable=None if progress else True,
-                leave=False,
-            )
-            if r is not None
-        ]
+    bad = []
+    with (
+        ThreadPoolExecutor(workers or default_workers()) as pool,
+        Bar(len(ds.records), "checking images", enabled=progress) as bar,
+    ):
+        for r in pool.map(_probe, ds.records, chunksize=64):
+            bar.update()
+            if r is not None:
+                bad.append(r)
     return {
         "format": ds.format,
         "images": len(ds.records),

@@ -28,6 +28,7 @@ from fashion_match.data.preprocess import PreprocessSpec
 from fashion_match.errors import ExportError
 from fashion_match.export.onnx_cpu import Embed, onnx_embedder
 from fashion_match.formats import PRECISION_TABLE
+from fashion_match.formats import precision as precision_row
 from fashion_match.metrics import recall_at_k
 from fashion_match.runtime.backend import embed_in_batches
 
@@ -161,9 +162,17 @@ def run_gate(
     embed: Embed | None = None,
     name: str | None = None,
     batch: int = 32,
+    mode: str = "full",
 ) -> dict[str, Any]:
-    """Gate figures for `candidate`; `GateFailed` (an ExportError, with the figures) when it fails."""
+    """Gate figures for `candidate`; `GateFailed` (an ExportError, with the figures) when it fails.
+
+    mode "quick" (a small gate set, for trying things) widens the default allowance to what two
+    queries or pairs are worth, since a single flip would otherwise decide it; the figures say so."""
     allowed = MAX_DROP_PTS[precision] if allow_drop_pts is None else float(allow_drop_pts)
+    allowance = "default" if allow_drop_pts is None else "--allow-accuracy-drop"
+    if mode == "quick" and allow_drop_pts is None:
+        allowed = max(allowed, round(2 * max(resolution_pts(gs).values()), 4))
+        allowance = "quick gate: the default, or two queries' (pairs') worth when that is more"
     got = embed_gate_set(candidate, gs, embed, batch)
     base, new = score(ref, gs, threshold), score(got, gs, threshold)
     figures: dict[str, Any] = {
@@ -174,7 +183,9 @@ def run_gate(
         "recall_at_1": new["recall_at_1"],
         "recall_at_1_drop_pts": round(100 * (base["recall_at_1"] - new["recall_at_1"]), 4),
         "allowed_drop_pts": allowed,
-        "allowance": "default" if allow_drop_pts is None else "--allow-accuracy-drop",
+        "allowance": allowance,
+        "mode": mode,
+        "resolution_pts": {k: round(v, 4) for k, v in resolution_pts(gs).items()},
     }
     if "verification_accuracy" in base:
         figures["verification_accuracy_fp32"] = base["verification_accuracy"]
@@ -201,12 +212,34 @@ def run_gate(
     if failures:
         worst = max(allowed, figures["recall_at_1_drop_pts"], figures.get("verification_accuracy_drop_pts", 0.0))
         raise GateFailed(
-            f"{name or Path(candidate).name}: accuracy gate failed: {'; '.join(failures)}; min cosine "
-            f"{figures['min_cosine']:.4f}. Use a better --calib set, or accept it with --allow-accuracy-drop "
+            f"{name or Path(candidate).name}: accuracy gate failed on {gs.description}: {'; '.join(failures)}; "
+            f"min cosine {figures['min_cosine']:.4f}. To go on: {precision_row(precision).remedy} "
             f"{worst + 0.01:.2f}",
             figures,
         )
     return figures
+
+
+def resolution_pts(gs: GateSet) -> dict[str, float]:
+    """Points of each gated figure that one query (or one pair) is worth: the gate cannot tell
+    drops smaller than this from none."""
+    out = {"recall_at_1": 100.0 / max(1, len(gs.q_pixels))}
+    if gs.pair_q is not None:  # balanced accuracy: one positive pair is half of 1/n
+        out["verification_accuracy"] = 50.0 / max(1, len(gs.pair_q))
+    return out
+
+
+def resolution_warning(gs: GateSet, precision: str, allowed: float) -> str | None:
+    """Why the gate for `precision` cannot pass unless nothing at all changes, or None."""
+    coarse = {k: v for k, v in resolution_pts(gs).items() if v > allowed + 1e-9}
+    if not coarse or allowed <= 0:
+        return None
+    said = ", ".join(f"one {'pair' if k[0] == 'v' else 'query'} is {v:.2f} points of {k}" for k, v in coarse.items())
+    return (
+        f"the {precision} gate is coarser than its allowance: {said}, but {allowed} points are allowed, "
+        "so any change fails it; gate on more queries (--gate-queries, --gate-pairs) or accept a drop with "
+        "--allow-accuracy-drop"
+    )
 
 
 class GateFailed(ExportError):

@@ -22,6 +22,8 @@ from fashion_match.export import gate as gates
 from fashion_match.fileio import check_output_dir, make_temp, sha256_file
 from fashion_match.formats import FP32_ONNX, PRECISION_TABLE, lookup
 from fashion_match.formats import precision as precision_row
+from fashion_match.progress import say as say_progress
+from fashion_match.progress import stage
 from fashion_match.runtime.manifest import MANIFEST, Manifest, default_model_dir, load_manifest, write_manifest
 
 log = logging.getLogger(__name__)
@@ -46,6 +48,11 @@ class ExportOptions:
     gate_gallery: int = 5000
     gate_verification: str | None = gates.DEFAULT_VERIFICATION
     gate_pairs: int = 500
+    gate_mode: str = "full"  # "quick": a small gate set for trying things, labelled so in the manifest
+
+
+# --gate quick: how many images it uses (queries, gallery, verification pairs)
+QUICK_GATE = (250, 1000, 100)
 
 
 @dataclass
@@ -85,12 +92,19 @@ def prepare_out(model_dir: Path, run: Path | None, out: Path) -> Manifest:
 
         which = "best" if (run / "best" / "state.json").is_file() else "latest"
         model, info = load_for_export(run, which)
+        epoch = info.get("epoch")
+        said = f"{which}, epoch {epoch + 1}" if isinstance(epoch, int) else which
+        say_progress(f"exporting {run} ({said} checkpoint)")
+        threshold = info.get("threshold")
         torch2onnx(
             model,
             out,
-            threshold=info.get("threshold"),
+            threshold=threshold,
+            threshold_rule=f"the fm-train run's own, from its evaluation at the {said} checkpoint"
+            if threshold is not None
+            else None,
             display_name=info.get("name") or f"{model.name}-{run.name}",
-            source={"fm_train_run": str(run), "checkpoint": which, "metrics": info.get("metrics")},
+            source={"fm_train_run": str(run), "checkpoint": which, "epoch": epoch, "metrics": info.get("metrics")},
         )
         return load_manifest(out)
     src = load_manifest(model_dir)
@@ -155,18 +169,27 @@ class _Gate:
                     f"the accuracy gate needs its held-out data ({e}); point it at yours with --gate-data SPEC "
                     "and --gate-pairs 0 (or install Fashion-MNIST: apt install dataset-fashion-mnist)"
                 ) from None
-            self.ref = gates.embed_gate_set(self.manifest.folder / FP32_ONNX, self.gs)
-        return gates.run_gate(
-            candidate,
-            precision,
-            self.gs,
-            self.ref,
-            self.manifest.threshold,
-            self.opts.allow_accuracy_drop,
-            embed,
-            name,
-            batch,
+            with stage(f"gate: FP32 reference on {self.gs.description}"):
+                self.ref = gates.embed_gate_set(self.manifest.folder / FP32_ONNX, self.gs)
+        allowed = self.opts.allow_accuracy_drop
+        why = gates.resolution_warning(
+            self.gs, precision, gates.MAX_DROP_PTS[precision] if allowed is None else allowed
         )
+        if why and self.opts.gate_mode == "full":
+            log.warning("warning: %s", why)
+        with stage(f"gate: {name}"):
+            return gates.run_gate(
+                candidate,
+                precision,
+                self.gs,
+                self.ref,
+                self.manifest.threshold,
+                allowed,
+                embed,
+                name,
+                batch,
+                mode=self.opts.gate_mode,
+            )
 
 
 def _make_onnx(
@@ -175,7 +198,8 @@ def _make_onnx(
     out = manifest.folder
     tmp = make_temp(out, name)
     try:
-        summary = convert(tmp)
+        with stage(f"{precision}: converting to {name}"):
+            summary = convert(tmp)
         figures = gate.check(tmp, precision, name)
         tmp.replace(out / name)
     finally:
@@ -317,9 +341,10 @@ def _build_engines(
         name = lookup("tensorrt", precision).artifact
         tmp = make_temp(manifest.folder, name)
         try:
-            info = build_engine(
-                src, tmp, opts.batch, timing_cache=opts.timing_cache or manifest.folder / "timing.cache"
-            )
+            with stage(f"trt {precision}: building {name} from {src.name}"):
+                info = build_engine(
+                    src, tmp, opts.batch, timing_cache=opts.timing_cache or manifest.folder / "timing.cache"
+                )
             entry = _entry(tmp, fp32, backend="tensorrt", precision=precision, **info)
             _record(manifest, name, entry)  # provisional: the backend opens engines through the manifest
             tmp.replace(manifest.folder / name)

@@ -25,6 +25,7 @@ from fashion_match.fileio import make_temp, sha256_file
 from fashion_match.formats import FP32_ONNX, WEIGHTS
 from fashion_match.models.embedding import EmbeddingModel
 from fashion_match.models.ingraph import InGraphPreprocess
+from fashion_match.progress import stage
 from fashion_match.runtime.manifest import FORMAT_VERSION, write_manifest
 
 log = logging.getLogger(__name__)
@@ -73,6 +74,7 @@ def torch2onnx(
     out_dir: str | Path,
     *,
     threshold: float | None = None,
+    threshold_rule: str | None = None,
     calibration_data: str = "fmnist-c2s",
     calibration_items: int = 1000,
     parity_sources: list[Any] | None = None,
@@ -95,19 +97,22 @@ def torch2onnx(
     t0 = time.perf_counter()
     tmp = make_temp(out, FP32_ONNX)
     try:
-        export_graph(model, tmp, opset)
+        with stage(f"fp32: ONNX graph of {model.name}"):
+            export_graph(model, tmp, opset)
         sources = parity_sources if parity_sources is not None else parity_images()
         batch = load_batch(sources, model.preprocess)
         if batch.bad or len(batch.indices) < 3:
             raise ExportError(f"parity: need >= 3 decodable real images, got {len(batch.indices)} ({batch.bad[:1]})")
-        parity = check_parity(InGraphPreprocess(model).eval(), tmp, batch.pixels)
+        with stage("fp32: parity with PyTorch"):
+            parity = check_parity(InGraphPreprocess(model).eval(), tmp, batch.pixels)
         if threshold is None:
             from fashion_match.export.threshold import calibrate_onnx
 
-            calibration: dict[str, Any] = calibrate_onnx(tmp, model.preprocess, calibration_data, calibration_items)
+            with stage(f"match threshold: calibrating on {calibration_items} {calibration_data} items"):
+                calibration: dict[str, Any] = calibrate_onnx(tmp, model.preprocess, calibration_data, calibration_items)
             threshold = float(calibration["threshold"])
         else:
-            calibration = {"rule": "given by the user", "threshold": float(threshold)}
+            calibration = {"rule": threshold_rule or "given by the user", "threshold": float(threshold)}
         os.replace(tmp, out / FP32_ONNX)
     finally:
         tmp.unlink(missing_ok=True)

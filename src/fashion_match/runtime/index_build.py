@@ -144,7 +144,7 @@ def build_shards(
     progress: bool = True,
 ) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
     """Embed `src` into shards numbered from `first_shard`, resuming any already written."""
-    from tqdm import tqdm
+    from fashion_match.progress import Bar
 
     plan_path = folder / PLAN
     plan: dict[str, Any] = {
@@ -168,7 +168,7 @@ def build_shards(
     entries, keys = _entries(src), src.keys
     shards, skipped = [], []
     n = len(src.sources)
-    bar = tqdm(total=n, unit="img", desc="embedding gallery", disable=None if progress else True)
+    bar = Bar(n, "embedding gallery", enabled=progress)
     t0, done_new = time.perf_counter(), 0
     for j, start in enumerate(range(0, n, shard_rows)):
         number = first_shard + j
@@ -197,7 +197,7 @@ def build_shards(
         done_new += stop - start
         bar.update(stop - start)
         rate = done_new / max(time.perf_counter() - t0, 1e-9)
-        bar.set_postfix_str(f"{rate:.0f} img/s, {len(skipped)} bad")
+        bar.set_postfix(rate=f"{rate:.0f} img/s", bad=len(skipped))
     bar.close()
     return shards, skipped
 

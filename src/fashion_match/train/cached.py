@@ -94,7 +94,7 @@ def prefix_outputs(
 
     engine: "torch", "onnxruntime", or "auto" (ONNX Runtime on CPU for >= ORT_MIN_IMAGES images).
     """
-    from tqdm import tqdm
+    from fashion_match.progress import Bar
 
     prefix.eval()
     run = None
@@ -108,7 +108,7 @@ def prefix_outputs(
             return prefix(x.to(device).contiguous(memory_format=torch.channels_last)).contiguous().cpu()
 
     outs, kept = [], []
-    bar = tqdm(total=len(records), desc=desc, unit="img", disable=None if progress else True, leave=False)
+    bar = Bar(len(records), desc, enabled=progress)
     for b in iter_batches([r.source for r in records], model.preprocess, 64, bboxes=[r.bbox for r in records]):
         if b.indices:
             y = run(eval_batch(b.pixels, model.preprocess))

@@ -88,6 +88,16 @@ def load_training(folder: Path, model: Any, loss: torch.nn.Module, opt: torch.op
     return info
 
 
+def completed_epochs(run_dir: Path) -> int:
+    """How many epochs the run in `run_dir` has finished (its latest/ checkpoint); 0 when none."""
+    if not (run_dir / "latest" / "state.json").is_file():
+        return 0
+    epoch = _state(run_dir / "latest").get("epoch")
+    if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 0:
+        raise FmError(f"{run_dir / 'latest' / 'state.json'}: 'epoch' is not an epoch number")
+    return epoch + 1
+
+
 def _state(folder: Path) -> dict[str, Any]:
     """state.json of a checkpoint folder, strict JSON with the fields the loaders read."""
     from fashion_match.schema import field, read_json, require_object

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import math
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -78,8 +77,10 @@ class Run:
         return self.map_net is not None and (self.train_blocks > 0 or frozen)
 
 
-def cached_epoch(run: Run, *, epoch: int, frozen: bool) -> tuple[int, list[float]]:
+def cached_epoch(run: Run, *, epoch: int, frozen: bool, progress: bool = True) -> tuple[int, list[float]]:
     """One epoch on the cached prefix maps: (images seen, per-step losses)."""
+    from fashion_match.progress import Bar
+
     assert run.map_net is not None and run.cache is not None and run.cached_sampler is not None
     maps, labels, cats = run.cache
     run.cached_sampler.set_epoch(epoch)
@@ -90,7 +91,10 @@ def cached_epoch(run: Run, *, epoch: int, frozen: bool) -> tuple[int, list[float
     if frozen:
         run.map_net.suffix.eval()  # frozen means BatchNorm statistics too
     seen, losses = 0, []
+    desc = f"epoch {epoch + 1}/{run.cfg.epochs}{' (frozen)' if frozen else ''}, cached maps"
+    bar = Bar(len(run.cached_sampler), desc, unit="step", enabled=progress and run.rank == 0)
     for step, idx in enumerate(run.cached_sampler):
+        bar.update()
         run.set_lr(epoch * len(run.sampler) + step)
         value = step_net(maps[idx].to(run.device), labels[idx].to(run.device), cats[idx].to(run.device))
         run.opt.zero_grad(set_to_none=True)
@@ -98,6 +102,7 @@ def cached_epoch(run: Run, *, epoch: int, frozen: bool) -> tuple[int, list[float
         run.opt.step()
         losses.append(float(value.detach()))
         seen += len(idx) * run.world
+    bar.close()
     run.frozen_now = None  # the image path re-wraps if it takes over
     return seen, losses
 
@@ -106,7 +111,7 @@ def image_epoch(
     run: Run, *, epoch: int, frozen: bool, make_net: Any, set_trainable: Any, progress: bool
 ) -> tuple[int, list[float]]:
     """One epoch on decoded, augmented images: (images seen, per-step losses)."""
-    from tqdm import tqdm
+    from fashion_match.progress import Bar
 
     cfg, model = run.cfg, run.model
     if frozen != run.frozen_now:  # (re)wrap when the set of trainable parameters changes
@@ -129,14 +134,11 @@ def image_epoch(
         model.backbone.eval()  # frozen means BatchNorm statistics too
     elif cfg.train_blocks:
         split_backbone(model, cfg.train_blocks)[0].eval()  # and so does a frozen prefix
-    bar = tqdm(
-        loader,
-        desc=f"epoch {epoch + 1}/{cfg.epochs}{' (frozen)' if frozen else ''}",
-        disable=(None if progress else True) or run.rank != 0,
-        leave=False,
-    )
+    desc = f"epoch {epoch + 1}/{cfg.epochs}{' (frozen)' if frozen else ''}"
+    bar = Bar(len(run.sampler), desc, unit="step", enabled=progress and run.rank == 0)
     t0, seen, losses = time.perf_counter(), 0, []
-    for step, batch in enumerate(bar):
+    for step, batch in enumerate(loader):
+        bar.update()
         if batch is None:
             continue
         x, y, c = (t.to(run.device, non_blocking=True) for t in batch)
@@ -151,7 +153,8 @@ def image_epoch(
         run.scaler.update()
         losses.append(float(value.detach()))
         seen += len(x) * run.world
-        bar.set_postfix_str(f"loss {losses[-1]:.4f}  {seen / (time.perf_counter() - t0):.0f} img/s")
+        bar.set_postfix(loss=f"{losses[-1]:.4f}", rate=f"{seen / (time.perf_counter() - t0):.0f} img/s")
+    bar.close()
     return seen, losses
 
 
@@ -182,10 +185,11 @@ def evaluate_and_save(
     run: Run, *, epoch: int, frozen: bool, seen: int, losses: list[float], train_s: float, progress: bool
 ) -> None:
     """Rank 0: score the epoch on the protocol, record it, write latest/ (and best/ when it is)."""
-    from tqdm import tqdm
+    from fashion_match.progress import say, stage
 
     cfg = run.cfg
-    metrics = _metrics(run)
+    with stage(f"epoch {epoch + 1}/{cfg.epochs}: evaluation", enabled=progress):
+        metrics = _metrics(run)
     row = {
         "epoch": epoch + 1,
         "frozen": frozen,
@@ -214,7 +218,7 @@ def evaluate_and_save(
         f"epoch {epoch + 1}/{cfg.epochs}: loss {row['loss']:.4f}  R@1 {metrics['recall_at_1']:.4f}  "
         f"mAP@R {metrics['map_at_r']:.4f}  {row['images_per_s']:.0f} img/s"
     )
-    if progress:  # one line per epoch even when stderr is a log file and the bars are off
-        tqdm.write(line, file=sys.stderr)
-    else:  # --json keeps stderr quiet; --debug still shows the epochs
+    if progress:
+        say(line)
+    else:
         log.info(line)

@@ -229,7 +229,7 @@ def _train(cfg: TrainConfig, *, resume: bool, stop_after_epochs: int | None, pro
         _seed_all(cfg.seed * 1000 + epoch + 1)
         t0 = time.perf_counter()
         if run.uses_cache(frozen):
-            seen, losses = cached_epoch(run, epoch=epoch, frozen=frozen)
+            seen, losses = cached_epoch(run, epoch=epoch, frozen=frozen, progress=progress)
         else:
             seen, losses = image_epoch(
                 run,

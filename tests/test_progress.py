@@ -38,3 +38,9 @@ def test_a_stage_says_when_it_starts_ends_or_fails(capsys: pytest.CaptureFixture
     err = capsys.readouterr().err.splitlines()
     assert err[0] == "fp16: converting ..." and re.fullmatch(r"fp16: converting: done in \d+\.\d s", err[1])
     assert err[2] == "int8: converting ..." and err[3].startswith("int8: converting: failed after ")
+
+
+def test_a_short_bar_ends_quietly(capsys: pytest.CaptureFixture[str]) -> None:
+    with progress.Bar(2, "checking images") as bar:
+        bar.update(2)
+    assert capsys.readouterr().err == ""  # under QUIET_BELOW_S and no line yet: nothing to say

@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from typing import IO, Any
 
 LINE_EVERY_S = 10.0
+QUIET_BELOW_S = 2.0  # a counted step this short, with no line yet, ends without one
 
 
 def _stream() -> IO[str]:
@@ -46,7 +47,7 @@ class Bar:
 
     def __init__(self, total: int | None, desc: str, unit: str = "img", enabled: bool = True) -> None:
         self.total, self.desc, self.unit, self.enabled = total, desc, unit, enabled
-        self.n = 0
+        self.n, self._lines = 0, 0
         self.t0 = self._last = time.perf_counter()
         self._tqdm: Any = None
         if enabled and on_terminal():
@@ -63,6 +64,7 @@ class Bar:
             self._tqdm.update(n)
         elif self.enabled and time.perf_counter() - self._last >= LINE_EVERY_S:
             self._last = time.perf_counter()
+            self._lines += 1
             say(f"{self.desc}: {self._count()}, {_seconds(self._last - self.t0)}")
 
     def set_postfix(self, **kw: Any) -> None:
@@ -73,7 +75,7 @@ class Bar:
         if self._tqdm is not None:
             self._tqdm.close()
             self._tqdm = None
-        elif self.enabled and self.n:
+        elif self.enabled and self.n and (self._lines or time.perf_counter() - self.t0 >= QUIET_BELOW_S):
             say(f"{self.desc}: {self._count()} in {_seconds(time.perf_counter() - self.t0)}")
         self.enabled = False  # a second close says nothing
 

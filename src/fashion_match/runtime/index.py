@@ -35,7 +35,8 @@ __all__ = ["Entry", "Index", "IndexMismatch", "SearchResult", "WriteReport"]
 @dataclass
 class SearchResult:
     query: str
-    matches: list[dict[str, Any]]  # rank, id, path, item_id, similarity
+    matches: list[dict[str, Any]]  # rank, id, path, item_id, similarity[, match]
+    position: int = -1  # which of the queries it answers
 
 
 @dataclass
@@ -139,7 +140,10 @@ class Index:
         e = matcher.embed(queries)
         scores, ids = make_engine(engine, self.shards, **(engine_params or {})).search(e.vectors, k)
         names = [source_name(queries[i]) for i in e.indices]
-        return self.results(names, scores, ids), [(b.name, b.reason) for b in e.bad]
+        results = self.results(names, scores, ids, threshold=matcher.threshold)
+        for r, i in zip(results, e.indices, strict=True):
+            r.position = i
+        return results, [(b.name, b.reason) for b in e.bad]
 
     # --- searching -----------------------------------------------------------------------------
     def search_vectors(self, queries: np.ndarray, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
@@ -147,20 +151,23 @@ class Index:
             raise UsageError(f"queries must be (N, {self.embedding_dim}), got {queries.shape}")
         return topk_exact(queries, self.shards, k)
 
-    def results(self, names: Sequence[str], scores: np.ndarray, ids: np.ndarray) -> list[SearchResult]:
+    def results(
+        self, names: Sequence[str], scores: np.ndarray, ids: np.ndarray, *, threshold: float | None = None
+    ) -> list[SearchResult]:
+        """Top-k rows as matches: rank, id (the name relative to the source), absolute path, item id,
+        similarity and, given the model's threshold, whether it is a match."""
         out = []
         for name, srow, irow in zip(names, scores, ids, strict=True):
-            matches = [
-                {
-                    "rank": r + 1,
-                    "id": self.entries[i].id,
-                    "path": self.entries[i].path,
-                    "item_id": self.entries[i].item_id,
-                    # unit rows (checked on open) and unit queries: only rounding can pass 1
-                    "similarity": round(min(1.0, max(-1.0, float(s))), 6),
-                }
-                for r, (s, i) in enumerate(zip(srow, irow, strict=True))
-                if i >= 0
-            ]
+            matches = []
+            for r, (s, i) in enumerate(zip(srow, irow, strict=True)):
+                if i < 0:
+                    continue
+                # unit rows (checked on open) and unit queries: only rounding can pass 1
+                sim = round(min(1.0, max(-1.0, float(s))), 6)
+                e = self.entries[i]
+                m: dict[str, Any] = {"rank": r + 1, "id": e.id, "path": e.path, "item_id": e.item_id, "similarity": sim}
+                if threshold is not None:
+                    m["match"] = bool(sim >= threshold)
+                matches.append(m)
             out.append(SearchResult(name, matches))
         return out

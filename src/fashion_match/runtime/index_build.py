@@ -54,6 +54,10 @@ class WriteReport:
     duplicates: list[dict[str, str]] = field(default_factory=list)  # already in the index (or twice in the input)
 
 
+# how an index lists a dataset spec it took the gallery of
+GALLERY_SUFFIX = " (gallery)"
+
+
 @dataclass
 class Sources:
     names: list[str]
@@ -91,7 +95,7 @@ def resolve_sources(source: str | Path | Sequence[ImageSource]) -> Sources:
             ds = load_dataset(text)
             recs = [ds.records[i] for i in ds.protocol.gallery]
             return Sources(
-                [r.name for r in recs], [r.source for r in recs], [r.item_id for r in recs], f"{text} (gallery)"
+                [r.name for r in recs], [r.source for r in recs], [r.item_id for r in recs], f"{text}{GALLERY_SUFFIX}"
             )
         folder = Path(source)
         if folder.is_dir():
@@ -180,7 +184,7 @@ def build_shards(
             shards.append({"file": npy, "meta": meta, **{k: rec[k] for k in ("rows", "sha256", "meta_sha256")}})
             bar.update(stop - start)
             continue
-        vecs, ok, bad = embed(src.sources[start:stop])
+        vecs, ok, bad = _embed_counted(embed, src.sources[start:stop], bar)
         shard = write_shard(
             folder,
             number,
@@ -195,7 +199,6 @@ def build_shards(
         write_json_atomic(plan_path, plan)  # the record a resumed build trusts
         skipped += [{"path": p, "reason": r} for p, r in bad]
         done_new += stop - start
-        bar.update(stop - start)
         rate = done_new / max(time.perf_counter() - t0, 1e-9)
         bar.set_postfix(rate=f"{rate:.0f} img/s", bad=len(skipped))
     bar.close()
@@ -238,6 +241,23 @@ def finish(
     write_json_atomic(folder / INDEX_MANIFEST, man)
     (folder / PLAN).unlink(missing_ok=True)
     return man
+
+
+PROGRESS_ROWS = 256  # a shard is embedded in pieces this size, so progress moves within it
+
+
+def _embed_counted(
+    embed: EmbedFn, sources: Sequence[ImageSource], bar: Any
+) -> tuple[np.ndarray, list[int], list[tuple[str, str]]]:
+    """`embed(sources)`, a piece at a time, counting each piece on `bar`."""
+    vecs, ok, bad = [], [], []
+    for s in range(0, len(sources), PROGRESS_ROWS):
+        v, o, b = embed(sources[s : s + PROGRESS_ROWS])
+        vecs.append(v)
+        ok += [s + i for i in o]
+        bad += b
+        bar.update(min(PROGRESS_ROWS, len(sources) - s))
+    return np.concatenate(vecs) if vecs else np.zeros((0, 0), np.float32), ok, bad
 
 
 def _embedder(matcher: Any) -> EmbedFn:

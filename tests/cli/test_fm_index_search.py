@@ -95,7 +95,68 @@ def test_info_and_add(
     info = json.loads(out)
     assert code == 0 and info["images"] == 5 and info["shards"] == 2
     code, _, err = run(capsys, fm_index, "build", str(src), "--out", str(idx), "--model", str(tiny_model_dir))
-    assert code == 2 and "already there" in err
+    assert code == 2 and "exists; use 'fm-index add'" in err and "--overwrite" in err
+
+
+def test_add_reports_only_what_it_did(
+    built: tuple[Path, Path], tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    src, idx = built  # 4 images, 1 skipped (empty.jpg) at build time
+    more = tmp_path / "more"
+    more.mkdir()
+    photo(20, 20, seed=50).save(more / "x.png")
+    (more / "bad.png").write_bytes(b"not a png")
+    code, out, _ = run(capsys, fm_index, "add", str(idx), str(more), "--model", str(tiny_model_dir), "--json")
+    rep = json.loads(out)
+    assert code == 0 and rep["images"] == 5 and rep["added"] == 1 and rep["skipped"] == 1
+    assert [Path(b["path"]).name for b in rep["skipped_files"]] == ["bad.png"]  # not the build's empty.jpg
+    sources = json.loads((idx / "index.json").read_text())["sources"]
+    code, out, err = run(capsys, fm_index, "add", str(idx), str(src / "sku1"), "--model", str(tiny_model_dir))
+    assert code == 0 and "(0 new in" in out and "1 already in the index" in out
+    assert json.loads((idx / "index.json").read_text())["sources"] == sources  # an add of nothing: untouched
+
+
+def test_info_verify_json_says_what_failed(built: tuple[Path, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    _, idx = built
+    code, out, _ = run(capsys, fm_index, "info", str(idx), "--verify", "--json")
+    assert code == 0 and json.loads(out)["verified"] is True
+    shard = next((idx / "shards").glob("*.npy"))
+    data = bytearray(shard.read_bytes())
+    data[-1] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    code, out, err = run(capsys, fm_index, "info", str(idx), "--verify", "--json")
+    verdict = json.loads(out)
+    assert code == 2 and verdict["verified"] is False and "sha256" in verdict["error"]
+    assert err.count("\n") == 1
+
+
+def test_overwrite_replaces_an_index_only_when_the_new_one_is_whole(
+    built: tuple[Path, Path],
+    tiny_model_dir: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from fashion_match.runtime import index_build
+
+    src, idx = built
+    other = tmp_path / "other"
+    other.mkdir()
+    photo(30, 30, seed=9).save(other / "only.png")
+    before = (idx / "index.json").read_bytes()
+
+    def crash(*a: object, **k: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(index_build, "finish", crash)  # the new index dies before it is whole
+    args = ("build", str(other), "--out", str(idx), "--model", str(tiny_model_dir), "--overwrite")
+    code, _, err = run(capsys, fm_index, *args)
+    assert code == 2 and (idx / "index.json").read_bytes() == before  # the old index is untouched
+    monkeypatch.undo()
+    code, out, err = run(capsys, fm_index, *args, "--json")
+    assert code == 0, err
+    assert json.loads(out)["images"] == 1 and json.loads((idx / "index.json").read_text())["sources"] == [str(other)]
+    assert sorted(p.name for p in idx.parent.iterdir() if p.name.startswith(".")) == []  # staging cleaned up
 
 
 def test_results_resolve_from_any_folder(

@@ -79,7 +79,7 @@ def test_other_model_refused(gallery: Path, tmp_path: Path, tiny_model_dir: Path
 def test_refusals(gallery: Path, tmp_path: Path, tiny_model_dir: Path) -> None:
     with Matcher(tiny_model_dir) as m:
         Index.build(gallery, tmp_path / "idx", matcher=m, shard_rows=4, progress=False)
-        with pytest.raises(UsageError, match="already there"):
+        with pytest.raises(UsageError, match="exists; use .fm-index add. to extend it or --overwrite"):
             Index.build(gallery, tmp_path / "idx", matcher=m, progress=False)
     shard = tmp_path / "idx" / "shards" / "00001.npy"
     arr = np.load(shard)

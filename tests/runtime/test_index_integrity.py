@@ -270,7 +270,7 @@ def test_two_writer_processes_never_mix(odd_dir: Path, tmp_path: Path, tiny_mode
     if mode == "add":
         assert again.returncode == 0 and len(Index.open(idx, verify=True)) == base + 70
     else:
-        assert again.returncode == 2 and "already there" in again.stderr
+        assert again.returncode == 2 and "exists; use 'fm-index add'" in again.stderr
 
 
 def test_writers_started_together_lose_nothing(odd_dir: Path, tmp_path: Path, tiny_model_dir: Path) -> None:

@@ -12,7 +12,7 @@ from fashion_match.cli.options import model_options
 from fashion_match.runtime.index_format import DTYPES, SHARD_ROWS
 
 
-@click.group(help="Build, extend and describe gallery indexes (exact search; FAISS at search time).")
+@click.group(help="Build, extend and describe gallery indexes.")
 @debug_option
 def cli() -> None:
     pass
@@ -27,13 +27,17 @@ def _matcher(model_dir: Path | None, backend: str, precision: str, device: str, 
 def _report(idx, t0: float, as_json: bool) -> None:  # type: ignore[no-untyped-def]
     """What this build or add did: rows written, and every input left out with its reason."""
     info, rep = idx.info(), idx.report
-    if as_json:
-        echo_json({**info, "added": rep.added, "skipped_files": rep.bad, "duplicates": rep.duplicates})
+    if as_json:  # images: the index now; the rest: what this command did
+        this_run = {"added": rep.added, "skipped": len(rep.bad), "skipped_files": rep.bad, "duplicates": rep.duplicates}
+        echo_json({k: v for k, v in info.items() if k != "skipped"} | this_run)
         return
     secs = time.perf_counter() - t0
+    now = [f"{len(rep.bad):,} skipped"] if rep.bad else []
+    now += [f"{len(rep.duplicates):,} already in the index"] if rep.duplicates else []
     click.echo(
         f"{info['index']}: {info['images']:,} images ({rep.added:,} new in {secs:.1f} s, "
-        f"{rep.added / max(secs, 1e-9):.0f} img/s), {info['embedding_dim']}-d {info['dtype']}, model {info['model']}"
+        f"{rep.added / max(secs, 1e-9):.0f} img/s{''.join(', ' + n for n in now)}), "
+        f"{info['embedding_dim']}-d {info['dtype']}, model {info['model']}"
     )
     left_out = [("skipped", b) for b in rep.bad] + [("duplicate", d) for d in rep.duplicates]
     for kind, s in left_out[:20]:
@@ -61,6 +65,9 @@ def _report(idx, t0: float, as_json: bool) -> None:  # type: ignore[no-untyped-d
     show_default=True,
     help="Images per shard: the unit a killed build resumes from.",
 )
+@click.option(
+    "--overwrite", is_flag=True, help="Replace an index already at --out; it stays whole until the new one is."
+)
 @click.option("--json", "as_json", is_flag=True)
 @debug_option
 def build(
@@ -74,6 +81,7 @@ def build(
     dtype: str,
     batch_size: int,
     shard_rows: int,
+    overwrite: bool,
     as_json: bool,
 ) -> int:
     """Embed SOURCE (a --data spec's gallery, or a folder of images) into a new index.
@@ -83,7 +91,7 @@ def build(
 
     t0 = time.perf_counter()
     with _matcher(model_dir, backend, precision, device, threads, batch_size) as m:
-        idx = Index.build(source, out, matcher=m, dtype=dtype, shard_rows=shard_rows, progress=not as_json)
+        idx = Index.build(source, out, matcher=m, dtype=dtype, shard_rows=shard_rows, overwrite=overwrite)
     _report(idx, t0, as_json)
     return 0
 
@@ -112,7 +120,7 @@ def add(
     t0 = time.perf_counter()
     current = Index.open(index)  # "not an index" before any model loads
     with _matcher(model_dir, backend, precision, device, threads, batch_size) as m:
-        idx = current.add(source, matcher=m, progress=not as_json)
+        idx = current.add(source, matcher=m)
     _report(idx, t0, as_json)
     return 0
 
@@ -124,10 +132,19 @@ def add(
 @debug_option
 def info(index: Path, verify: bool, as_json: bool) -> int:
     """Describe INDEX."""
+    from fashion_match.errors import FmError
     from fashion_match.runtime.index import Index
 
-    idx = Index.open(index, verify=verify)  # a failed check raises: one line on stderr, exit 2
-    d = {**idx.info(), **({"verified": "every shard and its metadata match their sha256"} if verify else {})}
+    try:
+        idx = Index.open(index, verify=verify)
+    except FmError as e:  # one line on stderr and exit 2; with --json, the verdict on stdout too
+        if as_json:
+            echo_json({"index": str(index), "verified": False if verify else None, "error": str(e)})
+        raise
+    d = {
+        **idx.info(),
+        **({"verified": True, "checked": "every shard and its metadata against their sha256"} if verify else {}),
+    }
     if as_json:
         echo_json(d)
     else:

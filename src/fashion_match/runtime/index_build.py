@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -298,7 +299,27 @@ def _drop_duplicates(src: Sources, have: set[str]) -> tuple[Sources, list[dict[s
 
 def _refuse_existing(folder: Path) -> None:
     if (folder / INDEX_MANIFEST).exists():
-        raise UsageError(f"{folder}: an index is already there; use 'fm-index add' or choose another --out")
+        raise UsageError(f"{folder}: exists; use 'fm-index add' to extend it or --overwrite to replace it")
+
+
+def _overwrite(folder: Path, build: Any) -> Any:
+    """Build the new index beside the old one (resumable, like any build), then swap it in: the old
+    index stays whole, and locked against adds, until the new one is complete."""
+    staging = folder.parent / f".{folder.name}.new"
+    retired = folder.parent / f".{folder.name}.old"
+    with exclusive_lock(folder, "index"):
+        if (staging / INDEX_MANIFEST).exists():  # whole but never swapped in: of unknown sources
+            shutil.rmtree(staging)
+        report = build(staging).report
+        shutil.rmtree(retired, ignore_errors=True)
+        os.replace(folder, retired)
+        os.replace(staging, folder)
+    shutil.rmtree(retired, ignore_errors=True)
+    from fashion_match.runtime.index import Index
+
+    idx = Index.open(folder)
+    idx.report = report
+    return idx
 
 
 def build_index(
@@ -312,13 +333,18 @@ def build_index(
     dtype: str = "float32",
     shard_rows: int = SHARD_ROWS,
     progress: bool = True,
+    overwrite: bool = False,
 ) -> Any:
-    """Embed a gallery into a new index at `out`; returns the opened `Index` (with `.report`)."""
+    """Embed a gallery into a new index at `out`; returns the opened `Index` (with `.report`).
+    An index already at `out` is refused, or with `overwrite` replaced once the new one is whole."""
     from fashion_match.runtime.index import Index
 
     if dtype not in DTYPES:
         raise UsageError(f"--dtype {dtype}: choose one of {', '.join(DTYPES)}")
     folder = Path(out)
+    if overwrite and (folder / INDEX_MANIFEST).exists():
+        kw = {"matcher": matcher, "model": model, "backend": backend, "precision": precision, "dtype": dtype}
+        return _overwrite(folder, lambda to: build_index(source, to, shard_rows=shard_rows, progress=progress, **kw))
     _refuse_existing(folder)
     src = resolve_sources(source)
     check_output_dir(folder, "index (--out)")

@@ -60,7 +60,7 @@ def test_malformed_partition_is_one_line_exit_2(odd_dir: Path, capsys: pytest.Ca
 
 def test_unknown_spec_and_usage(capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run(capsys, "check", "imagenet:/x")
-    assert code == 2 and "unknown format 'imagenet'" in err
+    assert code == 2 and "'imagenet' is not a format" in err
     # click's usage errors too: one line, the prefix, the option at fault, where to look
     for args, needle in ((["check"], "Missing argument 'SPEC'"), (["check", "fashion-mnist", "--bogus"], "--bogus")):
         code, _, err = run(capsys, *args)
@@ -87,3 +87,14 @@ def test_console_script_installed() -> None:
     assert exe.exists(), "package not installed with its console scripts (pip install -e .)"
     r = subprocess.run([str(exe), "check", "folder:/definitely/missing"], capture_output=True, text=True)
     assert r.returncode == 2 and r.stderr.startswith("fm-data: error: ") and "Traceback" not in r.stderr
+
+
+def test_a_bare_flat_folder_is_a_spec_here_too(odd_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """fm-data, fm-index and fm-train read specs with the one parser: a folder of loose images works."""
+    for i in range(3):
+        photo(30, 30, seed=i).save(odd_dir / f"p{i}.jpg")
+    for spec in (str(odd_dir), f"folder:{odd_dir}"):
+        code, out, err = run(capsys, "check", spec, "--json")
+        assert code == 0, err
+        report = json.loads(out)
+        assert report["format"] == "folder" and report["images"] == 3 and report["items"] == 3

@@ -35,11 +35,36 @@ def test_folder_with_split_layout(odd_dir: Path) -> None:
 
 
 def test_folder_errors(odd_dir: Path) -> None:
-    with pytest.raises(BadDataset, match="no item folders"):
+    with pytest.raises(BadDataset, match="no images found"):
         load_dataset(f"folder:{odd_dir}")
     (odd_dir / "empty item").mkdir()
-    with pytest.raises(BadDataset, match="no images"):
+    with pytest.raises(BadDataset, match="no images found"):
         load_dataset(f"folder:{odd_dir}")
+    with pytest.raises(BadDataset, match="not a directory"):
+        load_dataset(f"folder:{odd_dir / 'nowhere'}")
+
+
+def test_one_spec_syntax_for_every_layout(odd_dir: Path) -> None:
+    """A bare folder is folder:DIR; a flat folder's images are items of their own; a bare .csv is csv:FILE;
+    an existing path wins over a format name."""
+    from fashion_match.data.spec import parse_spec
+
+    flat = odd_dir / "flat"
+    flat.mkdir()
+    for n in ("a.jpg", "b.png"):
+        photo(30, 30).save(flat / n)
+    (flat / "sku9").mkdir()
+    photo(30, 30).save(flat / "sku9" / "front.jpg")
+    for spec in (str(flat), f"folder:{flat}"):
+        ds = load_dataset(spec)
+        assert [(r.name, r.item_id) for r in ds.records] == [("a.jpg", "a"), ("b.png", "b"), ("sku9/front.jpg", "sku9")]
+    (odd_dir / "list.csv").write_text("path,item_id\nflat/a.jpg,A\n")
+    assert parse_spec(str(odd_dir / "list.csv")) == ("csv", str(odd_dir / "list.csv"))
+    named = odd_dir / "fashion-mnist"
+    named.mkdir()
+    photo(30, 30).save(named / "x.jpg")
+    assert parse_spec(str(named)) == ("folder", str(named))
+    assert parse_spec("fashion-mnist") == ("fashion-mnist", None)  # not a path here: the format
 
 
 def test_csv_with_domains(odd_dir: Path) -> None:
@@ -81,7 +106,7 @@ def test_csv_malformed(odd_dir: Path, text: str, match: str) -> None:
 
 
 def test_spec_errors() -> None:
-    with pytest.raises(UsageError, match="unknown format 'imagenet'"):
+    with pytest.raises(UsageError, match="no such folder or CSV file, and 'imagenet' is not a format"):
         load_dataset("imagenet:/x")
     with pytest.raises(UsageError, match="needs an argument"):
         load_dataset("folder")

@@ -83,22 +83,27 @@ def protocol_from_splits(records: list[Record]) -> RetrievalProtocol:
 
 
 def load_folder(root_s: str) -> Dataset:
+    """A folder of images: DIR/<item_id>/<images> (any depth: an image's item is its folder's name),
+    images directly in DIR (each its own item, named by its file stem), or either layout under
+    split folders (DIR/train, DIR/query, DIR/gallery, ...)."""
     root = Path(root_s).expanduser()
     if not root.is_dir():
-        raise BadDataset(f"{root}: not a directory (expected DIR/<item_id>/<images>)")
+        raise BadDataset(f"{root}: not a directory (expected a folder of images, or DIR/<item_id>/<images>)")
     subdirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if not subdirs:
-        raise BadDataset(f"{root}: no item folders found (expected DIR/<item_id>/<images>)")
-    split_layout = all(p.name in SPLITS for p in subdirs)
+    split_layout = bool(subdirs) and all(p.name in SPLITS for p in subdirs)
     tops = [(p.name, p) for p in subdirs] if split_layout else [("all", root)]
     records: list[Record] = []
     for split, top in tops:
-        for item_dir in sorted(p for p in top.iterdir() if p.is_dir() and not p.name.startswith(".")):
-            for f in image_files(item_dir, recursive=False):
-                records.append(Record(f, str(f.relative_to(root)), item_dir.name, split))
+        for f in image_files(top):
+            records.append(Record(f, str(f.relative_to(root)), folder_item(f, top), split))
     if not records:
         raise BadDataset(f"{root}: no images found (suffixes {', '.join(sorted(IMAGE_SUFFIXES))})")
     return Dataset("folder", str(root), records, protocol_from_splits(records))
+
+
+def folder_item(path: Path, top: Path) -> str:
+    """The item an image in a folder dataset shows: its folder's name, or its stem at the top."""
+    return path.parent.name if path.parent != top else path.stem
 
 
 def load_csv(file_s: str) -> Dataset:

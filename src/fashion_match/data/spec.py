@@ -1,4 +1,12 @@
-"""`--data SPEC`: one string names any dataset, for every command."""
+"""`--data SPEC`: one string names any dataset, for every command, parsed by one set of rules.
+
+    FORMAT:ARG        deepfashion-inshop:DIR, deepfashion-c2s:DIR, folder:DIR, csv:FILE
+    FORMAT[:DIR]      fashion-mnist, fmnist-c2s (DIR: where the idx files are; default: Debian's)
+    DIR               a folder of images, as folder:DIR
+    FILE.csv          as csv:FILE.csv
+
+A path that exists always wins over a format name (a folder called `fashion-mnist` is a folder).
+"""
 
 from __future__ import annotations
 
@@ -29,13 +37,29 @@ def spec_help() -> str:
     return "; ".join(f"{k}:{v[2]}" for k, v in _loaders().items())
 
 
-def load_dataset(spec: str) -> Dataset:
-    """Parse `format[:ARG]` and load the dataset it names."""
+def parse_spec(spec: str) -> tuple[str, str | None]:
+    """(format, argument) of a dataset spec, by the rules above; `UsageError` naming the choices."""
+    from pathlib import Path
+
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        return "folder", spec
+    if path.is_file() and path.suffix.lower() == ".csv":
+        return "csv", spec
     fmt, sep, arg = spec.partition(":")
     loaders = _loaders()
     if fmt not in loaders:
-        raise UsageError(f"dataset spec {spec!r}: unknown format {fmt!r}; use one of: {spec_help()}")
-    loader, required, what = loaders[fmt]
+        raise UsageError(
+            f"dataset spec {spec!r}: no such folder or CSV file, and {fmt!r} is not a format; use a folder, "
+            f"a CSV file or one of: {spec_help()}"
+        )
+    _, required, what = loaders[fmt]
     if required and not arg:
         raise UsageError(f"dataset spec {spec!r}: {fmt} needs an argument, as in {fmt}:{what}")
-    return loader(arg if sep else None)
+    return fmt, arg if sep else None
+
+
+def load_dataset(spec: str) -> Dataset:
+    """Load the dataset `spec` names (see `parse_spec`)."""
+    fmt, arg = parse_spec(spec)
+    return _loaders()[fmt][0](arg)

@@ -87,26 +87,16 @@ def source_key(src: ImageSource, name: str) -> str:
 
 def resolve_sources(source: str | Path | Sequence[ImageSource]) -> Sources:
     """The images of a --data spec's gallery, a folder (searched recursively), or a list."""
-    from fashion_match.data.generic import image_files
-    from fashion_match.data.spec import FORMAT_NAMES, load_dataset
+    from fashion_match.data.spec import load_dataset, parse_spec
 
     if isinstance(source, str | Path):
         text = str(source)
-        if text.partition(":")[0] in FORMAT_NAMES and not Path(text).exists():
-            ds = load_dataset(text)
-            recs = [ds.records[i] for i in ds.protocol.gallery]
-            return Sources(
-                [r.name for r in recs], [r.source for r in recs], [r.item_id for r in recs], f"{text}{GALLERY_SUFFIX}"
-            )
-        folder = Path(source)
-        if folder.is_dir():
-            files = image_files(folder)  # directories named x.jpg and broken links too: decoding lists them
-            if not files:
-                raise UsageError(f"{folder}: no images found")
-            names = [str(p.relative_to(folder)) for p in files]
-            items = [p.parent.name if p.parent != folder else p.stem for p in files]
-            return Sources(names, list(files), items, str(folder.resolve()))
-        raise UsageError(f"{source}: neither a dataset spec nor a folder of images")
+        ds = load_dataset(text)  # the one spec parser: a folder, a CSV file, FORMAT[:ARG]
+        if parse_spec(text)[0] == "folder":  # every image of a folder, not one protocol's gallery
+            recs, what = ds.records, str(Path(ds.root).resolve())
+        else:
+            recs, what = [ds.records[i] for i in ds.protocol.gallery], f"{text}{GALLERY_SUFFIX}"
+        return Sources([r.name for r in recs], [r.source for r in recs], [r.item_id for r in recs], what)
     srcs = list(source)
     return Sources([source_name(s) for s in srcs], srcs, ["" for _ in srcs], f"{len(srcs)} images")
 

@@ -20,7 +20,8 @@ from fashion_match.errors import Locked
 from fashion_match.fileio import exclusive_lock
 from fashion_match.runtime import Matcher
 from fashion_match.runtime.index import Index, IndexMismatch
-from fashion_match.runtime.index_build import build_shards, resolve_sources
+from fashion_match.runtime.index_build import build_shards
+from fashion_match.runtime.index_sources import resolve_sources
 from tests.conftest import photo, run_cli
 
 FM_INDEX = str(Path(sys.executable).parent / "fm-index")

@@ -11,6 +11,32 @@ from fashion_match.cli.common import debug_option, echo_json, entrypoint
 from fashion_match.cli.options import model_options
 from fashion_match.runtime.index_format import DTYPES, SHARD_ROWS
 
+FAISS_KINDS = ("ivf-flat", "ivf-pq", "hnsw")  # runtime.faiss_index.KINDS, without importing numpy for --help
+
+
+def faiss_options(f):  # type: ignore[no-untyped-def]
+    """--faiss KIND and its build parameters (defaults fit the gallery: see runtime.faiss_index)."""
+    for opt in reversed(
+        [
+            click.option(
+                "--faiss",
+                type=click.Choice(FAISS_KINDS),
+                help="Also build a FAISS index of this kind, kept in the index and rebuilt by every add.",
+            ),
+            click.option("--nlist", type=click.IntRange(1, 1 << 20), help="IVF lists [default: 4 sqrt(n), <= n/39]."),
+            click.option(
+                "--pq-m", type=click.IntRange(1, 1024), help="IVF-PQ sub-quantizers [default: divides the dim]."
+            ),
+            click.option("--nprobe", type=click.IntRange(1, 1 << 20), help="IVF lists searched by default [16]."),
+        ]
+    ):
+        f = opt(f)
+    return f
+
+
+def _faiss_params(nlist: int | None, pq_m: int | None, nprobe: int | None) -> dict[str, int | None]:
+    return {"nlist": nlist, "pq_m": pq_m, "nprobe": nprobe}
+
 
 @click.group(help="Build, extend and describe gallery indexes.")
 @debug_option
@@ -39,6 +65,13 @@ def _report(idx, t0: float, as_json: bool) -> None:  # type: ignore[no-untyped-d
         f"{rep.added / max(secs, 1e-9):.0f} img/s{''.join(', ' + n for n in now)}), "
         f"{info['embedding_dim']}-d {info['dtype']}, model {info['model']}"
     )
+    fx = info.get("faiss")
+    if fx:
+        r = fx["recall"]
+        click.echo(
+            f"  faiss {fx['kind']} {fx['params']}: recall@10 {r['recall_at_10']:.4f}, recall@1 {r['recall_at_1']:.4f} "
+            f"against exact search ({r['queries']} gallery images as queries, their own row left out)"
+        )
     left_out = [("skipped", b) for b in rep.bad] + [("duplicate", d) for d in rep.duplicates]
     for kind, s in left_out[:20]:
         click.echo(f"  {kind}: {s['path']}: {s['reason']}", err=True)
@@ -65,6 +98,7 @@ def _report(idx, t0: float, as_json: bool) -> None:  # type: ignore[no-untyped-d
     show_default=True,
     help="Images per shard: the unit a killed build resumes from.",
 )
+@faiss_options
 @click.option(
     "--overwrite", is_flag=True, help="Replace an index already at --out; it stays whole until the new one is."
 )
@@ -81,6 +115,10 @@ def build(
     dtype: str,
     batch_size: int,
     shard_rows: int,
+    faiss: str | None,
+    nlist: int | None,
+    pq_m: int | None,
+    nprobe: int | None,
     overwrite: bool,
     as_json: bool,
 ) -> int:
@@ -91,7 +129,16 @@ def build(
 
     t0 = time.perf_counter()
     with _matcher(model_dir, backend, precision, device, threads, batch_size) as m:
-        idx = Index.build(source, out, matcher=m, dtype=dtype, shard_rows=shard_rows, overwrite=overwrite)
+        idx = Index.build(
+            source,
+            out,
+            matcher=m,
+            dtype=dtype,
+            shard_rows=shard_rows,
+            overwrite=overwrite,
+            faiss=faiss,
+            faiss_params=_faiss_params(nlist, pq_m, nprobe),
+        )
     _report(idx, t0, as_json)
     return 0
 
@@ -101,6 +148,7 @@ def build(
 @click.argument("source")
 @model_options
 @click.option("--batch-size", type=click.IntRange(1, 4096), default=64, show_default=True)
+@faiss_options
 @click.option("--json", "as_json", is_flag=True)
 @debug_option
 def add(
@@ -112,6 +160,10 @@ def add(
     device: str,
     threads: int | None,
     batch_size: int,
+    faiss: str | None,
+    nlist: int | None,
+    pq_m: int | None,
+    nprobe: int | None,
     as_json: bool,
 ) -> int:
     """Append SOURCE to INDEX (same model required; images already present are skipped)."""
@@ -120,7 +172,7 @@ def add(
     t0 = time.perf_counter()
     current = Index.open(index)  # "not an index" before any model loads
     with _matcher(model_dir, backend, precision, device, threads, batch_size) as m:
-        idx = current.add(source, matcher=m)
+        idx = current.add(source, matcher=m, faiss=faiss, faiss_params=_faiss_params(nlist, pq_m, nprobe))
     _report(idx, t0, as_json)
     return 0
 

@@ -31,9 +31,10 @@ from fashion_match.runtime.engines import ENGINES
     type=click.Choice(ENGINES),
     default="exact",
     show_default=True,
-    help="Exact search, or an approximate FAISS index.",
+    help="Exact search, or the FAISS index kept in the index (fm-index build/add --faiss KIND).",
 )
-@click.option("--nprobe", type=click.IntRange(1, 65536), default=16, show_default=True, help="FAISS lists to visit.")
+@click.option("--nprobe", type=click.IntRange(1, 1 << 20), help="FAISS IVF lists to visit [default: as built].")
+@click.option("--ef-search", type=click.IntRange(1, 1 << 16), help="FAISS HNSW efSearch [default: as built].")
 @model_options
 @click.option("--grid", type=click.Path(path_type=Path), help="Also draw each query beside its matches into this PNG.")
 @click.option("--html", "html_out", type=click.Path(path_type=Path), help="... and/or into this HTML page.")
@@ -46,7 +47,8 @@ def cli(
     index_dir: Path,
     k: int,
     engine: str,
-    nprobe: int,
+    nprobe: int | None,
+    ef_search: int | None,
     model_dir: Path | None,
     backend: str,
     precision: str,
@@ -67,7 +69,9 @@ def cli(
     if query_spec:
         sources, labels, items = spec_queries(query_spec, limit)
     idx = Index.open(index_dir)
-    params = {"nprobe": nprobe} if engine.startswith("faiss") else {}
+    if engine != "faiss" and (nprobe or ef_search):
+        raise UsageError("--nprobe and --ef-search apply to --engine faiss")
+    params = {"nprobe": nprobe, "ef_search": ef_search} if engine == "faiss" else {}
     with Matcher(model_dir, backend=backend, precision=precision, device=device, threads=threads) as m:
         results, skipped = idx.search(sources, k, matcher=m, engine=engine, engine_params=params)
         threshold = m.threshold

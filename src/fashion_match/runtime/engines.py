@@ -2,15 +2,14 @@
 
 - `exact`: numpy/BLAS GEMM + partial selection on the CPU (`runtime.search`); the default.
 - `exact-gpu`: the same algorithm with the gallery resident on a CUDA GPU (CuPy).
-- `faiss-ivf-flat`, `faiss-ivf-pq`: approximate FAISS indexes for galleries past what exact search
-  serves in time; GPU when FAISS has one. Recall against exact search is measured in
-  benchmarks/faiss_recall.py.
+- `faiss`: the approximate FAISS index (IVF-Flat, IVF-PQ or HNSW) an index folder keeps for galleries
+  past what exact search serves in time (`runtime.faiss_index`); its recall against exact search
+  is measured when it is built, and in benchmarks/faiss_recall.py.
 All return scores as inner products of L2-normalised vectors (cosine) and -1 for missing slots.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any, Protocol
 
@@ -19,7 +18,7 @@ import numpy as np
 from fashion_match.errors import BackendUnavailable, MissingDependency, UsageError
 from fashion_match.runtime.search import merge_topk, topk_exact
 
-ENGINES = ("exact", "exact-gpu", "faiss-ivf-flat", "faiss-ivf-pq")
+ENGINES = ("exact", "exact-gpu", "faiss")  # faiss: the FAISS index kept in the index folder
 
 
 class Engine(Protocol):
@@ -104,16 +103,9 @@ class CupyEngine:
         return out_s, out_i
 
 
-def _faiss() -> Any:
-    try:
-        import faiss
-    except ImportError as e:
-        raise MissingDependency("FAISS engines need faiss: pip install 'fashion-match[faiss]' (faiss-cpu)") from e
-    return faiss
-
-
 class FaissEngine:
-    """IVF-Flat or IVF-PQ over inner product. Trains on (a sample of) the gallery it is given."""
+    """A FAISS index over inner product: the one an index folder keeps (`from_index`, what
+    fm-search uses), or one trained here on the blocks given (benchmarks, tests)."""
 
     def __init__(
         self,
@@ -121,43 +113,28 @@ class FaissEngine:
         kind: str = "ivf-flat",
         *,
         nlist: int | None = None,
-        nprobe: int = 16,
-        pq_m: int = 64,
-        pq_bits: int = 8,
-        train_size: int = 100_000,
-        gpu: bool | None = None,
-        seed: int = 0,
+        nprobe: int | None = None,
+        pq_m: int | None = None,
+        ef_search: int | None = None,
     ) -> None:
-        faiss = _faiss()
-        if kind not in ("ivf-flat", "ivf-pq"):
-            raise UsageError(f"unknown FAISS index kind {kind!r}")
-        self.name = f"faiss-{kind}"
-        x = np.ascontiguousarray(np.concatenate([np.asarray(b, np.float32) for b in blocks]))
-        n, d = x.shape
-        nlist = nlist or max(1, min(65536, int(4 * math.sqrt(n))))
-        quantizer = faiss.IndexFlatIP(d)
-        if kind == "ivf-flat":
-            index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
-        else:
-            if d % pq_m:
-                raise UsageError(f"IVF-PQ: embedding dim {d} is not divisible by pq_m={pq_m}")
-            index = faiss.IndexIVFPQ(quantizer, d, nlist, pq_m, pq_bits, faiss.METRIC_INNER_PRODUCT)
-        want_gpu = gpu if gpu is not None else hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
-        if want_gpu:
-            if not (hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0):
-                raise BackendUnavailable("FAISS GPU requested, but this faiss build has no GPU (install faiss-gpu)")
-            self._res = faiss.StandardGpuResources()
-            index = faiss.index_cpu_to_gpu(self._res, 0, index)
-        rng = np.random.default_rng(seed)
-        train = x if n <= train_size else x[np.sort(rng.choice(n, train_size, replace=False))]
-        index.train(train)
-        index.add(x)
-        index.nprobe = nprobe
-        self.index, self.nlist, self.nprobe, self.gpu = index, nlist, nprobe, bool(want_gpu)
+        from fashion_match.runtime import faiss_index as fx
 
-    def set_nprobe(self, nprobe: int) -> None:
-        self.nprobe = nprobe
-        self.index.nprobe = nprobe
+        x = np.ascontiguousarray(np.concatenate([np.asarray(b, np.float32) for b in blocks]))
+        given = {"nlist": nlist, "nprobe": nprobe, "pq_m": pq_m, "ef_search": ef_search}
+        self.params = fx.default_params(kind, len(x), x.shape[1], given)
+        self.index = fx.train_and_fill(fx.make_index(kind, x.shape[1], self.params), x)
+        self.kind, self.name = kind, f"faiss-{kind}"
+
+    @classmethod
+    def from_index(cls, index: Any, kind: str, params: dict[str, Any]) -> FaissEngine:
+        eng = cls.__new__(cls)
+        eng.index, eng.kind, eng.name, eng.params = index, kind, f"faiss-{kind}", dict(params)
+        return eng
+
+    def set_params(self, nprobe: int | None = None, ef_search: int | None = None) -> None:
+        from fashion_match.runtime.faiss_index import set_search_params
+
+        set_search_params(self.index, self.kind, nprobe, ef_search)
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         scores, ids = self.index.search(np.ascontiguousarray(queries, np.float32), k)
@@ -165,10 +142,11 @@ class FaissEngine:
 
 
 def make_engine(name: str, blocks: Sequence[np.ndarray], **params: Any) -> Engine:
+    """An in-memory engine over `blocks` (the persisted FAISS index is `Index.engine("faiss")`)."""
     if name == "exact":
         return ExactEngine(blocks)
     if name == "exact-gpu":
         return CupyEngine(blocks, **params)
-    if name in ("faiss-ivf-flat", "faiss-ivf-pq"):
+    if name.startswith("faiss-") and name.removeprefix("faiss-") in ("ivf-flat", "ivf-pq", "hnsw"):
         return FaissEngine(blocks, name.removeprefix("faiss-"), **params)
     raise UsageError(f"--engine {name}: choose one of {', '.join(ENGINES)}")

@@ -98,6 +98,7 @@ class Index:
             "precision": m["precision"],
             "shards": len(m["shards"]),
             "bytes": size,
+            "faiss": {k: m["faiss"][k] for k in ("kind", "params", "recall", "bytes")} if m.get("faiss") else None,
             "skipped": len(m["skipped"]),
             "sources": m["sources"],
             "created": m["created"],
@@ -128,8 +129,6 @@ class Index:
     ) -> tuple[list[SearchResult], list[tuple[str, str]]]:
         """Embed `queries` as one batch and search them together with `engine` (see runtime.engines);
         returns their top-k matches and the queries that could not be read."""
-        from fashion_match.runtime.engines import make_engine
-
         if matcher is None:
             from fashion_match.runtime.matcher import Matcher
 
@@ -137,8 +136,9 @@ class Index:
                 return self.search(queries, k, matcher=m, engine=engine, engine_params=engine_params)
         binding = model_binding(matcher.manifest, matcher.info.backend, matcher.info.precision)
         self.check_model(binding["model_id"], binding["embedding_dim"])
+        eng = self.engine(engine, **(engine_params or {}))  # before embedding: a missing FAISS index fails fast
         e = matcher.embed(queries)
-        scores, ids = make_engine(engine, self.shards, **(engine_params or {})).search(e.vectors, k)
+        scores, ids = eng.search(e.vectors, k)
         names = [source_name(queries[i]) for i in e.indices]
         results = self.results(names, scores, ids, threshold=matcher.threshold)
         for r, i in zip(results, e.indices, strict=True):
@@ -146,6 +146,20 @@ class Index:
         return results, [(b.name, b.reason) for b in e.bad]
 
     # --- searching -----------------------------------------------------------------------------
+    def engine(self, name: str = "exact", *, nprobe: int | None = None, ef_search: int | None = None) -> Any:
+        """A search engine over this index: exact (CPU), exact-gpu, or the FAISS index it keeps
+        (loaded and checked, never rebuilt here), with its search-time knobs set."""
+        from fashion_match.runtime.engines import FaissEngine, make_engine
+
+        if name != "faiss":
+            return make_engine(name, self.shards)
+        from fashion_match.runtime.faiss_index import load_faiss
+
+        index, entry = load_faiss(self.folder, self.manifest)
+        eng = FaissEngine.from_index(index, entry["kind"], entry["params"])
+        eng.set_params(nprobe=nprobe, ef_search=ef_search)
+        return eng
+
     def search_vectors(self, queries: np.ndarray, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
         if queries.ndim != 2 or queries.shape[1] != self.embedding_dim:
             raise UsageError(f"queries must be (N, {self.embedding_dim}), got {queries.shape}")

@@ -9,7 +9,6 @@ reader sees the old index or the new one, never a mix.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import shutil
@@ -22,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from fashion_match import __version__
-from fashion_match.data.images import ImageSource, source_name
+from fashion_match.data.images import ImageSource
 from fashion_match.errors import FmError, UsageError
 from fashion_match.fileio import check_output_dir, exclusive_lock, sha256_bytes, sha256_file, write_json_atomic
 from fashion_match.formats import FP32_ONNX
@@ -32,14 +31,13 @@ from fashion_match.runtime.index_format import (
     INDEX_VERSION,
     PLAN,
     SHARD_ROWS,
-    Entry,
     IndexMismatch,
-    path_key,
     read_manifest,
     read_meta,
     shard_names,
     write_shard,
 )
+from fashion_match.runtime.index_sources import Sources, drop_duplicates, entries_of, resolve_sources
 from fashion_match.schema import read_json
 
 log = logging.getLogger(__name__)
@@ -53,59 +51,6 @@ class WriteReport:
     added: int = 0
     bad: list[dict[str, str]] = field(default_factory=list)  # unreadable images
     duplicates: list[dict[str, str]] = field(default_factory=list)  # already in the index (or twice in the input)
-
-
-# how an index lists a dataset spec it took the gallery of
-GALLERY_SUFFIX = " (gallery)"
-
-
-@dataclass
-class Sources:
-    names: list[str]
-    sources: list[ImageSource]
-    items: list[str]
-    description: str
-    keys: list[str] = field(default_factory=list)  # per source, see source_key; computed once
-
-    def __post_init__(self) -> None:
-        if not self.keys:  # hashing in-memory images is not free: done here, once per source list
-            self.keys = [source_key(s, n) for s, n in zip(self.sources, self.names, strict=True)]
-
-
-def source_key(src: ImageSource, name: str) -> str:
-    """What identifies an image across adds: its absolute path, else a hash of its bytes."""
-    if isinstance(src, str | os.PathLike):
-        return path_key(src)
-    if isinstance(src, bytes | bytearray):
-        return "sha256:" + sha256_bytes(bytes(src))
-    if isinstance(src, np.ndarray):
-        h = hashlib.sha256(f"{src.dtype}{src.shape}".encode())
-        h.update(np.ascontiguousarray(src).tobytes())
-        return "sha256:" + h.hexdigest()
-    return f"id:{name}"  # a lazily made image: its dataset name is all there is
-
-
-def resolve_sources(source: str | Path | Sequence[ImageSource]) -> Sources:
-    """The images of a --data spec's gallery, a folder (searched recursively), or a list."""
-    from fashion_match.data.spec import load_dataset, parse_spec
-
-    if isinstance(source, str | Path):
-        text = str(source)
-        ds = load_dataset(text)  # the one spec parser: a folder, a CSV file, FORMAT[:ARG]
-        if parse_spec(text)[0] == "folder":  # every image of a folder, not one protocol's gallery
-            recs, what = ds.records, str(Path(ds.root).resolve())
-        else:
-            recs, what = [ds.records[i] for i in ds.protocol.gallery], f"{text}{GALLERY_SUFFIX}"
-        return Sources([r.name for r in recs], [r.source for r in recs], [r.item_id for r in recs], what)
-    srcs = list(source)
-    return Sources([source_name(s) for s in srcs], srcs, ["" for _ in srcs], f"{len(srcs)} images")
-
-
-def _entries(src: Sources) -> list[Entry]:
-    return [
-        Entry(n, os.path.abspath(os.fspath(s)) if isinstance(s, str | os.PathLike) else "", it)
-        for n, s, it in zip(src.names, src.sources, src.items, strict=True)
-    ]
 
 
 def _plan_digest(names: Sequence[str]) -> str:
@@ -160,7 +105,7 @@ def build_shards(
         written = prior if isinstance(prior, dict) else {}
     plan["written"] = written
     write_json_atomic(plan_path, plan)
-    entries, keys = _entries(src), src.keys
+    entries, keys = entries_of(src), src.keys
     shards, skipped = [], []
     n = len(src.sources)
     bar = Bar(n, "embedding gallery", enabled=progress)
@@ -268,28 +213,22 @@ def _matcher(matcher: Any, model: str | Path | None, backend: str, precision: st
     return Matcher(model, backend=backend, precision=precision), True
 
 
-def _drop_duplicates(src: Sources, have: set[str]) -> tuple[Sources, list[dict[str, str]]]:
-    """Leave out the images already in the index, listing each one."""
-    keep, dups = [], []
-    for i, key in enumerate(src.keys):
-        if key in have:
-            shown = key.removeprefix("path:") if key.startswith("path:") else src.names[i]
-            dups.append({"path": shown, "reason": "already in the index"})
-        else:
-            keep.append(i)
-    picked = Sources(
-        [src.names[i] for i in keep],
-        [src.sources[i] for i in keep],
-        [src.items[i] for i in keep],
-        src.description,
-        [src.keys[i] for i in keep],
-    )
-    return picked, dups
-
-
 def _refuse_existing(folder: Path) -> None:
     if (folder / INDEX_MANIFEST).exists():
         raise UsageError(f"{folder}: exists; use 'fm-index add' to extend it or --overwrite to replace it")
+
+
+def _attach_faiss(folder: Path, kind: str, given: dict[str, Any]) -> None:
+    """Build the FAISS index over the index's shards and list it in index.json (under the lock)."""
+    from fashion_match.runtime.faiss_index import build_faiss
+    from fashion_match.runtime.index import Index
+
+    idx = Index.open(folder)
+    if len(idx) == 0:
+        raise UsageError(f"{folder}: an empty index has nothing to build a FAISS index over")
+    man = dict(idx.manifest)
+    man["faiss"] = build_faiss(folder, man, idx.shards, kind, given)
+    write_json_atomic(folder / INDEX_MANIFEST, man)
 
 
 def _overwrite(folder: Path, build: Any) -> Any:
@@ -324,6 +263,8 @@ def build_index(
     shard_rows: int = SHARD_ROWS,
     progress: bool = True,
     overwrite: bool = False,
+    faiss: str | None = None,
+    faiss_params: dict[str, Any] | None = None,
 ) -> Any:
     """Embed a gallery into a new index at `out`; returns the opened `Index` (with `.report`).
     An index already at `out` is refused, or with `overwrite` replaced once the new one is whole."""
@@ -334,6 +275,7 @@ def build_index(
     folder = Path(out)
     if overwrite and (folder / INDEX_MANIFEST).exists():
         kw = {"matcher": matcher, "model": model, "backend": backend, "precision": precision, "dtype": dtype}
+        kw |= {"faiss": faiss, "faiss_params": faiss_params}
         return _overwrite(folder, lambda to: build_index(source, to, shard_rows=shard_rows, progress=progress, **kw))
     _refuse_existing(folder)
     src = resolve_sources(source)
@@ -350,6 +292,8 @@ def build_index(
             if opened:
                 m.close()
         finish(folder, binding, shards, skipped, dtype, [src.description], None)
+        if faiss:
+            _attach_faiss(folder, faiss, faiss_params or {})
     idx = Index.open(folder)
     idx.report = WriteReport(sum(s["rows"] for s in shards), skipped, [])
     return idx
@@ -364,8 +308,11 @@ def add_to_index(
     backend: str = "auto",
     precision: str = "fp32",
     progress: bool = True,
+    faiss: str | None = None,
+    faiss_params: dict[str, Any] | None = None,
 ) -> Any:
-    """Append images not yet in the index (by absolute path or content hash); returns the reopened `Index`."""
+    """Append images not yet in the index (by absolute path or content hash); returns the reopened
+    `Index`. A FAISS index it keeps is rebuilt over the new shards; `faiss` adds (or replaces) one."""
     from fashion_match.runtime.index import Index
 
     folder = Path(index)
@@ -376,14 +323,17 @@ def add_to_index(
         try:
             binding = model_binding(m.manifest, m.info.backend, m.info.precision)
             idx.check_model(binding["model_id"], binding["embedding_dim"])
-            src, dups = _drop_duplicates(resolve_sources(source), set(idx.keys))
+            src, dups = drop_duplicates(resolve_sources(source), set(idx.keys))
             if dups:
                 log.info(
                     "%d of %d images are already in the index and were skipped", len(dups), len(dups) + len(src.names)
                 )
             if not src.names:
+                if faiss:  # nothing new, but a FAISS index asked for: sources and shards stay as they are
+                    _attach_faiss(folder, faiss, faiss_params or {})
+                    idx = Index.open(folder)
                 idx.report = WriteReport(0, [], dups)
-                return idx  # nothing new: the index is not touched
+                return idx  # nothing new: the shards are not touched
             man = idx.manifest
             shards, skipped = build_shards(
                 folder,
@@ -398,6 +348,10 @@ def add_to_index(
                 m.close()
         keep = ("model_id", "model", "embedding_dim", "backend", "precision")
         finish(folder, {k: man[k] for k in keep}, shards, skipped, man["dtype"], [src.description], man)
+        old_faiss = man.get("faiss") or {}
+        if faiss or old_faiss:  # a FAISS index of the old shards would be stale: rebuild it now
+            kind = faiss or str(old_faiss.get("kind"))
+            _attach_faiss(folder, kind, (faiss_params or {}) if faiss else dict(old_faiss.get("given") or {}))
     new = Index.open(folder)
     new.report = WriteReport(sum(s["rows"] for s in shards), skipped, dups)
     return new

@@ -186,7 +186,7 @@ def spec_gallery(index_sources: Sequence[str]) -> dict[str, ImageSource]:
     """Images of an index's in-memory entries, by id: the galleries of the dataset specs it was
     built from (their records are rebuilt from the spec, never stored in the index)."""
     from fashion_match.data.spec import load_dataset
-    from fashion_match.runtime.index_build import GALLERY_SUFFIX
+    from fashion_match.runtime.index_sources import GALLERY_SUFFIX
 
     out: dict[str, ImageSource] = {}
     for s in index_sources:

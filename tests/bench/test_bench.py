@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from fashion_match.bench.report import pareto_front, write_report
-from fashion_match.bench.runner import ROW_KEYS, BenchConfig, run_bench
+from fashion_match.bench.runner import ROW_KEYS, BenchConfig, metric_key, metric_keys, run_bench
 from fashion_match.export.pipeline import ExportOptions, run_export
 from fashion_match.formats import ONNX_FILES, PRECISIONS
 
@@ -36,6 +36,7 @@ def test_report_schema_and_files(model_copy: Path, tiny_fmnist: Path, tmp_path: 
         quick=True,
     )
     result = run_bench(cfg)
+    spec = f"fashion-mnist:{tiny_fmnist}"
     out = tmp_path / "report dir"
     rep = write_report(
         result, out, {"cpu": "test", "cores": 2, "gpus": [], "packages": {}}, "fm-bench", {"timing": "t"}
@@ -45,14 +46,20 @@ def test_report_schema_and_files(model_copy: Path, tiny_fmnist: Path, tmp_path: 
     assert set(data) >= {"machine", "model", "dataset", "rows"}
     rows = data["rows"]
     assert len(rows) == 3 * 3 * 2
+    assert data["columns"] == [*ROW_KEYS, *metric_keys([spec])]
+    assert data["resolution"] == {spec: 10.0}  # 10 queries in the tiny set: one is 10 points
     for r in rows:
-        assert set(ROW_KEYS) <= set(r)
+        assert set(ROW_KEYS) <= set(r) and "recall_at_1" not in r  # no figure without its dataset
     by = {(r["backend"], r["precision"], r["batch_size"]): r for r in rows}
+
+    def fig(r: dict, m: str) -> float:
+        return r[metric_key(spec, m)]
+
     for key in [("onnxruntime", "fp32", 1), ("onnxruntime", "fp16", 4), ("torch", "fp32", 4)]:
         r = by[key]
         assert r["status"] == "ok"
-        assert 0 <= r["recall_at_1"] <= r["recall_at_10"] <= 1
-        assert 0 <= r["map_at_r"] <= 1 and 0 <= r["pair_auc"] <= 1 and 0 <= r["pair_accuracy"] <= 1
+        assert 0 <= fig(r, "recall_at_1") <= fig(r, "recall_at_10") <= 1
+        assert all(0 <= fig(r, m) <= 1 for m in ("map_at_r", "pair_auc", "pair_accuracy"))
         assert r["latency_ms_p50"] <= r["latency_ms_p99"] and r["throughput_ips"] > 0 and r["e2e_throughput_ips"] > 0
         assert r["size_mb"] > 0 and r["load_s"] >= 0
     assert by[("onnxruntime", "fp32", 1)]["max_cos_drift"] == 0.0
@@ -64,11 +71,24 @@ def test_report_schema_and_files(model_copy: Path, tiny_fmnist: Path, tmp_path: 
     assert by[("onnxruntime", "int8", 1)]["status"].startswith(f"unavailable: no {ONNX_FILES['int8']}")
     assert by[("tensorrt", "fp32", 1)]["status"].startswith("unavailable")
     assert by[("torch", "fp16", 1)]["status"].startswith("unavailable")
-    assert by[("onnxruntime", "int8", 1)]["recall_at_1"] is None
+    assert by[("onnxruntime", "int8", 1)].get(metric_key(spec, "recall_at_1")) is None
     with open(out / "report.csv") as f:
-        assert len(list(csv.DictReader(f))) == len(rows)
+        table = list(csv.DictReader(f))
+    assert len(table) == len(rows) and list(table[0]) == data["columns"]
+    assert float(table[0][metric_key(spec, "pair_auc")]) == by[("onnxruntime", "fp32", 1)][metric_key(spec, "pair_auc")]
     md = (out / "report.md").read_text()
-    assert "| onnxruntime | fp16 | cpu | 4 | ok |" in md and "pareto.png" in md
+    assert "| onnxruntime | fp16 | cpu | 4 |" in md and "pareto.png" in md
+    assert f"R@1 {spec}" in md and f"mAP@R {spec}" in md and "10 points of Recall@1" in md
+    # rows that did not run: listed once below the table with their whole reason, not as table rows
+    assert "| torch | fp16 |" not in md and "..." not in md
+    assert "- torch fp16 (batch 1, 4): unavailable: backend 'torch' has no 'fp16' format (it supports: fp32)" in md
+    # the fixed queries of each dataset, drawn from the FP32 reference
+    from PIL import Image
+
+    grid = out / data["examples"][spec]
+    with Image.open(grid) as im:
+        assert im.format == "PNG" and im.width > 6 * 128 and im.height > 4 * 128
+    assert data["examples"][spec] in md
     assert rep["rows"] == rows
 
 
@@ -115,7 +135,9 @@ def _bench(model: Path, data: Path, out: Path, *extra: str) -> subprocess.Comple
 def test_min_recall_exit_status(model_copy: Path, tiny_fmnist: Path, tmp_path: Path) -> None:
     ok = _bench(model_copy, tiny_fmnist, tmp_path / "a", "--min-recall", "0")
     assert ok.returncode == 0, ok.stderr
-    r1 = json.loads((tmp_path / "a" / "report.json").read_text())["rows"][0]["recall_at_1"]
+    r1 = json.loads((tmp_path / "a" / "report.json").read_text())["rows"][0][
+        metric_key(f"fashion-mnist:{tiny_fmnist}", "recall_at_1")
+    ]
     assert r1 < 1.0
     low = _bench(model_copy, tiny_fmnist, tmp_path / "b", "--min-recall", "1")
     assert low.returncode == 1 and "below --min-recall 1.0" in low.stderr

@@ -98,3 +98,31 @@ def test_a_bare_flat_folder_is_a_spec_here_too(odd_dir: Path, capsys: pytest.Cap
         assert code == 0, err
         report = json.loads(out)
         assert report["format"] == "folder" and report["images"] == 3 and report["items"] == 3
+
+
+def test_export_writes_a_folder_that_reads_back(
+    tiny_fmnist: Path, odd_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """fm-data export: whole items, the folder:DIR layout, every image decodable, nothing merged."""
+    from fashion_match.data.spec import load_dataset
+
+    out = tmp_path / "c2s folder"
+    code, text, err = run(capsys, "export", f"fmnist-c2s:{tiny_fmnist}", str(out), "--limit", "5", "--json")
+    assert code == 0, err
+    rep = json.loads(text)
+    assert rep["images"] == 6 and rep["items"] == 3 and rep["bad"] == []  # 3 items of 2 photos: whole items
+    back = load_dataset(str(out))
+    assert len(back.records) == 6 and back.n_items() == 3
+    assert {Path(r.name).parts[0] for r in back.records} == {"train"}  # the first items in dataset order
+    names = sorted(Path(r.name).name for r in back.records)
+    assert names == [f"{d}_{i:05d}.png" for d in ("consumer", "shop") for i in range(3)]
+    code, _, err = run(capsys, "export", f"fmnist-c2s:{tiny_fmnist}", str(out))
+    assert code == 2 and "not an empty folder" in err
+    # files are copied byte for byte, bad ones listed and left out
+    src = odd_dir / "shop"
+    (src / "sku1").mkdir(parents=True)
+    photo(30, 30).save(src / "sku1" / "a.jpg")
+    (src / "sku1" / "b.jpg").write_bytes(b"")
+    code, text, err = run(capsys, "export", str(src), str(tmp_path / "copy"))
+    assert code == 0 and "skipped" not in err  # copied as they are: an empty file stays an empty file
+    assert (tmp_path / "copy" / "all" / "sku1" / "a.jpg").read_bytes() == (src / "sku1" / "a.jpg").read_bytes()

@@ -31,17 +31,13 @@ from fashion_match.runtime.manifest import Manifest, load_manifest
 
 log = logging.getLogger(__name__)
 
-ROW_KEYS = (
+ROW_KEYS = (  # every row; its accuracy figures are per dataset, in `metric_keys(datasets)` columns
     "backend",
     "precision",
     "batch_size",
     "status",
+    "device",
     "size_mb",
-    "recall_at_1",
-    "recall_at_10",
-    "map_at_r",
-    "pair_auc",
-    "pair_accuracy",
     "max_cos_drift",
     "latency_ms_p50",
     "latency_ms_p99",
@@ -49,7 +45,20 @@ ROW_KEYS = (
     "e2e_throughput_ips",
     "load_s",
 )
+METRICS = ("recall_at_1", "recall_at_10", "map_at_r", "pair_auc", "pair_accuracy")
+EXAMPLE_QUERIES, EXAMPLE_K = 4, 5  # the grid of fixed queries drawn per dataset
 DEFAULT_DATA = ("fashion-mnist", "fmnist-c2s")
+
+
+def metric_key(dataset: str, metric: str) -> str:
+    """The column of `metric` measured on `dataset`: every figure says what it was measured on."""
+    return f"{dataset}/{metric}"
+
+
+def metric_keys(datasets: list[str]) -> list[str]:
+    return [metric_key(d, m) for d in datasets for m in METRICS]
+
+
 DEFAULT_BATCHES = (1, 8, 32)
 DEFAULT_BACKENDS = ("onnxruntime", "torch", "tensorrt")
 DEFAULT_PRECISIONS = PRECISIONS
@@ -93,6 +102,33 @@ class BenchResult:
     datasets: list[dict[str, Any]]
     model: dict[str, Any]
     roc: dict[str, tuple[list[float], list[float]]] = field(default_factory=dict)  # "backend/precision" -> curve
+    operating: dict[str, tuple[float, float]] = field(default_factory=dict)  # (fpr, tpr) at the threshold
+    examples: dict[str, list[Any]] = field(default_factory=dict)  # dataset -> result_grid.GridRow (FP32 reference)
+
+
+def example_rows(es: EvalSet, q: np.ndarray, g: np.ndarray, threshold: float) -> list[Any]:
+    """A few evenly spaced queries of `es` beside their top hits, for the report's picture."""
+    from fashion_match.runtime.result_grid import GridRow
+
+    picks = np.unique(np.linspace(0, len(q) - 1, min(EXAMPLE_QUERIES, len(q))).astype(int))
+    sims = q[picks] @ g.T
+    rows = []
+    for qi, row in zip(picks, sims, strict=True):
+        top = np.argsort(-row, kind="stable")[:EXAMPLE_K]
+        matches = [
+            {
+                "rank": r + 1,
+                "similarity": float(row[j]),
+                "match": bool(row[j] >= threshold),
+                "item_id": str(es.g_keys[j]),
+            }
+            for r, j in enumerate(top)
+        ]
+        label = f"{es.name} query {int(qi)} ({es.match_on.replace('_id', '')} {es.q_keys[qi]})"
+        truth = "item" if es.instance_level else "category"
+        hits = [es.g_pixels[j] for j in top]
+        rows.append(GridRow(es.q_pixels[qi], label, matches, str(es.q_keys[qi]), sources=hits, key_name=truth))
+    return rows
 
 
 def _empty_row(backend: str, precision: str, batch: int, status: str) -> dict[str, Any]:
@@ -154,6 +190,7 @@ def run_bench(cfg: BenchConfig, say: Callable[[str], None] = lambda s: None) -> 
             continue
         if backend == "onnxruntime" and precision == "fp32":
             reference = embs
+            result.examples = {s.name: example_rows(s, *embs[s.name], manifest.threshold) for s in sets}
         rows += new_rows
         key = f"{backend}/{precision}"
         inst = [s for s in sets if s.instance_level] or sets
@@ -161,9 +198,12 @@ def run_bench(cfg: BenchConfig, say: Callable[[str], None] = lambda s: None) -> 
         pos, neg = pair_scores(q, inst[0].q_keys, g, inst[0].g_keys)
         fpr, tpr = roc_points(pos, neg)
         result.roc[key] = (fpr.tolist(), tpr.tolist())
+        result.operating[key] = (float((neg >= manifest.threshold).mean()), float((pos >= manifest.threshold).mean()))
         r = new_rows[-1]
         say(
-            f"{backend:<12}{precision:<5} R@1 {r['recall_at_1']:.4f}  load {r['load_s']:.2f}s  "
+            f"{backend:<12}{precision:<5} "
+            + "  ".join(f"R@1 {n} {r[metric_key(n, 'recall_at_1')]:.4f}" for n in (x.name for x in sets))
+            + f"  load {r['load_s']:.2f}s  "
             + "  ".join(
                 f"b{x['batch_size']}: {x['latency_ms_p50']:.1f} ms, {x['throughput_ips']:.0f} img/s" for x in new_rows
             )
@@ -218,21 +258,15 @@ def _bench_one(
             drift = float(max(0.0, 1.0 - cos.min()))
         elif backend == "onnxruntime" and precision == "fp32":
             drift = 0.0
-        first = sets[0].name
-        inst = next((s.name for s in sets if s.instance_level), first)
         rows = []
         for b in cfg.batch_sizes:
             batches = rotated_batches(pool, b)
             timing = summarise(measure(be.embed, batches, cfg.plan), b)
             e2e = _e2e_rate(be.embed, jpegs, b, manifest, cfg.plan)
             row = _empty_row(backend, precision, b, "ok")
+            row.update({metric_key(n, m): sc[m] for n, sc in scores.items() for m in METRICS})
             row.update(
                 size_mb=round(size_mb, 2),
-                recall_at_1=scores[first]["recall_at_1"],
-                recall_at_10=scores[first]["recall_at_10"],
-                map_at_r=scores[first]["map_at_r"],
-                pair_auc=scores[inst]["pair_auc"],
-                pair_accuracy=scores[inst]["pair_accuracy"],
                 max_cos_drift=drift,
                 load_s=round(load_s, 3),
                 e2e_throughput_ips=round(e2e, 1),

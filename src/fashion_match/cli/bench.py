@@ -36,8 +36,16 @@ def _ints(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple[int
 @device_option()
 @click.option("--threads", type=click.IntRange(1, 256), help="Inference threads (CPU backends).")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("bench-report"), show_default=True)
-@click.option("--quick", is_flag=True, help="Small subsample and short timing (under a minute on 2 cores).")
-@click.option("--min-recall", type=click.FloatRange(0, 1), help="Exit 1 when an ok row's Recall@1 is below this.")
+@click.option(
+    "--quick",
+    is_flag=True,
+    help="For trying things: 100 queries per dataset and short timing runs (it says how noisy).",
+)
+@click.option(
+    "--min-recall",
+    type=click.FloatRange(0, 1),
+    help="Exit 1 when an ok row's Recall@1 on the first --data is below this.",
+)
 @debug_option
 def cli(
     model_dir: Path | None,
@@ -81,14 +89,22 @@ def cli(
     }
     command = "fm-bench " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     rep = write_report(result, out, machine_info(), command.strip(), settings)
-    click.echo(f"report {out}/report.md (+ report.json, report.csv, pareto.png)")
+    click.echo(f"report {out}/report.md (+ report.json, report.csv, pareto.png, example grids)")
+    noise = ", ".join(f"{v:g} point{'s' if v != 1 else ''} of Recall@1 on {k}" for k, v in rep["resolution"].items())
+    click.echo(
+        f"resolution: one query is {noise}"
+        + ("; --quick timings are short runs, noisy on a loaded machine" if quick else "")
+    )
     if min_recall is not None:
-        low = [r for r in rep["rows"] if r["status"] == "ok" and (r["recall_at_1"] or 0) < min_recall]
+        from fashion_match.bench.runner import metric_key
+
+        key = metric_key(data[0], "recall_at_1")
+        low = [r for r in rep["rows"] if r["status"] == "ok" and (r.get(key) or 0) < min_recall]
         if low:
             for r in low:
                 click.echo(
                     f"below --min-recall {min_recall}: {r['backend']} {r['precision']} batch {r['batch_size']}: "
-                    f"Recall@1 {r['recall_at_1']:.4f}",
+                    f"Recall@1 {r[key]:.4f} on {data[0]}",
                     err=True,
                 )
             sys.exit(1)

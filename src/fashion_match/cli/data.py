@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from fashion_match.cli.common import debug_option, echo_json, entrypoint
@@ -48,6 +50,27 @@ def check(spec: str, as_json: bool, strict: bool, workers: int | None) -> int:
             f"{spec}: {len(report['bad'])} images missing or undecodable (--strict), first: "
             f"{report['bad'][0]['path']}: {report['bad'][0]['reason']}"
         )
+    return 0
+
+
+@cli.command("export")
+@click.argument("spec")
+@click.argument("out", type=click.Path(path_type=Path))
+@click.option("--limit", type=click.IntRange(1), help="About N images: whole items, in dataset order.")
+@click.option("--json", "as_json", is_flag=True)
+@debug_option
+def export(spec: str, out: Path, limit: int | None, as_json: bool) -> int:
+    """Write the images of SPEC to OUT as OUT/<split>/<item_id>/<image>, the layout folder:OUT reads."""
+    from fashion_match.data.export_folder import export_folder
+    from fashion_match.data.spec import load_dataset
+
+    report = export_folder(load_dataset(spec), out, limit=limit)
+    if as_json:
+        echo_json(report)
+    else:
+        click.echo(f"{out}: {report['images']:,} images of {report['items']:,} items; read it back as folder:{out}")
+    for b in report["bad"][:20]:
+        click.echo(f"  skipped {b['path']}: {b['reason']}", err=True)
     return 0
 
 

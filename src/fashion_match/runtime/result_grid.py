@@ -39,6 +39,7 @@ class GridRow:
     item_id: str | None = None
     error: str | None = None  # the query could not be read: the row says why
     sources: list[ImageSource] = field(default_factory=list)  # each match's image, when not its path
+    key_name: str = "item"  # what item_id means here: "item", or "category" for category retrieval
 
 
 def _font(size: int) -> Any:
@@ -69,7 +70,7 @@ def _verdicts(row: GridRow, m: dict[str, Any]) -> tuple[str, str | None]:
     verdict = "match" if m.get("match") else "no match"
     if row.item_id is None or not m.get("item_id"):
         return verdict, None
-    return verdict, "same item" if m["item_id"] == row.item_id else "other item"
+    return verdict, f"same {row.key_name}" if m["item_id"] == row.item_id else f"other {row.key_name}"
 
 
 def draw_grid(rows: Sequence[GridRow], threshold: float, out: str | Path, *, title: str | None = None) -> Path:
@@ -104,7 +105,7 @@ def draw_grid(rows: Sequence[GridRow], threshold: float, out: str | Path, *, tit
             )
             draw.text((x, y + THUMB + 3), f"#{m['rank']}  {m['similarity']:.3f}  {verdict}", fill="black", font=small)
             if truth or why:
-                colour = RIGHT if truth == "same item" else WRONG
+                colour = RIGHT if truth and truth.startswith("same") else WRONG
                 draw.text((x, y + THUMB + 17), (truth or "")[:20] if not why else why[:22], fill=colour, font=small)
     out = Path(out)
     with atomic_open(out, "wb") as f:
@@ -141,7 +142,7 @@ def write_html(rows: Sequence[GridRow], threshold: float, out: str | Path, *, ti
             cell = f"<td class='{cls}'><img src='{_data_uri(tile)}' title='{e(str(m.get('path') or m.get('id')))}'>"
             cell += f"<br>#{m['rank']} {m['similarity']:.3f} {verdict}"
             if truth:
-                cell += f"<br><span class='{'same' if truth == 'same item' else 'other'}'>{truth}</span>"
+                cell += f"<br><span class='{truth.split()[0]}'>{truth}</span>"
             if why:
                 cell += f"<br>{e(why)}"
             parts.append(cell + "</td>")

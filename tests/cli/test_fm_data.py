@@ -19,7 +19,7 @@ def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
     return int(ei.value.code or 0), out, err
 
 
-KEYS = {"format", "images", "items", "splits", "protocol", "notes", "bad"}
+KEYS = {"format", "images", "items", "splits", "protocol", "notes", "bad", "attributes"}
 
 
 def test_json_schema_and_bad_images(odd_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -40,6 +40,11 @@ def check(spec: str, as_json: bool, strict: bool, workers: int | None) -> int:
             f"protocol: {report['protocol']['queries']:,} queries x {report['protocol']['gallery']:,} gallery"
             f" - {ds.protocol.description}"
         )
+        for a in report["attributes"]:
+            skew = f", most/least frequent value {a['most_to_least']}:1" if a["most_to_least"] else ""
+            never = f", {a['never_positive']} never seen" if a["never_positive"] else ""
+            what = f"attribute {a['name']} ({a['kind']}, {a['values']} values)"
+            click.echo(f"{what}: {a['labelled_images']:,} images{skew}{never}")
         for b in report["bad"][:20]:
             click.echo(f"  bad: {b['path']}: {b['reason']}")
         if len(report["bad"]) > 20:

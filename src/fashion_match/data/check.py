@@ -42,4 +42,23 @@ def check_dataset(ds: Dataset, *, workers: int | None = None, progress: bool = T
         "protocol": {"queries": len(ds.protocol.queries), "gallery": len(ds.protocol.gallery)},
         "notes": ds.notes,  # e.g. which DeepFashion image layout was found
         "bad": [{"path": p, "reason": why} for p, why in bad],
+        "attributes": [attribute_summary(ds, a) for a in ds.attributes],
+    }
+
+
+def attribute_summary(ds: Dataset, attr: Any) -> dict[str, Any]:
+    """How many images carry each attribute and how skewed its values are: the imbalance a tag
+    head has to weigh against."""
+    from fashion_match.data.attributes import labelled, positives
+
+    counts = positives(ds.records, attr)
+    nonzero = counts[counts > 0]
+    return {
+        "name": attr.name,
+        "kind": attr.kind,
+        "values": len(attr.values),
+        "labelled_images": len(labelled(ds.records, attr)),
+        "positives": {v: int(c) for v, c in zip(attr.values, counts, strict=True)},
+        "most_to_least": round(float(nonzero.max() / nonzero.min()), 1) if len(nonzero) else None,
+        "never_positive": int((counts == 0).sum()),
     }

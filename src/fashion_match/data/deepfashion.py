@@ -20,8 +20,9 @@ C2S_STATUSES = ("train", "val", "test")
 CLOTHES_TYPES = {"1": "upper-body", "2": "lower-body", "3": "full-body"}
 
 
-def read_list_file(path: Path, header: list[str]) -> list[tuple[int, list[str]]]:
-    """Rows of an official list file as (line number, fields); checks count, header, widths."""
+def read_list_file(path: Path, header: list[str], *, width: int | None = -1) -> list[tuple[int, list[str]]]:
+    """Rows of an official list file as (line number, fields); checks the count line, the header
+    and that every row has `width` fields (default: as many as the header; None: any number)."""
     text = read_annotation(path, "the official DeepFashion list file")
     lines = text.splitlines()
     if not lines or not lines[0].strip():
@@ -33,13 +34,14 @@ def read_list_file(path: Path, header: list[str]) -> list[tuple[int, list[str]]]
     if len(lines) < 2 or lines[1].split() != header:
         found = lines[1].strip()[:80] if len(lines) > 1 else "end of file"
         raise BadDataset(f"{path}:2: expected header {' '.join(header)!r}, found {found!r}")
+    want = len(header) if width == -1 else width
     rows: list[tuple[int, list[str]]] = []
     for no, line in enumerate(lines[2:], start=3):
         fields = line.split()
         if not fields:
             continue  # trailing blank lines
-        if len(fields) != len(header):
-            raise BadDataset(f"{path}:{no}: expected {len(header)} fields ({' '.join(header)}), found {len(fields)}")
+        if want is not None and len(fields) != want:
+            raise BadDataset(f"{path}:{no}: expected {want} fields ({' '.join(header)}), found {len(fields)}")
         rows.append((no, fields))
     if len(rows) != count:
         raise BadDataset(f"{path}:1: says {count} rows but the file has {len(rows)}")

@@ -38,10 +38,11 @@ def load_eval_set(
     so every query has its match; the first items are used because threshold calibration
     uses the last ones. (queries, gallery) sizes: `instance` for item protocols, else `category`.
     """
+    from fashion_match.data.records import retrieval_key
     from fashion_match.data.spec import load_dataset
 
     ds = load_dataset(spec)
-    key = ds.protocol.match_on
+    key = retrieval_key(ds, spec)
     queries, gallery = instance if key == "item_id" else category
     if key == "item_id":
         q_rows = ds.protocol.queries[:queries]

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -34,6 +36,8 @@ class Record:
     category: str | None = None
     domain: str | None = None  # "shop" | "consumer" | None
     bbox: tuple[int, int, int, int] | None = None  # x1, y1, x2, y2 in source pixels
+    # attribute name -> value index or tag vector (see data.attributes); arrays: not compared
+    attrs: Mapping[str, Any] | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -60,6 +64,7 @@ class Dataset:
     protocol: RetrievalProtocol
     categories: list[str] = field(default_factory=list)
     notes: str = ""
+    attributes: list[Any] = field(default_factory=list)  # data.attributes.Attribute, in label order
 
     def split_counts(self) -> dict[str, int]:
         return dict(sorted(Counter(r.split for r in self.records).items()))
@@ -69,6 +74,20 @@ class Dataset:
 
     def subset(self, split: str) -> list[Record]:
         return [r for r in self.records if r.split == split]
+
+
+def retrieval_key(ds: Dataset, spec: str) -> str:
+    """The record field the protocol of `ds` matches on; an attribute protocol (per attribute, not
+    one key) is refused here: item and category retrieval need item ids or categories."""
+    key = ds.protocol.match_on
+    if key not in ("item_id", "category"):
+        from fashion_match.errors import UsageError
+
+        raise UsageError(
+            f"{spec}: its protocol is attribute retrieval (one ranking per attribute), not item or category "
+            "retrieval; use a dataset with item ids or categories here"
+        )
+    return key
 
 
 def spaced(indices: list[int], n: int | None) -> list[int]:

@@ -1,6 +1,7 @@
 """`--data SPEC`: one string names any dataset, for every command, parsed by one set of rules.
 
-    FORMAT:ARG        deepfashion-inshop:DIR, deepfashion-c2s:DIR, folder:DIR, csv:FILE
+    FORMAT:ARG        deepfashion-inshop:DIR, deepfashion-c2s:DIR, folder:DIR, csv:FILE,
+                      deepfashion-attr:DIR, fashionai:DIR, attr-csv:FILE (attribute labels)
     FORMAT[:DIR]      fashion-mnist, fmnist-c2s (DIR: where the idx files are; default: Debian's)
     DIR               a folder of images, as folder:DIR
     FILE.csv          as csv:FILE.csv
@@ -18,11 +19,18 @@ from fashion_match.errors import UsageError
 
 def _loaders() -> dict[str, tuple[Callable[[str | None], Dataset], bool, str]]:
     # name -> (loader, argument required, what the argument is); imports stay lazy
-    from fashion_match.data import deepfashion, fashion_mnist, fmnist_c2s, generic
+    from fashion_match.data import deepfashion, deepfashion_attr, fashion_mnist, fashionai, fmnist_c2s, generic
 
     return {
         "deepfashion-inshop": (lambda a: deepfashion.load_inshop(a or ""), True, "DIR (benchmark root)"),
         "deepfashion-c2s": (lambda a: deepfashion.load_c2s(a or ""), True, "DIR (benchmark root)"),
+        "deepfashion-attr": (
+            lambda a: deepfashion_attr.load_attr_benchmark(a or ""),
+            True,
+            "DIR (Category and Attribute Prediction root)",
+        ),
+        "fashionai": (lambda a: fashionai.load_fashionai(a or ""), True, "DIR (holds Annotations/label.csv)"),
+        "attr-csv": (lambda a: fashionai.load_attr_csv(a or ""), True, "FILE with path,<attribute>,..."),
         "folder": (lambda a: generic.load_folder(a or ""), True, "DIR/<item_id>/<images>"),
         "csv": (lambda a: generic.load_csv(a or ""), True, "FILE with path,item_id[,split][,domain]"),
         "fashion-mnist": (fashion_mnist.load_fashion_mnist, False, "[DIR] of idx .gz files"),
@@ -30,7 +38,17 @@ def _loaders() -> dict[str, tuple[Callable[[str | None], Dataset], bool, str]]:
     }
 
 
-FORMAT_NAMES = ("deepfashion-inshop", "deepfashion-c2s", "folder", "csv", "fashion-mnist", "fmnist-c2s")
+FORMAT_NAMES = (
+    "deepfashion-inshop",
+    "deepfashion-c2s",
+    "deepfashion-attr",
+    "fashionai",
+    "attr-csv",
+    "folder",
+    "csv",
+    "fashion-mnist",
+    "fmnist-c2s",
+)
 
 
 def spec_help() -> str:

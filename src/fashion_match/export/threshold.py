@@ -14,7 +14,7 @@ import numpy as np
 
 from fashion_match.data.images import iter_batches
 from fashion_match.data.preprocess import PreprocessSpec
-from fashion_match.data.records import Dataset
+from fashion_match.data.records import Dataset, retrieval_key
 from fashion_match.errors import ExportError
 from fashion_match.export.onnx_cpu import onnx_embedder
 from fashion_match.metrics import calibrate_threshold
@@ -29,7 +29,7 @@ def held_out_pairs(ds: Dataset, items: int) -> tuple[list[int], list[int]]:
     Taking the *end* of the protocol keeps calibration away from the first items, which the
     examples and the quick benchmarks use.
     """
-    key = ds.protocol.match_on
+    key = retrieval_key(ds, ds.format)
     queries = ds.protocol.queries[-items:]
     wanted = {getattr(ds.records[q], key) for q in queries}
     gallery = [g for g in ds.protocol.gallery if getattr(ds.records[g], key) in wanted]
@@ -55,7 +55,7 @@ def calibrate_onnx(onnx_path: Path, spec: PreprocessSpec, data: str = DEFAULT_DA
         raise ExportError(f"calibration data {data!r} has no query/gallery pairs")
     q = embed_onnx(onnx_path, [ds.records[i].source for i in q_idx], spec)
     g = embed_onnx(onnx_path, [ds.records[i].source for i in g_idx], spec)
-    key = ds.protocol.match_on
+    key = retrieval_key(ds, data)
     same = (
         np.array([getattr(ds.records[i], key) for i in q_idx])[:, None]
         == np.array([getattr(ds.records[i], key) for i in g_idx])[None, :]

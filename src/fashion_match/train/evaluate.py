@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from fashion_match.data.images import iter_batches
-from fashion_match.data.records import Dataset, Record, spaced
+from fashion_match.data.records import Dataset, Record, retrieval_key, spaced
 from fashion_match.metrics import retrieval_report, topk_accuracy
 from fashion_match.models.embedding import EmbeddingModel
 from fashion_match.train.augment import eval_batch
@@ -79,7 +79,7 @@ def score(
 ) -> dict[str, Any]:
     """Metrics for embeddings of records `q_rec` (queries) and `g_rec` (gallery), by record index."""
     p = ds.protocol
-    key = p.match_on
+    key = retrieval_key(ds, ds.format)
     qk = np.array([getattr(ds.records[i], key) for i in q_rec], dtype=object)
     gk = np.array([getattr(ds.records[i], key) for i in g_rec], dtype=object)
     q_ids = np.array(q_rec) if p.exclude_self else None

@@ -60,6 +60,15 @@ def consumer_photo(item: np.ndarray, seed: int) -> np.ndarray:
     # Fashion-MNIST items sit on black: their own intensity is the alpha mask
     alpha = gray.point(lambda p: 255 if p > 12 else p * 20)
     rgb = Image.merge("RGB", (gray, gray, gray))
+    return rephotograph(rgb, alpha, rng)
+
+
+def rephotograph(rgb: Image.Image, alpha: Image.Image, rng: np.random.Generator) -> np.ndarray:
+    """Steps 2-9 of a consumer photo for an item already scaled to its side (RGB + alpha mask):
+    perspective, rotation, a real background, placement, occlusion, lighting and a mild colour
+    cast, blur, noise, JPEG. No hue rotation or grayscale: an item's colour stays visible."""
+    s = CONSUMER_SIZE
+    side = rgb.width
     # 2. perspective: move each corner by up to 10% of the side
     j = 0.10 * side
     corners = [(0.0, 0.0), (side, 0.0), (side, side), (0.0, side)]

@@ -2,7 +2,7 @@
 
     FORMAT:ARG        deepfashion-inshop:DIR, deepfashion-c2s:DIR, folder:DIR, csv:FILE,
                       deepfashion-attr:DIR, fashionai:DIR, attr-csv:FILE (attribute labels)
-    FORMAT[:DIR]      fashion-mnist, fmnist-c2s (DIR: where the idx files are; default: Debian's)
+    FORMAT[:DIR]      fashion-mnist, fmnist-c2s, fmnist-attr (DIR: where the idx files are; default: Debian's)
     DIR               a folder of images, as folder:DIR
     FILE.csv          as csv:FILE.csv
 
@@ -19,7 +19,15 @@ from fashion_match.errors import UsageError
 
 def _loaders() -> dict[str, tuple[Callable[[str | None], Dataset], bool, str]]:
     # name -> (loader, argument required, what the argument is); imports stay lazy
-    from fashion_match.data import deepfashion, deepfashion_attr, fashion_mnist, fashionai, fmnist_c2s, generic
+    from fashion_match.data import (
+        deepfashion,
+        deepfashion_attr,
+        fashion_mnist,
+        fashionai,
+        fmnist_attr,
+        fmnist_c2s,
+        generic,
+    )
 
     return {
         "deepfashion-inshop": (lambda a: deepfashion.load_inshop(a or ""), True, "DIR (benchmark root)"),
@@ -35,6 +43,7 @@ def _loaders() -> dict[str, tuple[Callable[[str | None], Dataset], bool, str]]:
         "csv": (lambda a: generic.load_csv(a or ""), True, "FILE with path,item_id[,split][,domain]"),
         "fashion-mnist": (fashion_mnist.load_fashion_mnist, False, "[DIR] of idx .gz files"),
         "fmnist-c2s": (fmnist_c2s.load_fmnist_c2s, False, "[DIR] of Fashion-MNIST idx .gz files"),
+        "fmnist-attr": (fmnist_attr.load_fmnist_attr, False, "[DIR] of Fashion-MNIST idx .gz files"),
     }
 
 
@@ -48,6 +57,7 @@ FORMAT_NAMES = (
     "csv",
     "fashion-mnist",
     "fmnist-c2s",
+    "fmnist-attr",
 )
 
 

@@ -170,3 +170,46 @@ def retrieval_report(
 def topk_accuracy(logits: np.ndarray, labels: np.ndarray, ks: tuple[int, ...] = (1, 3, 5)) -> dict[str, float]:
     order = np.argsort(-logits, axis=1, kind="stable")
     return {f"top{k}": float((order[:, :k] == labels[:, None]).any(axis=1).mean()) for k in ks}
+
+
+def average_precision(scores: np.ndarray, positive: np.ndarray) -> float:
+    """AP of one label: the mean, over its positives, of the precision at each one's rank (ties
+    broken by input order); NaN when the label has no positive."""
+    positive = np.asarray(positive, bool)
+    n_pos = int(positive.sum())
+    if n_pos == 0:
+        return float("nan")
+    order = np.argsort(-np.asarray(scores), kind="stable")
+    hits = positive[order]
+    ranks = np.nonzero(hits)[0] + 1
+    return float(np.mean(np.arange(1, n_pos + 1) / ranks))
+
+
+def best_f1_threshold(scores: np.ndarray, positive: np.ndarray) -> tuple[float, float]:
+    """(threshold, F1) maximising F1 when `scores >= threshold` is called positive; with no
+    positive, a threshold above every score (nothing is called)."""
+    positive = np.asarray(positive, bool)
+    scores = np.asarray(scores, np.float64)
+    if not positive.any():
+        return float(np.nextafter(scores.max(initial=1.0), np.inf)), float("nan")
+    order = np.argsort(-scores, kind="stable")
+    s, hits = scores[order], positive[order]
+    tp = np.cumsum(hits)
+    fp = np.cumsum(~hits)
+    f1 = 2 * tp / (tp + fp + positive.sum())
+    last = np.r_[s[1:] != s[:-1], True]  # a threshold can only sit at the last of equal scores
+    f1 = np.where(last, f1, -1.0)
+    i = int(np.argmax(f1))
+    return float(s[i]), float(f1[i])
+
+
+def topk_recall(scores: np.ndarray, positive: np.ndarray, k: int) -> float:
+    """DeepFashion's attribute protocol: of all positive labels, the share found in each image's
+    top-k predictions (images with no positive left out)."""
+    positive = np.asarray(positive, bool)
+    keep = positive.any(axis=1)
+    if not keep.any():
+        return float("nan")
+    top = np.argsort(-scores[keep], axis=1, kind="stable")[:, :k]
+    found = np.take_along_axis(positive[keep], top, axis=1).sum()
+    return float(found / positive[keep].sum())

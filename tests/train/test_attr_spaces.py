@@ -1,0 +1,63 @@
+"""Attribute-conditioned spaces: each attribute gets its own space, and training makes it rank by that attribute."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from fashion_match.data.attributes import Attribute
+from fashion_match.metrics import mean_average_precision
+from fashion_match.models.attr_spaces import AttributeSpaces, ValueProxies
+from fashion_match.train import attr_spaces as asp
+
+
+def test_mean_average_precision_by_hand() -> None:
+    sims = np.array([[0.9, 0.8, 0.1], [0.1, 0.2, 0.9]])
+    # query 0 (key a): its relevant at ranks 1 and 3 -> (1 + 2/3) / 2; query 1 (key b): rank 2 -> 1/2
+    assert mean_average_precision(sims, np.array(["a", "b"]), np.array(["a", "b", "a"])) == pytest.approx(
+        ((1 + 2 / 3) / 2 + 1 / 2) / 2
+    )
+
+
+def test_attributes_give_different_spaces_for_one_image() -> None:
+    torch.manual_seed(0)
+    spaces = AttributeSpaces(channels=16, n_attributes=3, dim=8).eval()
+    v = torch.randn(2, 16, 4, 4)
+    att = spaces.attention(v)
+    assert att.shape == (2, 3, 16) and torch.allclose(att.sum(-1), torch.ones(2, 3))
+    assert not torch.allclose(att[:, 0], att[:, 1])  # each attribute looks somewhere else
+    out = spaces(v)
+    assert out.shape == (2, 3, 8) and torch.allclose(out.norm(dim=-1), torch.ones(2, 3), atol=1e-5)
+    assert (out[0, 0] @ out[0, 1]).abs() < 0.99  # not one space copied
+
+
+def test_unknown_values_are_ignored_by_the_proxy_loss() -> None:
+    proxies = ValueProxies([3, 2], dim=4)
+    spaces = torch.nn.functional.normalize(torch.randn(3, 2, 4, requires_grad=True), dim=-1)
+    spaces.retain_grad()
+    proxies(spaces, torch.tensor([[0, -1], [1, -1], [-1, -1]])).backward()
+    assert spaces.grad[:, 1].abs().sum() == 0 and spaces.grad[2].abs().sum() == 0
+
+
+def test_training_makes_each_space_rank_by_its_attribute() -> None:
+    """Attribute 0 lives in channels 0-3 at the top of the map, attribute 1 in channels 4-7 at the
+    bottom, plus noise everywhere: the pooled map mixes them, each trained space leans to its own."""
+    rng = np.random.default_rng(0)
+    n, c = 480, 16
+    a0, a1 = rng.integers(0, 3, n), rng.integers(0, 3, n)
+    maps = rng.normal(0, 0.6, (n, c, 4, 4)).astype(np.float32)
+    for i in range(n):
+        maps[i, a0[i], :2, :] += 2.0
+        maps[i, 4 + a1[i], 2:, :] += 2.0
+    maps_t, labels = torch.from_numpy(maps), torch.from_numpy(np.c_[a0, a1])
+    attrs = [Attribute("shape", "single", ("x", "y", "z")), Attribute("colour", "single", ("r", "g", "b"))]
+    spaces = asp.train_spaces(maps_t[:400], labels[:400], attrs, dim=8, epochs=100, batch=64, lr=3e-3, progress=False)
+    q = asp.embed_spaces(spaces, maps_t[400:440])
+    g = asp.embed_spaces(spaces, maps_t[440:])
+    got = asp.attribute_map(q, g, labels[400:440], labels[440:], attrs)
+    pooled = maps_t.mean(dim=(2, 3)).numpy()
+    pooled /= np.linalg.norm(pooled, axis=1, keepdims=True)
+    base = asp.attribute_map(pooled[400:440], pooled[440:], labels[400:440], labels[440:], attrs)
+    # pooled: shape 0.83, colour 0.78 (each attribute drowned by the other); trained: 0.93, 0.84
+    assert got["shape"] > base["shape"] + 0.05 and got["colour"] > base["colour"] + 0.03

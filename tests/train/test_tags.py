@@ -100,6 +100,40 @@ def test_fm_train_tags_for_writes_heads_thresholds_and_report(
         assert {k.split(".")[1] for k in f.keys()} == {"heads"}
     assert len(meta["thresholds"]["tags"]) == 14 and meta["config"]["loss"] == "weighted"
     assert meta["attributes"][1]["values"][0] == "black"
+    # OUT/model: the same item embedding (and threshold), plus the tag_probs output
+    tagged = tmp_path / "t" / "model"
+    man = json.loads((tagged / "manifest.json").read_text())
+    base = json.loads((tiny_model_dir / "manifest.json").read_text())
+    assert man["threshold"] == base["threshold"] and man["tags"]["output"] == "tag_probs"
+    assert [a["offset"] for a in man["tags"]["attributes"]] == [0, 10, 20, 24]
+    assert man["tags"]["parity_max_abs_diff"] <= 1e-3
+    from fashion_match.cli.tag import main as fm_tag
+    from fashion_match.runtime import Matcher
+    from tests.conftest import encode, photo
+
+    imgs = []
+    for i in range(2):
+        imgs.append(tmp_path / f"p{i}.png")
+        imgs[-1].write_bytes(encode(photo(60, 50, seed=i), "PNG"))
+    with Matcher(tagged) as m, Matcher(tiny_model_dir) as plain:
+        np.testing.assert_allclose(
+            m.embed_strict([str(x) for x in imgs]), plain.embed_strict([str(x) for x in imgs]), atol=1e-5
+        )
+        results, idx, bad = m.tag([str(imgs[0]), str(tmp_path / "missing.png"), str(imgs[1])], top=2)
+    assert idx == [0, 2] and len(bad) == 1 and len(results[0]["colour"]) == 2
+    assert (
+        0 <= results[0]["colour"][0]["prob"] <= 1 and results[0]["colour"][0]["prob"] >= results[0]["colour"][1]["prob"]
+    )
+    code, out, err = run_cli(
+        capsys, fm_tag, str(imgs[0]), str(tmp_path / "missing.png"), "--model", str(tagged), "--json"
+    )
+    assert code == 0 and "skipped" in err
+    rep = json.loads(out)
+    assert [r["image"] for r in rep["images"]] == [str(imgs[0])] and set(rep["images"][0]) >= {"colour", "tags"}
+    code, _, err = run_cli(capsys, fm_tag, str(imgs[0]), "--model", str(tiny_model_dir))
+    assert code == 2 and "has no tag heads" in err and err.count("\n") == 1
+    code, _, err = run_cli(capsys, fm_tag, str(tmp_path / "missing.png"), "--model", str(tagged))
+    assert code == 2 and "none could be read" in err
     code, _, err = run_cli(capsys, main, *args, "--loss", "ce_triplet", "--out", str(tmp_path / "u"))
     assert code == 2 and "--loss" in err and "--tags-for" in err
     plain = ("--tags-for", str(tiny_model_dir), "--data", f"fashion-mnist:{tiny_fmnist}", "--out", str(tmp_path / "v"))

@@ -210,7 +210,7 @@ def _tags(
 ) -> int:
     from fashion_match.errors import UsageError
     from fashion_match.fileio import check_output_dir
-    from fashion_match.train.tags import TagConfig, train_tags
+    from fashion_match.train.tags import TagConfig, export_with_tags, train_tags
 
     ctx = click.get_current_context()
     given = {n for n in ctx.params if ctx.get_parameter_source(n) != click.core.ParameterSource.DEFAULT}
@@ -221,6 +221,8 @@ def _tags(
             "--train-limit, --eval-limit)"
         )
     out = out if "out" in given else Path("runs/tags")
+    if (out / "model").exists():  # a model directory is written whole, never over an older one
+        raise UsageError(f"{out / 'model'}: exists; choose another --out")
     check_output_dir(out, "output folder (--out)")
     cfg = TagConfig(loss=loss, seed=fields["seed"], **{k: fields[k] for k in ("epochs", "lr") if k in given})
     meta = train_tags(
@@ -231,6 +233,7 @@ def _tags(
         train_limit=fields.get("train_limit"),
         eval_limit=eval_limit,
     )
+    export_with_tags(model_dir, out / "tags.safetensors", out / "model")
     if as_json:
         echo_json(meta["report"])
         return 0
@@ -243,6 +246,7 @@ def _tags(
                 f"top-3 recall {r['top3_recall']:.4f}, top-5 {r['top5_recall']:.4f}"
             )
     click.echo(f"tag heads -> {out / 'tags.safetensors'}")
+    click.echo(f"model with the tag heads (fm-tag --model {out / 'model'}): {out / 'model'}")
     return 0
 
 

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from fashion_match import __version__
@@ -24,7 +25,8 @@ from fashion_match.export.trt_rules import tensorrt_problems
 from fashion_match.fileio import make_temp, sha256_file
 from fashion_match.formats import FP32_ONNX, WEIGHTS
 from fashion_match.models.embedding import EmbeddingModel
-from fashion_match.models.ingraph import InGraphPreprocess
+from fashion_match.models.ingraph import InGraphOutputs, InGraphPreprocess
+from fashion_match.models.tag_heads import TAGS_OUTPUT
 from fashion_match.progress import stage
 from fashion_match.runtime.manifest import FORMAT_VERSION, write_manifest
 
@@ -33,11 +35,26 @@ OPSET = 18  # torch's current (dynamo) exporter targets 18; >= 17 as the issue a
 INPUT, OUTPUT = "pixels", "embedding"
 
 
+def check_tag_parity(model: EmbeddingModel, onnx_path: Path, pixels: np.ndarray, tol: float = 1e-3) -> float:
+    """The tag probabilities of the ONNX graph against PyTorch's on the same pixels."""
+    import onnxruntime as ort
+
+    with torch.no_grad():
+        ref = InGraphOutputs(model).eval()(torch.from_numpy(pixels))[1].numpy()
+    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    got = sess.run([TAGS_OUTPUT], {sess.get_inputs()[0].name: pixels})[0]
+    diff = float(np.abs(np.asarray(got) - ref).max())
+    if not diff <= tol:
+        raise ExportError(f"{onnx_path}: tag parity failed: probabilities differ by up to {diff:.2e} (allowed {tol})")
+    return round(diff, 8)
+
+
 def export_graph(model: EmbeddingModel, path: Path, opset: int = OPSET) -> None:
     """Write the ONNX graph (single file, weights inside) and check it with onnx.checker."""
     import onnx
 
-    wrapper = InGraphPreprocess(model).eval()
+    tagged = model.tag_heads is not None
+    wrapper = (InGraphOutputs(model) if tagged else InGraphPreprocess(model)).eval()
     s = model.preprocess.size
     example = torch.zeros((2, s, s, 3), dtype=torch.uint8)
     batch = torch.export.Dim("batch", min=1, max=65536)
@@ -47,7 +64,7 @@ def export_graph(model: EmbeddingModel, path: Path, opset: int = OPSET) -> None:
             (example,),
             str(path),
             input_names=[INPUT],
-            output_names=[OUTPUT],
+            output_names=[OUTPUT, TAGS_OUTPUT] if tagged else [OUTPUT],
             opset_version=opset,
             dynamo=True,
             external_data=False,
@@ -80,6 +97,7 @@ def torch2onnx(
     parity_sources: list[Any] | None = None,
     opset: int = OPSET,
     source: dict[str, Any] | None = None,
+    tags: dict[str, Any] | None = None,
     save_weights: bool = True,
     display_name: str | None = None,
 ) -> dict[str, Any]:
@@ -105,6 +123,7 @@ def torch2onnx(
             raise ExportError(f"parity: need >= 3 decodable real images, got {len(batch.indices)} ({batch.bad[:1]})")
         with stage("fp32: parity with PyTorch"):
             parity = check_parity(InGraphPreprocess(model).eval(), tmp, batch.pixels)
+            tag_parity = check_tag_parity(model, tmp, batch.pixels) if model.tag_heads is not None else None
         if threshold is None:
             from fashion_match.export.threshold import calibrate_onnx
 
@@ -147,6 +166,14 @@ def torch2onnx(
         "torch_version": torch.__version__,
         "artifacts": artifacts,
     }
+    if model.tag_heads is not None:  # what each block of the second output means, and when a tag is on
+        manifest["tags"] = {
+            "output": TAGS_OUTPUT,
+            "attributes": model.tag_layout(),
+            "thresholds": (tags or {}).get("thresholds", {}),
+            "parity_max_abs_diff": tag_parity,
+            **{k: v for k, v in (tags or {}).items() if k != "thresholds"},
+        }
     write_manifest(out, manifest)
     log.info(
         "exported %s to %s in %.1fs (parity min cos %.6f)",

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from fashion_match.data.preprocess import PreprocessSpec
-from fashion_match.errors import ManifestMismatch
+from fashion_match.errors import FmError, ManifestMismatch
 from fashion_match.fileio import atomic_open, sha256_file
 from fashion_match.models.embedding import EmbeddingModel, create_model
 
@@ -53,6 +53,14 @@ def _load_weights(path: str | Path, config: dict[str, Any]) -> EmbeddingModel:
             bool(config.get("category_mirror", False)),
         )
     sd = load_file(str(path))
+    if config.get("tags"):
+        from fashion_match.models.tag_heads import TagHeads, attributes_of
+
+        try:
+            heads = TagHeads(model.feature_dim, attributes_of(config["tags"]))
+        except (KeyError, TypeError, ValueError, FmError) as e:
+            raise FmError(f"{path}: the model config's tags do not describe tag heads ({e})") from None
+        model.attach_tags(heads)
     missing, unexpected = model.load_state_dict(sd, strict=False)
     if missing or unexpected:
         raise ManifestMismatch(

@@ -47,6 +47,7 @@ class EmbeddingModel(nn.Module):
         self.branch_from: int | None = None
         self.category_share = 0.0
         self.category_mirror = False
+        self.tag_heads: nn.Module | None = None  # models.tag_heads.TagHeads, when attached
 
     def add_category_branch(self, from_block: int, share: float, mirror: bool = False) -> None:
         """Give the classifier its own copy of backbone blocks `from_block`.. (weights copied; train or
@@ -86,7 +87,9 @@ class EmbeddingModel(nn.Module):
         return item.mean(dim=(2, 3)), fc
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        f, fc = self._features(x)
+        return self._embed(*self._features(x))
+
+    def _embed(self, f: torch.Tensor, fc: torch.Tensor) -> torch.Tensor:
         e = F.normalize(self.head(f), dim=1)
         if not self.category_share or self.classifier is None:
             return e
@@ -95,6 +98,22 @@ class EmbeddingModel(nn.Module):
         p = F.normalize(torch.softmax(self.classifier(fc), dim=1), dim=1)
         w = self.category_share
         return torch.cat([math.sqrt(1.0 - w) * e, math.sqrt(w) * p], dim=1)
+
+    def tag_layout(self) -> list[dict[str, Any]]:
+        from fashion_match.models.tag_heads import layout_of
+
+        return layout_of(self.tag_heads.attrs)  # type: ignore[union-attr,arg-type]
+
+    def attach_tags(self, heads: nn.Module) -> None:
+        """Tag heads (models.tag_heads.TagHeads) on the pooled item features; `forward` is unchanged."""
+        self.tag_heads = heads
+
+    def forward_outputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(embedding, tag probabilities) from one pass over the backbone."""
+        if self.tag_heads is None:
+            raise ValueError("this model has no tag heads")
+        f, fc = self._features(x)
+        return self._embed(f, fc), self.tag_heads.flat(f)  # type: ignore[union-attr,operator]
 
     def forward_with_logits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         f, fc = self._features(x)
@@ -118,6 +137,7 @@ class EmbeddingModel(nn.Module):
                 if self.category_branch is not None
                 else {}
             ),
+            **({"tags": self.tag_layout()} if self.tag_heads is not None else {}),
         }
 
 

@@ -33,3 +33,14 @@ class InGraphPreprocess(nn.Module):
             x = x.flip(1)
         x = x * self.scale + self.shift
         return F.normalize(self.model(x), dim=1)
+
+
+class InGraphOutputs(InGraphPreprocess):
+    """The exported graph of a model with tag heads: (embedding, tag probabilities), one pass."""
+
+    def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # type: ignore[override]
+        x = pixels.to(torch.float32).permute(0, 3, 1, 2)
+        if self.bgr:
+            x = x.flip(1)
+        emb, tags = self.model.forward_outputs(x * self.scale + self.shift)
+        return F.normalize(emb, dim=1), tags

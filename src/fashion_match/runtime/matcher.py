@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import numpy as np
 
@@ -101,6 +102,23 @@ class Matcher:
         if e.bad:
             raise e.bad[0]
         return e.vectors
+
+    def tag(self, sources: Sequence[ImageSource], top: int = 3) -> tuple[list[dict[str, Any]], list[int], list[Any]]:
+        """Attribute values and tags of each readable image (one forward pass, the embedding's), the
+        indices they belong to, and the unreadable ones."""
+        from fashion_match.runtime.tagging import TAGS_OUTPUT, read_tags, tag_blocks
+
+        blocks = tag_blocks(self.manifest)
+        run = getattr(self.backend, "outputs", None)
+        if run is None:
+            raise UsageError(f"backend {self.info.backend} cannot read tag outputs yet; use --backend onnxruntime")
+        results, indices, bad = [], [], []
+        for b in iter_batches(sources, self.spec, self.batch_size, workers=self.workers):
+            if b.indices:
+                results += read_tags(run(b.pixels)[TAGS_OUTPUT], blocks, top)
+                indices += b.indices
+            bad += b.bad
+        return results, indices, bad
 
     def similarity(self, a: ImageSource, b: ImageSource) -> float:
         va, vb = self.embed_strict([a, b])

@@ -71,7 +71,7 @@ class OnnxRuntimeBackend(BaseBackend):
             raise BackendUnavailable(f"onnxruntime could not start the CUDA provider (active: {active})")
         fell_back = " (CUDA provider listed but could not start: running on CPU)" if want_cuda and not on_cuda else ""
         inp, out = self.session.get_inputs()[0], self.session.get_outputs()[0]
-        self.input_name = inp.name
+        self.input_name, self.output_name = inp.name, out.name
         spec = manifest.preprocess
         shape = list(inp.shape)
         if len(shape) != 4 or shape[1:] != [spec.size, spec.size, 3]:
@@ -95,8 +95,17 @@ class OnnxRuntimeBackend(BaseBackend):
 
     def embed(self, pixels: np.ndarray) -> np.ndarray:
         self.check_input(pixels)
-        out = self.session.run(None, {self.input_name: pixels})[0]
+        out = self.session.run([self.output_name], {self.input_name: pixels})[0]
         return np.asarray(out, dtype=np.float32)
+
+    def outputs(self, pixels: np.ndarray) -> dict[str, np.ndarray]:
+        """Every named output of the graph (a model with tag heads: the embedding and `tag_probs`)."""
+        self.check_input(pixels)
+        names = [o.name for o in self.session.get_outputs()]
+        return {
+            n: np.asarray(v, np.float32)
+            for n, v in zip(names, self.session.run(names, {self.input_name: pixels}), strict=True)
+        }
 
     def close(self) -> None:
         self.session = None  # type: ignore[assignment]

@@ -25,6 +25,7 @@ from torch import nn
 from fashion_match.data.attributes import UNKNOWN, Attribute
 from fashion_match.errors import UsageError
 from fashion_match.metrics import average_precision, best_f1_threshold, topk_recall
+from fashion_match.models.tag_heads import TagHeads
 
 log = logging.getLogger(__name__)
 LOSSES = ("weighted", "focal", "plain")
@@ -52,22 +53,6 @@ def targets(records: list[Any], attrs: list[Attribute]) -> dict[str, torch.Tenso
             blank = np.full(len(a.values), UNKNOWN, np.int8)
             out[a.name] = torch.from_numpy(np.stack([blank if v is None else np.asarray(v) for v in vals])).float()
     return out
-
-
-class TagHeads(nn.Module):
-    def __init__(self, feature_dim: int, attrs: list[Attribute]) -> None:
-        super().__init__()
-        self.attrs = attrs
-        self.heads = nn.ModuleDict({a.name: nn.Linear(feature_dim, len(a.values)) for a in attrs})
-
-    def forward(self, f: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {name: head(f) for name, head in self.heads.items()}
-
-    def probabilities(self, f: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {
-            a.name: torch.softmax(z, 1) if a.kind == "single" else torch.sigmoid(z)
-            for a, z in zip(self.attrs, self(f).values(), strict=True)
-        }
 
 
 def label_weights(attr: Attribute, y: torch.Tensor) -> torch.Tensor:
@@ -294,3 +279,46 @@ def train_tags(
     with atomic_open(out, "wb") as fh:
         fh.write(blob)
     return meta
+
+
+def export_with_tags(model_dir: Any, tags_file: Any, out: Any) -> dict[str, Any]:
+    """A model directory `out`: `model_dir`'s model with the heads in `tags_file` attached, exported
+    with the second graph output `tag_probs`. The item embedding is unchanged, so is its threshold."""
+    import json
+    from pathlib import Path
+
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    from fashion_match.export.torch2onnx import torch2onnx
+    from fashion_match.fileio import sha256_file
+    from fashion_match.formats import WEIGHTS
+    from fashion_match.models.checkpoint import load_weights
+    from fashion_match.models.tag_heads import attributes_of
+    from fashion_match.runtime.manifest import load_manifest
+
+    model_dir, tags_file = Path(model_dir), Path(tags_file)
+    manifest = load_manifest(model_dir)
+    model = load_weights(model_dir / WEIGHTS, manifest.data["architecture"])
+    with safe_open(str(tags_file), "pt") as f:
+        meta = json.loads((f.metadata() or {}).get("fashion_match_tags", "null") or "null")
+    if not meta:
+        raise UsageError(f"{tags_file}: not a tag-heads file from fm-train --tags-for")
+    heads = TagHeads(model.feature_dim, attributes_of(meta["attributes"]))
+    state = {k.removeprefix("tag_heads."): v for k, v in load_file(str(tags_file)).items()}
+    heads.load_state_dict(state)
+    model.attach_tags(heads.eval())
+    return torch2onnx(
+        model,
+        out,
+        threshold=manifest.threshold,
+        threshold_rule="the base model's: tag heads leave the item embedding unchanged",
+        source={
+            "base_model": manifest.model,
+            "base_weights_sha256": sha256_file(model_dir / WEIGHTS),
+            "base_source": manifest.data.get("source"),
+            "tag_heads": {"file": tags_file.name, "sha256": sha256_file(tags_file), "data": meta["data"]},
+        },
+        tags={"thresholds": meta["thresholds"], "report": meta["report"], "loss": meta["config"]["loss"]},
+        display_name=f"{manifest.model}+tags",
+    )

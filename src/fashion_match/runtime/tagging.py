@@ -1,0 +1,70 @@
+"""Reading `tag_probs`: each image's attribute values and tags, from one forward pass.
+
+The manifest's `tags` block says what each slice of the output means (`attributes`: name, kind,
+values, offset) and when a tag counts as present (`thresholds`, per multi-label attribute, one per
+tag, calibrated when the heads were trained). Checked when the model opens, never trusted blindly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from fashion_match.errors import ManifestMismatch, UsageError
+
+TAGS_OUTPUT = "tag_probs"  # the graph output of a model with tag heads (models.tag_heads)
+
+
+@dataclass(frozen=True)
+class TagBlock:
+    name: str
+    kind: str  # "single" | "multi"
+    values: tuple[str, ...]
+    offset: int
+    thresholds: tuple[float, ...]  # multi only
+
+
+def tag_blocks(manifest: Any) -> list[TagBlock]:
+    """The model's tag layout, checked; `UsageError` for a model without tags."""
+    data = manifest.data.get("tags")
+    if data is None:
+        raise UsageError(f"{manifest.folder}: this model has no tag heads (train them: fm-train --tags-for MODEL_DIR)")
+    where = f"{manifest.folder / 'manifest.json'} tags"
+    try:
+        blocks, end = [], 0
+        for d in data["attributes"]:
+            values = tuple(str(v) for v in d["values"])
+            th = (
+                tuple(float(t) for t in data.get("thresholds", {}).get(d["name"], [0.5] * len(values)))
+                if d["kind"] == "multi"
+                else ()
+            )
+            if d["kind"] not in ("single", "multi") or int(d["offset"]) != end or (th and len(th) != len(values)):
+                raise ValueError(f"block {d['name']!r} is inconsistent")
+            blocks.append(TagBlock(str(d["name"]), str(d["kind"]), values, end, th))
+            end += len(values)
+    except (KeyError, TypeError, ValueError) as e:
+        raise ManifestMismatch(f"{where}: not a tag layout this version reads ({e}); re-export the model") from None
+    return blocks
+
+
+def read_tags(probs: np.ndarray, blocks: Sequence[TagBlock], top: int = 3) -> list[dict[str, Any]]:
+    """Per image: for each single-valued attribute its `top` values with probabilities, for each
+    multi-label one the tags at or above their thresholds (most probable first)."""
+    out = []
+    for row in probs:
+        image: dict[str, Any] = {}
+        for b in blocks:
+            p = row[b.offset : b.offset + len(b.values)]
+            order = np.argsort(-p, kind="stable")
+            if b.kind == "single":
+                image[b.name] = [{"value": b.values[j], "prob": round(float(p[j]), 4)} for j in order[:top]]
+            else:
+                image[b.name] = [
+                    {"tag": b.values[j], "prob": round(float(p[j]), 4)} for j in order if p[j] >= b.thresholds[j]
+                ]
+        out.append(image)
+    return out

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -84,7 +85,7 @@ def main() -> None:
         "spaces": {"dim": args.dim, "epochs": args.epochs, "train_seconds": round(train_s, 1)},
         "rows": rows,
         "seconds": round(time.perf_counter() - t0, 1),
-        "command": "python benchmarks/attr_spaces.py --record",
+        "command": " ".join(["python", "benchmarks/attr_spaces.py", *sys.argv[1:]]),
         "machine": machine_info(),
         "date": time.strftime("%Y-%m-%d"),
     }

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -79,7 +80,7 @@ def main() -> None:
         "train_positives": train_pos,
         "rows": rows,
         "seconds": round(time.perf_counter() - t0, 1),
-        "command": "python benchmarks/tag_imbalance.py --record",
+        "command": " ".join(["python", "benchmarks/tag_imbalance.py", *sys.argv[1:]]),
         "machine": machine_info(),
         "date": time.strftime("%Y-%m-%d"),
     }

@@ -17,7 +17,7 @@ import torch
 from fashion_match.data.attributes import UNKNOWN, Attribute
 from fashion_match.metrics import mean_average_precision
 from fashion_match.models.attr_spaces import AttributeSpaces, ValueProxies
-from fashion_match.train.cached import augment_maps, prefix_outputs
+from fashion_match.train.cached import augment_maps, backbone_outputs
 
 log = logging.getLogger(__name__)
 
@@ -32,15 +32,7 @@ def value_labels(records: list[Any], attrs: list[Attribute]) -> torch.Tensor:
 
 
 def feature_maps(model: Any, records: list[Any], desc: str, progress: bool = True) -> tuple[torch.Tensor, list[int]]:
-    return prefix_outputs(
-        model.backbone,
-        pool=False,
-        records=records,
-        model=model,
-        device=torch.device("cpu"),
-        progress=progress,
-        desc=desc,
-    )
+    return backbone_outputs(model, records, pool=False, desc=desc, progress=progress)
 
 
 def train_spaces(

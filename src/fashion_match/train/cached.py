@@ -125,6 +125,22 @@ def prefix_outputs(
     return torch.cat(outs), kept
 
 
+def backbone_outputs(
+    model: EmbeddingModel, records: list[Any], *, pool: bool, desc: str, progress: bool = True
+) -> tuple[torch.Tensor, list[int]]:
+    """The frozen backbone's maps (or pooled features, flattened) for `records`, on the CPU."""
+    out, kept = prefix_outputs(
+        model.backbone,
+        pool=pool,
+        records=records,
+        model=model,
+        device=torch.device("cpu"),
+        progress=progress,
+        desc=desc,
+    )
+    return (out.flatten(1) if pool else out), kept
+
+
 def shift_maps(maps: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor) -> torch.Tensor:
     """Each map (N, C, H, W) moved by (dy[i], dx[i]) cells; uncovered cells repeat the edge.
 

@@ -208,18 +208,9 @@ def split_records(ds: Any, train_limit: int | None, eval_limit: int | None) -> t
 
 def pooled_features(model: Any, records: list[Any], desc: str, progress: bool) -> tuple[torch.Tensor, list[int]]:
     """The model's pooled backbone features for `records` (runtime preprocessing), computed once."""
-    from fashion_match.train.cached import prefix_outputs
+    from fashion_match.train.cached import backbone_outputs
 
-    f, kept = prefix_outputs(
-        model.backbone,
-        pool=True,
-        records=records,
-        model=model,
-        device=torch.device("cpu"),
-        progress=progress,
-        desc=desc,
-    )
-    return f.flatten(1), kept
+    return backbone_outputs(model, records, pool=True, desc=desc, progress=progress)
 
 
 def train_tags(

@@ -61,3 +61,44 @@ def test_training_makes_each_space_rank_by_its_attribute() -> None:
     base = asp.attribute_map(pooled[400:440], pooled[440:], labels[400:440], labels[440:], attrs)
     # pooled: shape 0.83, colour 0.78 (each attribute drowned by the other); trained: 0.93, 0.84
     assert got["shape"] > base["shape"] + 0.05 and got["colour"] > base["colour"] + 0.03
+
+
+def test_fm_train_spaces_for_exports_a_space_per_attribute(
+    tiny_model_dir,
+    tiny_fmnist,
+    tmp_path,
+    capsys: pytest.CaptureFixture[str],  # noqa: ANN001
+) -> None:
+    """fm-train --spaces-for: trains, exports attr_embeddings beside the unchanged item embedding, and
+    fm-match --attribute compares two photos in one attribute's space at its threshold."""
+    import json
+
+    from fashion_match.cli.train import main
+    from fashion_match.runtime import Matcher
+    from tests.cli.test_fm_match import fm_match  # a subprocess: fm-match ends its process at once
+    from tests.conftest import encode, photo, run_cli
+
+    args = ("--spaces-for", str(tiny_model_dir), "--data", f"fmnist-attr:{tiny_fmnist}", "--epochs", "2")
+    code, out, err = run_cli(capsys, main, *args, "--embedding-dim", "8", "--out", str(tmp_path / "s"), "--json")
+    assert code == 0, err
+    assert set(json.loads(out)["test_map"]) == {"category", "colour", "pattern"}
+    model = tmp_path / "s" / "model"
+    man = json.loads((model / "manifest.json").read_text())
+    assert man["spaces"]["output"] == "attr_embeddings" and man["spaces"]["dim"] == 8
+    assert [a["name"] for a in man["spaces"]["attributes"]] == ["category", "colour", "pattern"]
+    assert man["spaces"]["parity_max_abs_diff"] <= 1e-3
+    assert man["threshold"] == json.loads((tiny_model_dir / "manifest.json").read_text())["threshold"]
+    a, b = tmp_path / "a.png", tmp_path / "b.png"
+    a.write_bytes(encode(photo(60, 50, seed=1), "PNG"))
+    b.write_bytes(encode(photo(60, 50, seed=2), "PNG"))
+    with Matcher(model) as m, Matcher(tiny_model_dir) as plain:
+        assert m.similarity(a, b) == pytest.approx(plain.similarity(a, b), abs=1e-5)  # item space untouched
+        same = m.verify_attribute(a, a, "colour", threshold=0.5)
+        assert same.similarity == pytest.approx(1.0, abs=1e-5) and same.match
+    r = fm_match(str(a), str(b), "--model", str(model), "--attribute", "pattern", "--threshold", "0.1", "--json")
+    assert r.returncode in (0, 1) and json.loads(r.stdout)["attribute"] == "pattern", r.stderr
+    r = fm_match(str(a), str(b), "--model", str(model), "--attribute", "sleeve")
+    assert r.returncode == 2 and "unknown; this model has category, colour, pattern" in r.stderr
+    assert r.stderr.count("\n") == 1
+    r = fm_match(str(a), str(b), "--model", str(tiny_model_dir), "--attribute", "colour")
+    assert r.returncode == 2 and "has no attribute spaces" in r.stderr

@@ -27,6 +27,7 @@ def _refuse_nan(value: float) -> float:
     default=None,
     help="Match when similarity >= T (default: the model's calibrated threshold).",
 )
+@click.option("--attribute", help="Compare in this attribute's space (a model with attribute spaces): same value?")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @debug_option
 def cli(
@@ -38,12 +39,13 @@ def cli(
     device: str,
     threads: int | None,
     threshold: float | None,
+    attribute: str | None,
     as_json: bool,
 ) -> int:
     from fashion_match.runtime.matcher import Matcher
 
     with Matcher(model_dir, backend=backend, precision=precision, device=device, threads=threads) as m:
-        v = m.verify(a, b, threshold)
+        v = m.verify(a, b, threshold) if attribute is None else m.verify_attribute(a, b, attribute, threshold)
         if as_json:
             record = {
                 "a": str(a),
@@ -55,11 +57,13 @@ def cli(
                 "precision": m.info.precision,
                 "device": m.info.device,
                 "model": m.manifest.short_id(),
+                **({"attribute": attribute} if attribute else {}),
             }
             echo_json(record)
         else:
             verdict = "match" if v.match else "no match"
-            click.echo(f"{verdict}  similarity {v.similarity:.3f}  threshold {v.threshold:.3f}")
+            space = f"  ({attribute})" if attribute else ""
+            click.echo(f"{verdict}  similarity {v.similarity:.3f}  threshold {v.threshold:.3f}{space}")
     return 0 if v.match else 1
 
 

@@ -123,6 +123,13 @@ class _BackboneOption(click.Option):
     "--data's attribute labels [default: fmnist-attr]; writes OUT/tags.safetensors with thresholds and a test report.",
 )
 @click.option(
+    "--spaces-for",
+    type=click.Path(path_type=Path),
+    help="Instead of a new model: train attribute-specific spaces (ASEN-style attention) on this model directory's "
+    "frozen feature maps, for --data's single-valued attributes [default: fmnist-attr]; writes "
+    "OUT/spaces.safetensors and OUT/model (fm-match --attribute NAME).",
+)
+@click.option(
     "--tag-loss",
     type=click.Choice(["weighted", "focal", "plain"]),
     default="weighted",
@@ -144,6 +151,7 @@ def cli(
     category_share: float,
     category_mirror: bool,
     tags_for: Path | None,
+    spaces_for: Path | None,
     tag_loss: str,
     eval_limit: int | None,
     as_json: bool,
@@ -158,8 +166,12 @@ def cli(
     from fashion_match.train.config import TrainConfig, parse_batch
     from fashion_match.train.trainer import summary_table, train
 
+    if tags_for is not None and spaces_for is not None:
+        raise UsageError("--tags-for and --spaces-for: one at a time (run --spaces-for on the tagged OUT/model)")
     if tags_for is not None:
         return _tags(tags_for, data, out, as_json, fields, tag_loss, eval_limit)
+    if spaces_for is not None:
+        return _spaces(spaces_for, data, out, as_json, fields, eval_limit)
     if branch_for is not None:
         return _branch(branch_for, data, batch, out, as_json, fields, from_block, category_share, category_mirror)
     if resume is not None:
@@ -247,6 +259,49 @@ def _tags(
             )
     click.echo(f"tag heads -> {out / 'tags.safetensors'}")
     click.echo(f"model with the tag heads (fm-tag --model {out / 'model'}): {out / 'model'}")
+    return 0
+
+
+_SPACE_OPTIONS = {"data", "out", "spaces_for", "eval_limit", "train_limit", "epochs", "lr", "seed", "as_json"}
+_SPACE_OPTIONS |= {"embedding_dim"}
+
+
+def _spaces(
+    model_dir: Path, data: str | None, out: Path, as_json: bool, fields: dict[str, Any], eval_limit: int | None
+) -> int:
+    from fashion_match.errors import UsageError
+    from fashion_match.fileio import check_output_dir
+    from fashion_match.train.attr_spaces import export_with_spaces, train_spaces_for
+
+    ctx = click.get_current_context()
+    given = {n for n in ctx.params if ctx.get_parameter_source(n) != click.core.ParameterSource.DEFAULT}
+    if given - _SPACE_OPTIONS:
+        wrong = ", ".join(f"--{n.replace('_', '-')}" for n in sorted(given - _SPACE_OPTIONS))
+        raise UsageError(
+            f"{wrong}: not an option of --spaces-for (it takes --data, --embedding-dim, --epochs, --lr, "
+            "--seed, --train-limit, --eval-limit)"
+        )
+    out = out if "out" in given else Path("runs/spaces")
+    if (out / "model").exists():
+        raise UsageError(f"{out / 'model'}: exists; choose another --out")
+    check_output_dir(out, "output folder (--out)")
+    kw = {k: fields[k] for k in ("epochs", "lr") if k in given}
+    meta = train_spaces_for(
+        model_dir,
+        data or "fmnist-attr",
+        out / "spaces.safetensors",
+        dim=fields["embedding_dim"] if "embedding_dim" in given else 64,
+        seed=fields["seed"],
+        train_limit=fields.get("train_limit"),
+        eval_limit=eval_limit,
+        **kw,
+    )
+    export_with_spaces(model_dir, out / "spaces.safetensors", out / "model")
+    if as_json:
+        echo_json({"test_map": meta["test_map"], "thresholds": meta["thresholds"], "model": str(out / "model")})
+        return 0
+    click.echo("test mAP per attribute space: " + ", ".join(f"{k} {v:.4f}" for k, v in meta["test_map"].items()))
+    click.echo(f"model with the spaces (fm-match A B --attribute NAME --model {out / 'model'}): {out / 'model'}")
     return 0
 
 

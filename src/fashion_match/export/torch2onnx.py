@@ -26,35 +26,50 @@ from fashion_match.fileio import make_temp, sha256_file
 from fashion_match.formats import FP32_ONNX, WEIGHTS
 from fashion_match.models.embedding import EmbeddingModel
 from fashion_match.models.ingraph import InGraphOutputs, InGraphPreprocess
-from fashion_match.models.tag_heads import TAGS_OUTPUT
 from fashion_match.progress import stage
 from fashion_match.runtime.manifest import FORMAT_VERSION, write_manifest
+from fashion_match.runtime.tagging import SPACES_OUTPUT, TAGS_OUTPUT
 
 log = logging.getLogger(__name__)
 OPSET = 18  # torch's current (dynamo) exporter targets 18; >= 17 as the issue asks
 INPUT, OUTPUT = "pixels", "embedding"
 
 
-def check_tag_parity(model: EmbeddingModel, onnx_path: Path, pixels: np.ndarray, tol: float = 1e-3) -> float:
-    """The tag probabilities of the ONNX graph against PyTorch's on the same pixels."""
+def output_names(model: EmbeddingModel) -> list[str]:
+    """The graph's outputs, in InGraphOutputs' order: the embedding, then the heads the model has."""
+    return (
+        [OUTPUT]
+        + ([TAGS_OUTPUT] if model.tag_heads is not None else [])
+        + ([SPACES_OUTPUT] if model.attr_spaces is not None else [])
+    )
+
+
+def check_extra_parity(
+    model: EmbeddingModel, onnx_path: Path, pixels: np.ndarray, tol: float = 1e-3
+) -> dict[str, float]:
+    """The tag probabilities and attribute spaces of the ONNX graph against PyTorch's, same pixels."""
     import onnxruntime as ort
 
+    names = output_names(model)
     with torch.no_grad():
-        ref = InGraphOutputs(model).eval()(torch.from_numpy(pixels))[1].numpy()
+        ref = [t.numpy() for t in InGraphOutputs(model).eval()(torch.from_numpy(pixels))]
     sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    got = sess.run([TAGS_OUTPUT], {sess.get_inputs()[0].name: pixels})[0]
-    diff = float(np.abs(np.asarray(got) - ref).max())
-    if not diff <= tol:
-        raise ExportError(f"{onnx_path}: tag parity failed: probabilities differ by up to {diff:.2e} (allowed {tol})")
-    return round(diff, 8)
+    got = sess.run(names, {sess.get_inputs()[0].name: pixels})
+    out = {}
+    for name, r, g in list(zip(names, ref, got, strict=True))[1:]:
+        diff = float(np.abs(np.asarray(g) - r).max())
+        if not diff <= tol:
+            raise ExportError(f"{onnx_path}: {name} parity failed: differs by up to {diff:.2e} (allowed {tol})")
+        out[name] = round(diff, 8)
+    return out
 
 
 def export_graph(model: EmbeddingModel, path: Path, opset: int = OPSET) -> None:
     """Write the ONNX graph (single file, weights inside) and check it with onnx.checker."""
     import onnx
 
-    tagged = model.tag_heads is not None
-    wrapper = (InGraphOutputs(model) if tagged else InGraphPreprocess(model)).eval()
+    names = output_names(model)
+    wrapper = (InGraphOutputs(model) if len(names) > 1 else InGraphPreprocess(model)).eval()
     s = model.preprocess.size
     example = torch.zeros((2, s, s, 3), dtype=torch.uint8)
     batch = torch.export.Dim("batch", min=1, max=65536)
@@ -64,7 +79,7 @@ def export_graph(model: EmbeddingModel, path: Path, opset: int = OPSET) -> None:
             (example,),
             str(path),
             input_names=[INPUT],
-            output_names=[OUTPUT, TAGS_OUTPUT] if tagged else [OUTPUT],
+            output_names=names,
             opset_version=opset,
             dynamo=True,
             external_data=False,
@@ -98,6 +113,7 @@ def torch2onnx(
     opset: int = OPSET,
     source: dict[str, Any] | None = None,
     tags: dict[str, Any] | None = None,
+    spaces: dict[str, Any] | None = None,
     save_weights: bool = True,
     display_name: str | None = None,
 ) -> dict[str, Any]:
@@ -123,7 +139,7 @@ def torch2onnx(
             raise ExportError(f"parity: need >= 3 decodable real images, got {len(batch.indices)} ({batch.bad[:1]})")
         with stage("fp32: parity with PyTorch"):
             parity = check_parity(InGraphPreprocess(model).eval(), tmp, batch.pixels)
-            tag_parity = check_tag_parity(model, tmp, batch.pixels) if model.tag_heads is not None else None
+            extra_parity = check_extra_parity(model, tmp, batch.pixels) if len(output_names(model)) > 1 else {}
         if threshold is None:
             from fashion_match.export.threshold import calibrate_onnx
 
@@ -171,8 +187,20 @@ def torch2onnx(
             "output": TAGS_OUTPUT,
             "attributes": model.tag_layout(),
             "thresholds": (tags or {}).get("thresholds", {}),
-            "parity_max_abs_diff": tag_parity,
+            "parity_max_abs_diff": extra_parity.get(TAGS_OUTPUT),
             **{k: v for k, v in (tags or {}).items() if k != "thresholds"},
+        }
+    if model.attr_spaces is not None:  # one space per attribute, each with its own match threshold
+        thresholds = (spaces or {}).get("thresholds", {})
+        manifest["spaces"] = {
+            "output": SPACES_OUTPUT,
+            "dim": model.attr_spaces.dim,
+            "attributes": [
+                {"name": n, "values": v, "threshold": thresholds.get(n)}
+                for n, v in zip(model.space_names, model.space_values, strict=True)
+            ],
+            "parity_max_abs_diff": extra_parity.get(SPACES_OUTPUT),
+            **{k: v for k, v in (spaces or {}).items() if k != "thresholds"},
         }
     write_manifest(out, manifest)
     log.info(

@@ -37,6 +37,7 @@ SUPPORTED: dict[str, tuple[str, ...]] = {
     "Clip": (F, H, I8),
     "Relu": (F, H, I8),
     "Sigmoid": (F, H, I8),
+    "Tanh": (F, H, I8),
     "HardSigmoid": (F, H, I8),
     "HardSwish": (F, H, I8),
     "Softmax": _FLOATS,

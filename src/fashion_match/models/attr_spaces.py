@@ -36,7 +36,8 @@ class AttributeSpaces(nn.Module):
         """Spatial attention per attribute: (N, A, h*w), summing to 1 over the cells."""
         keys = torch.tanh(self.map_proj(v)).flatten(2)  # (N, H, hw)
         q = torch.tanh(self.attr_proj(self.attr_embed.weight))  # (A, H)
-        return torch.softmax(torch.einsum("ah,nhs->nas", q, keys) / keys.shape[1] ** 0.5, dim=-1)
+        # plain MatMuls, not einsum: every op in the graph must be one TensorRT's parser takes
+        return torch.softmax(torch.matmul(q, keys) / keys.shape[1] ** 0.5, dim=-1)
 
     def forward(self, v: torch.Tensor) -> torch.Tensor:
         """(N, C, h, w) feature maps -> (N, A, d) unit vectors, one per attribute space."""
@@ -44,10 +45,10 @@ class AttributeSpaces(nn.Module):
         flat = v.flatten(2)
         # attended features, plus the global mean: the attention adds where to look to what is
         # everywhere, so a space is never worse off than the pooled feature it starts from
-        feat = torch.einsum("nas,ncs->nac", att, flat) + flat.mean(-1).unsqueeze(1)  # (N, A, C)
+        feat = torch.matmul(att, flat.transpose(1, 2)) + flat.mean(-1).unsqueeze(1)  # (N, A, C)
         a = self.attr_embed.weight.unsqueeze(0).expand(v.shape[0], -1, -1)  # (N, A, H)
         gate = torch.sigmoid(self.channel_mlp(torch.cat([feat, a], dim=-1)))  # (N, A, C)
-        out = torch.einsum("nac,acd->nad", feat * gate, self.proj)
+        out = torch.matmul((feat * gate).transpose(0, 1), self.proj).transpose(0, 1)  # (A,N,C)@(A,C,d)
         return F.normalize(out, dim=-1)
 
 

@@ -61,6 +61,15 @@ def _load_weights(path: str | Path, config: dict[str, Any]) -> EmbeddingModel:
         except (KeyError, TypeError, ValueError, FmError) as e:
             raise FmError(f"{path}: the model config's tags do not describe tag heads ({e})") from None
         model.attach_tags(heads)
+    if config.get("spaces"):
+        from fashion_match.models.attr_spaces import AttributeSpaces
+
+        sp = config["spaces"]
+        try:
+            spaces = AttributeSpaces(model.feature_dim, len(sp["names"]), int(sp["dim"]))
+            model.attach_spaces(spaces, [str(n) for n in sp["names"]], [[str(v) for v in vs] for vs in sp["values"]])
+        except (KeyError, TypeError, ValueError) as e:
+            raise FmError(f"{path}: the model config's spaces do not describe attribute spaces ({e})") from None
     missing, unexpected = model.load_state_dict(sd, strict=False)
     if missing or unexpected:
         raise ManifestMismatch(

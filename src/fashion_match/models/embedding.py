@@ -48,6 +48,9 @@ class EmbeddingModel(nn.Module):
         self.category_share = 0.0
         self.category_mirror = False
         self.tag_heads: nn.Module | None = None  # models.tag_heads.TagHeads, when attached
+        self.attr_spaces: nn.Module | None = None  # models.attr_spaces.AttributeSpaces, when attached
+        self.space_names: list[str] = []
+        self.space_values: list[list[str]] = []
 
     def add_category_branch(self, from_block: int, share: float, mirror: bool = False) -> None:
         """Give the classifier its own copy of backbone blocks `from_block`.. (weights copied; train or
@@ -73,18 +76,23 @@ class EmbeddingModel(nn.Module):
     def pooled(self, x: torch.Tensor) -> torch.Tensor:
         return self.backbone(x).mean(dim=(2, 3))
 
-    def _features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(pooled item features, pooled features the classifier reads)."""
+    def _maps(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(item feature maps, pooled features of the category branch or None)."""
         if self.category_branch is None:
-            f = self.pooled(x)
-            return f, f
+            return self.backbone(x), None
         trunk = self.backbone[: self.branch_from](x)  # type: ignore[index]
         item = self.backbone[self.branch_from :](trunk)  # type: ignore[index]
         fc = self.category_branch(trunk).mean(dim=(2, 3))
         if self.category_mirror:
             # the classifier is linear, so this is the mean of the two views' logits
             fc = (fc + self.category_branch(trunk.flip(-1)).mean(dim=(2, 3))) / 2
-        return item.mean(dim=(2, 3)), fc
+        return item, fc
+
+    def _features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(pooled item features, pooled features the classifier reads)."""
+        maps, fc = self._maps(x)
+        f = maps.mean(dim=(2, 3))
+        return f, f if fc is None else fc
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._embed(*self._features(x))
@@ -108,12 +116,21 @@ class EmbeddingModel(nn.Module):
         """Tag heads (models.tag_heads.TagHeads) on the pooled item features; `forward` is unchanged."""
         self.tag_heads = heads
 
-    def forward_outputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(embedding, tag probabilities) from one pass over the backbone."""
-        if self.tag_heads is None:
-            raise ValueError("this model has no tag heads")
-        f, fc = self._features(x)
-        return self._embed(f, fc), self.tag_heads.flat(f)  # type: ignore[union-attr,operator]
+    def attach_spaces(self, spaces: nn.Module, names: list[str], values: list[list[str]]) -> None:
+        """Attribute spaces (models.attr_spaces.AttributeSpaces) on the item feature maps."""
+        self.attr_spaces, self.space_names, self.space_values = spaces, list(names), [list(v) for v in values]
+
+    def forward_outputs(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """From one pass over the backbone: the embedding, then the tag probabilities and the
+        attribute spaces (N, A, d) of the heads this model has, in that order."""
+        maps, fc = self._maps(x)
+        f = maps.mean(dim=(2, 3))
+        out = [self._embed(f, f if fc is None else fc)]
+        if self.tag_heads is not None:
+            out.append(self.tag_heads.flat(f))  # type: ignore[operator]
+        if self.attr_spaces is not None:
+            out.append(self.attr_spaces(maps))
+        return out
 
     def forward_with_logits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         f, fc = self._features(x)
@@ -138,6 +155,17 @@ class EmbeddingModel(nn.Module):
                 else {}
             ),
             **({"tags": self.tag_layout()} if self.tag_heads is not None else {}),
+            **(
+                {
+                    "spaces": {
+                        "names": self.space_names,
+                        "values": self.space_values,
+                        "dim": self.attr_spaces.dim,  # type: ignore[union-attr]
+                    }
+                }
+                if self.attr_spaces is not None
+                else {}
+            ),
         }
 
 

@@ -36,11 +36,12 @@ class InGraphPreprocess(nn.Module):
 
 
 class InGraphOutputs(InGraphPreprocess):
-    """The exported graph of a model with tag heads: (embedding, tag probabilities), one pass."""
+    """The exported graph of a model with tag heads or attribute spaces: the embedding, then
+    `tag_probs` and `attr_embeddings` as the model has them, from one pass."""
 
-    def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # type: ignore[override]
+    def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, ...]:  # type: ignore[override]
         x = pixels.to(torch.float32).permute(0, 3, 1, 2)
         if self.bgr:
             x = x.flip(1)
-        emb, tags = self.model.forward_outputs(x * self.scale + self.shift)
-        return F.normalize(emb, dim=1), tags
+        emb, *rest = self.model.forward_outputs(x * self.scale + self.shift)
+        return (F.normalize(emb, dim=1), *rest)

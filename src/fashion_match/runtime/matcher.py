@@ -120,6 +120,27 @@ class Matcher:
             bad += b.bad
         return results, indices, bad
 
+    def verify_attribute(
+        self, a: ImageSource, b: ImageSource, attribute: str, threshold: float | None = None
+    ) -> Verdict:
+        """Do `a` and `b` share `attribute`'s value? Similarity in that attribute's space, verdict at
+        the space's own threshold (or `threshold`)."""
+        from fashion_match.runtime.tagging import SPACES_OUTPUT, space_of
+
+        index, own = space_of(self.manifest, attribute)
+        t = own if threshold is None else check_threshold(threshold)
+        if t is None:
+            raise UsageError(f"--attribute {attribute}: the model records no threshold for it; give --threshold")
+        run = getattr(self.backend, "outputs", None)
+        if run is None:
+            raise UsageError(f"backend {self.info.backend} cannot read attribute spaces yet; use --backend onnxruntime")
+        b_ = load_batch([a, b], self.spec, workers=self.workers)
+        if b_.bad:
+            raise b_.bad[0]
+        va, vb = run(b_.pixels)[SPACES_OUTPUT][:, index]
+        s = float(np.clip(np.dot(va, vb), -1.0, 1.0))
+        return Verdict(s, t, s >= t)
+
     def similarity(self, a: ImageSource, b: ImageSource) -> float:
         va, vb = self.embed_strict([a, b])
         return float(np.clip(np.dot(va, vb), -1.0, 1.0))

@@ -16,6 +16,7 @@ import numpy as np
 from fashion_match.errors import ManifestMismatch, UsageError
 
 TAGS_OUTPUT = "tag_probs"  # the graph output of a model with tag heads (models.tag_heads)
+SPACES_OUTPUT = "attr_embeddings"  # ... and of one with attribute spaces (models.attr_spaces): (N, A, d)
 
 
 @dataclass(frozen=True)
@@ -68,3 +69,22 @@ def read_tags(probs: np.ndarray, blocks: Sequence[TagBlock], top: int = 3) -> li
                 ]
         out.append(image)
     return out
+
+
+def space_of(manifest: Any, name: str) -> tuple[int, float | None]:
+    """(index into `attr_embeddings`, match threshold) of attribute space `name`; `UsageError`
+    naming the known ones otherwise."""
+    data = manifest.data.get("spaces")
+    if data is None:
+        raise UsageError(
+            f"--attribute {name}: {manifest.folder} has no attribute spaces (made by fm-train --spaces-for MODEL_DIR)"
+        )
+    try:
+        names = [str(a["name"]) for a in data["attributes"]]
+        thresholds = [a.get("threshold") for a in data["attributes"]]
+    except (KeyError, TypeError, AttributeError) as e:
+        raise ManifestMismatch(f"{manifest.folder / 'manifest.json'} spaces: not readable ({e}); re-export") from None
+    if name not in names:
+        raise UsageError(f"--attribute {name}: unknown; this model has {', '.join(names)}")
+    t = thresholds[names.index(name)]
+    return names.index(name), (float(t) if isinstance(t, int | float) else None)

@@ -88,3 +88,142 @@ def attribute_map(
         qm, gm = qk != UNKNOWN, gk != UNKNOWN
         out[attr.name] = round(mean_average_precision(qa[qm] @ ga[gm].T, qk[qm], gk[gm]), 4)
     return out
+
+
+def space_thresholds(emb: np.ndarray, labels: torch.Tensor, attrs: list[Attribute]) -> dict[str, float]:
+    """Per space, the similarity threshold of maximum balanced accuracy on held-out images: two
+    images match in space a when they share a's value."""
+    from fashion_match.metrics import calibrate_threshold
+
+    out = {}
+    for a, attr in enumerate(attrs):
+        y = labels[:, a].numpy()
+        keep = y != UNKNOWN
+        e, k = emb[keep, a], y[keep]
+        sims = e @ e.T
+        iu = np.triu_indices(len(k), 1)
+        same = (k[:, None] == k[None, :])[iu]
+        if same.all() or not same.any():
+            continue
+        out[attr.name] = round(float(calibrate_threshold(sims[iu][same], sims[iu][~same])["threshold"]), 6)
+    return out
+
+
+def query_gallery(records: list[Any]) -> tuple[list[int], list[int]]:
+    """ASEN-style evaluation split of test records: consumer photos query shop photos where the
+    data has both, else alternate records query the others."""
+    q = [i for i, r in enumerate(records) if r.domain == "consumer"]
+    g = [i for i, r in enumerate(records) if r.domain == "shop"]
+    if q and g:
+        return q, g
+    return list(range(0, len(records), 2)), list(range(1, len(records), 2))
+
+
+def train_spaces_for(
+    model_dir: Any,
+    data: str,
+    out: Any,
+    *,
+    dim: int = 64,
+    epochs: int = 20,
+    lr: float = 1e-3,
+    seed: int = 0,
+    train_limit: int | None = None,
+    eval_limit: int | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train attribute spaces on the frozen maps of the model in `model_dir` for `data`'s
+    single-valued attributes; write them to `out` with their thresholds and test mAP, and return
+    that metadata."""
+    import json
+    from pathlib import Path
+
+    from safetensors.torch import save
+
+    from fashion_match.data.spec import load_dataset
+    from fashion_match.errors import UsageError
+    from fashion_match.fileio import atomic_open, sha256_file
+    from fashion_match.formats import WEIGHTS
+    from fashion_match.models.checkpoint import load_weights
+    from fashion_match.runtime.manifest import load_manifest
+    from fashion_match.train.tags import split_records
+
+    model_dir = Path(model_dir)
+    manifest = load_manifest(model_dir)
+    model = load_weights(model_dir / WEIGHTS, manifest.data["architecture"]).eval()
+    ds = load_dataset(data)
+    attrs = single_attributes(ds.attributes)
+    if not attrs:
+        raise UsageError(f"{data}: has no single-valued attributes to learn spaces for")
+    train, held, test = split_records(ds, train_limit, eval_limit)
+    maps, labels = {}, {}
+    for name, recs in (("train", train), ("held", held), ("test", test)):
+        m, kept = feature_maps(model, recs, f"feature maps ({name})", progress)
+        recs[:] = [recs[i] for i in kept]
+        maps[name], labels[name] = m, value_labels(recs, attrs)
+    spaces = train_spaces(
+        maps["train"], labels["train"], attrs, dim=dim, epochs=epochs, lr=lr, seed=seed, progress=progress
+    )
+    thresholds = space_thresholds(embed_spaces(spaces, maps["held"]), labels["held"], attrs)
+    q, g = query_gallery(test)
+    emb = embed_spaces(spaces, maps["test"])
+    report = attribute_map(emb[q], emb[g], labels["test"][q], labels["test"][g], attrs)
+    meta = {
+        "attributes": [{"name": a.name, "values": list(a.values)} for a in attrs],
+        "dim": dim,
+        "thresholds": thresholds,
+        "test_map": report,
+        "images": {k: len(v) for k, v in maps.items()},
+        "config": {"epochs": epochs, "lr": lr, "seed": seed},
+        "data": data,
+        "base_model": manifest.model,
+        "base_weights_sha256": sha256_file(model_dir / WEIGHTS),
+    }
+    state = {f"attr_spaces.{k}": v.detach().contiguous() for k, v in spaces.state_dict().items()}
+    blob = save(state, metadata={"fashion_match_spaces": json.dumps(meta, allow_nan=False)})
+    with atomic_open(out, "wb") as fh:
+        fh.write(blob)
+    return meta
+
+
+def export_with_spaces(model_dir: Any, spaces_file: Any, out: Any) -> dict[str, Any]:
+    """A model directory `out`: the model with the spaces in `spaces_file` attached, exported with
+    the output `attr_embeddings`; the item embedding and its threshold are unchanged."""
+    import json
+    from pathlib import Path
+
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    from fashion_match.errors import UsageError
+    from fashion_match.export.torch2onnx import torch2onnx
+    from fashion_match.fileio import sha256_file
+    from fashion_match.formats import WEIGHTS
+    from fashion_match.models.checkpoint import load_weights
+    from fashion_match.runtime.manifest import load_manifest
+
+    model_dir, spaces_file = Path(model_dir), Path(spaces_file)
+    manifest = load_manifest(model_dir)
+    model = load_weights(model_dir / WEIGHTS, manifest.data["architecture"])
+    with safe_open(str(spaces_file), "pt") as f:
+        meta = json.loads((f.metadata() or {}).get("fashion_match_spaces", "null") or "null")
+    if not meta:
+        raise UsageError(f"{spaces_file}: not an attribute-spaces file from fm-train --spaces-for")
+    names = [a["name"] for a in meta["attributes"]]
+    spaces = AttributeSpaces(model.feature_dim, len(names), int(meta["dim"]))
+    spaces.load_state_dict({k.removeprefix("attr_spaces."): v for k, v in load_file(str(spaces_file)).items()})
+    model.attach_spaces(spaces.eval(), names, [a["values"] for a in meta["attributes"]])
+    return torch2onnx(
+        model,
+        out,
+        threshold=manifest.threshold,
+        threshold_rule="the base model's: attribute spaces leave the item embedding unchanged",
+        source={
+            "base_model": manifest.model,
+            "base_weights_sha256": sha256_file(model_dir / WEIGHTS),
+            "base_source": manifest.data.get("source"),
+            "attr_spaces": {"file": spaces_file.name, "sha256": sha256_file(spaces_file), "data": meta["data"]},
+        },
+        spaces={"thresholds": meta["thresholds"], "test_map": meta["test_map"]},
+        display_name=f"{manifest.model}+spaces",
+    )

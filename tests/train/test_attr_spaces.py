@@ -102,3 +102,64 @@ def test_fm_train_spaces_for_exports_a_space_per_attribute(
     assert r.stderr.count("\n") == 1
     r = fm_match(str(a), str(b), "--model", str(tiny_model_dir), "--attribute", "colour")
     assert r.returncode == 2 and "has no attribute spaces" in r.stderr
+
+
+def test_an_index_of_one_attribute_space_searches_in_that_space(
+    tiny_model_dir,
+    tiny_fmnist,
+    tmp_path,
+    capsys: pytest.CaptureFixture[str],  # noqa: ANN001
+) -> None:
+    import json
+
+    import numpy as np
+
+    from fashion_match.cli.index import main as fm_index
+    from fashion_match.cli.search import main as fm_search
+    from fashion_match.cli.train import main
+    from fashion_match.runtime import Matcher
+    from tests.conftest import photo, run_cli
+
+    args = ("--spaces-for", str(tiny_model_dir), "--data", f"fmnist-attr:{tiny_fmnist}", "--epochs", "1")
+    assert run_cli(capsys, main, *args, "--embedding-dim", "8", "--out", str(tmp_path / "s"))[0] == 0
+    model = str(tmp_path / "s" / "model")
+    shop = tmp_path / "shop"
+    for i in range(4):
+        (shop / f"sku{i}").mkdir(parents=True)
+        photo(40, 40, seed=i).save(shop / f"sku{i}" / "front.png")
+    code, out, err = run_cli(
+        capsys,
+        fm_index,
+        "build",
+        str(shop),
+        "--out",
+        str(tmp_path / "c.idx"),
+        "--model",
+        model,
+        "--attribute",
+        "colour",
+        "--json",
+    )
+    assert code == 0, err
+    assert json.loads(out)["space"] == "colour" and json.loads(out)["embedding_dim"] == 8
+    query = str(shop / "sku2" / "front.png")
+    code, out, err = run_cli(capsys, fm_search, query, "--index", str(tmp_path / "c.idx"), "--model", model, "--json")
+    assert code == 0, err
+    res = json.loads(out)
+    with Matcher(model, space="colour") as m:
+        q = m.embed_strict([query])[0]
+        g = m.embed_strict([str(shop / f"sku{i}" / "front.png") for i in range(4)])
+        assert res["threshold"] == m.threshold
+    want = np.argsort(-(g @ q), kind="stable")[:4]
+    assert [r["id"] for r in res["results"][0]["matches"]] == [f"sku{i}/front.png" for i in want]
+    # an item index is not searched in a space, nor the other way round
+    code, _, err = run_cli(
+        capsys, fm_search, query, "--index", str(tmp_path / "c.idx"), "--model", model, "--attribute", "pattern"
+    )
+    assert code == 2 and "holds the colour attribute space, not the pattern space" in err
+    code, _, err = run_cli(capsys, fm_index, "build", str(shop), "--out", str(tmp_path / "i.idx"), "--model", model)
+    assert code == 0, err
+    code, _, err = run_cli(
+        capsys, fm_search, query, "--index", str(tmp_path / "i.idx"), "--model", model, "--attribute", "colour"
+    )
+    assert code == 2 and "holds item embeddings, not the colour space" in err

@@ -44,10 +44,19 @@ def cli() -> None:
     pass
 
 
-def _matcher(model_dir: Path | None, backend: str, precision: str, device: str, threads: int | None, batch: int):
+def _matcher(  # type: ignore[no-untyped-def]
+    model_dir: Path | None, backend: str, precision: str, device: str, threads: int | None, batch: int, space=None
+):
     from fashion_match.runtime.matcher import Matcher
 
-    return Matcher(model_dir, backend=backend, precision=precision, device=device, threads=threads, batch_size=batch)
+    return Matcher(
+        model_dir, backend=backend, precision=precision, device=device, threads=threads, batch_size=batch, space=space
+    )
+
+
+attribute_option = click.option(
+    "--attribute", help="Index this attribute space of the model (fm-train --spaces-for) instead of the item embedding."
+)
 
 
 def _report(idx, t0: float, as_json: bool) -> None:  # type: ignore[no-untyped-def]
@@ -99,6 +108,7 @@ def _report(idx, t0: float, as_json: bool) -> None:  # type: ignore[no-untyped-d
     help="Images per shard: the unit a killed build resumes from.",
 )
 @faiss_options
+@attribute_option
 @click.option(
     "--overwrite", is_flag=True, help="Replace an index already at --out; it stays whole until the new one is."
 )
@@ -119,6 +129,7 @@ def build(
     nlist: int | None,
     pq_m: int | None,
     nprobe: int | None,
+    attribute: str | None,
     overwrite: bool,
     as_json: bool,
 ) -> int:
@@ -128,7 +139,7 @@ def build(
     from fashion_match.runtime.index import Index
 
     t0 = time.perf_counter()
-    with _matcher(model_dir, backend, precision, device, threads, batch_size) as m:
+    with _matcher(model_dir, backend, precision, device, threads, batch_size, attribute) as m:
         idx = Index.build(
             source,
             out,
@@ -171,7 +182,8 @@ def add(
 
     t0 = time.perf_counter()
     current = Index.open(index)  # "not an index" before any model loads
-    with _matcher(model_dir, backend, precision, device, threads, batch_size) as m:
+    space = current.manifest.get("space")  # an add extends the space the index holds
+    with _matcher(model_dir, backend, precision, device, threads, batch_size, space) as m:
         idx = current.add(source, matcher=m, faiss=faiss, faiss_params=_faiss_params(nlist, pq_m, nprobe))
     _report(idx, t0, as_json)
     return 0

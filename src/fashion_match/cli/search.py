@@ -35,6 +35,9 @@ from fashion_match.runtime.engines import ENGINES
 )
 @click.option("--nprobe", type=click.IntRange(1, 1 << 20), help="FAISS IVF lists to visit [default: as built].")
 @click.option("--ef-search", type=click.IntRange(1, 1 << 16), help="FAISS HNSW efSearch [default: as built].")
+@click.option(
+    "--attribute", help="Search in this attribute space (an index built with fm-index build --attribute NAME)."
+)
 @model_options
 @click.option("--grid", type=click.Path(path_type=Path), help="Also draw each query beside its matches into this PNG.")
 @click.option("--html", "html_out", type=click.Path(path_type=Path), help="... and/or into this HTML page.")
@@ -49,6 +52,7 @@ def cli(
     engine: str,
     nprobe: int | None,
     ef_search: int | None,
+    attribute: str | None,
     model_dir: Path | None,
     backend: str,
     precision: str,
@@ -72,7 +76,8 @@ def cli(
     if engine != "faiss" and (nprobe or ef_search):
         raise UsageError("--nprobe and --ef-search apply to --engine faiss")
     params = {"nprobe": nprobe, "ef_search": ef_search} if engine == "faiss" else {}
-    with Matcher(model_dir, backend=backend, precision=precision, device=device, threads=threads) as m:
+    space = attribute or idx.manifest.get("space")  # the index says which space its vectors are in
+    with Matcher(model_dir, backend=backend, precision=precision, device=device, threads=threads, space=space) as m:
         results, skipped = idx.search(sources, k, matcher=m, engine=engine, engine_params=params)
         threshold = m.threshold
     if labels is not None:  # in-memory queries of a spec: name them by their records

@@ -76,8 +76,15 @@ class Index:
     def embedding_dim(self) -> int:
         return int(self.manifest["embedding_dim"])
 
-    def check_model(self, model_id: str, embedding_dim: int) -> None:
-        """Refuse to search with embeddings from another model."""
+    def check_model(self, model_id: str, embedding_dim: int, space: str | None = None) -> None:
+        """Refuse to search with embeddings from another model, or from another of its spaces."""
+        # which space first: the dims of two spaces differ, and that message would mislead
+        mine = self.manifest.get("space")
+        if mine != space:
+            held = f"the {mine} attribute space" if mine else "item embeddings"
+            asked = f"the {space} space" if space else "item embeddings"
+            hint = f"fm-index build ... --attribute {space}" if space else "fm-index build without --attribute"
+            raise IndexMismatch(f"{self.folder}: holds {held}, not {asked}; build one with {hint}")
         if self.manifest["model_id"] != model_id or self.embedding_dim != embedding_dim:
             raise IndexMismatch(
                 f"{self.folder}: built with model {self.manifest['model_id']} ({self.embedding_dim}-d), "
@@ -98,6 +105,7 @@ class Index:
             "precision": m["precision"],
             "shards": len(m["shards"]),
             "bytes": size,
+            "space": m.get("space"),
             "faiss": {k: m["faiss"][k] for k in ("kind", "params", "recall", "bytes")} if m.get("faiss") else None,
             "skipped": len(m["skipped"]),
             "sources": m["sources"],
@@ -134,8 +142,8 @@ class Index:
 
             with Matcher(model, backend=backend, precision=precision) as m:
                 return self.search(queries, k, matcher=m, engine=engine, engine_params=engine_params)
-        binding = model_binding(matcher.manifest, matcher.info.backend, matcher.info.precision)
-        self.check_model(binding["model_id"], binding["embedding_dim"])
+        binding = model_binding(matcher.manifest, matcher.info.backend, matcher.info.precision, matcher.space)
+        self.check_model(binding["model_id"], binding["embedding_dim"], binding.get("space"))
         eng = self.engine(engine, **(engine_params or {}))  # before embedding: a missing FAISS index fails fast
         e = matcher.embed(queries)
         scores, ids = eng.search(e.vectors, k)

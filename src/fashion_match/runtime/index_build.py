@@ -141,16 +141,18 @@ def build_shards(
     return shards, skipped
 
 
-def model_binding(manifest: Any, backend: str, precision: str) -> dict[str, Any]:
-    """What binds an index to a model: its fp32 artifact hash (all precisions share it) and dim."""
+def model_binding(manifest: Any, backend: str, precision: str, space: str | None = None) -> dict[str, Any]:
+    """What binds an index to a model: its fp32 artifact hash (all precisions share it), dim, and
+    for an index of an attribute space, that space's name (its vectors live in no other space)."""
     fp32 = manifest.artifacts.get(FP32_ONNX, {})
-    return {
+    out = {
         "model_id": fp32.get("sha256") or manifest.short_id(),
         "model": manifest.short_id(),
-        "embedding_dim": manifest.embedding_dim,
+        "embedding_dim": int(manifest.data["spaces"]["dim"]) if space else manifest.embedding_dim,
         "backend": backend,
         "precision": precision,
     }
+    return out | ({"space": space} if space else {})
 
 
 def finish(
@@ -284,7 +286,7 @@ def build_index(
         _refuse_existing(folder)  # another build may have finished while we were starting
         m, opened = _matcher(matcher, model, backend, precision)
         try:
-            binding = model_binding(m.manifest, m.info.backend, m.info.precision)
+            binding = model_binding(m.manifest, m.info.backend, m.info.precision, m.space)
             shards, skipped = build_shards(
                 folder, src, _embedder(m), first_shard=0, dtype=dtype, shard_rows=shard_rows, progress=progress
             )
@@ -321,8 +323,8 @@ def add_to_index(
         idx = Index.open(folder)  # under the lock: the state no other writer can change now
         m, opened = _matcher(matcher, model, backend, precision)
         try:
-            binding = model_binding(m.manifest, m.info.backend, m.info.precision)
-            idx.check_model(binding["model_id"], binding["embedding_dim"])
+            binding = model_binding(m.manifest, m.info.backend, m.info.precision, m.space)
+            idx.check_model(binding["model_id"], binding["embedding_dim"], binding.get("space"))
             src, dups = drop_duplicates(resolve_sources(source), set(idx.keys))
             if dups:
                 log.info(
@@ -346,7 +348,7 @@ def add_to_index(
         finally:
             if opened:
                 m.close()
-        keep = ("model_id", "model", "embedding_dim", "backend", "precision")
+        keep = [k for k in ("model_id", "model", "embedding_dim", "backend", "precision", "space") if k in man]
         finish(folder, {k: man[k] for k in keep}, shards, skipped, man["dtype"], [src.description], man)
         old_faiss = man.get("faiss") or {}
         if faiss or old_faiss:  # a FAISS index of the old shards would be stale: rebuild it now

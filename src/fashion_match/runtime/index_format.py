@@ -71,7 +71,10 @@ def read_manifest(folder: Path) -> dict[str, Any]:
     if man["dtype"] not in DTYPES:
         raise IndexMismatch(f"{path}: dtype {man['dtype']!r} is not one of {', '.join(DTYPES)}; {REBUILD}")
     need(man, "sources", "list of strings")
-    need(man, "faiss", "object", required=False)  # its fields are checked when it is loaded
+    need(man, "faiss", "object", required=False)
+    need(
+        man, "space", "string", required=False
+    )  # an index of one attribute space  # its fields are checked when it is loaded
     for i, s in enumerate(need(man, "skipped", "list of objects")):
         need(s, "path", "string", f" skipped[{i}]")
         need(s, "reason", "string", f" skipped[{i}]")

@@ -55,6 +55,7 @@ class Matcher:
         threads: int | None = None,
         batch_size: int = 32,
         workers: int | None = None,
+        space: str | None = None,
     ) -> None:
         self.model_dir = Path(model) if model is not None else default_model_dir()
         self.manifest = load_manifest(self.model_dir)
@@ -65,6 +66,15 @@ class Matcher:
         self.threshold = self.manifest.threshold
         self.batch_size = batch_size
         self.workers = workers
+        # with `space`, embed() returns that attribute space's vectors, and the threshold is its own
+        self.space, self._space_index, self._dim = space, None, self.manifest.embedding_dim
+        if space is not None:
+            from fashion_match.runtime.tagging import space_of
+
+            self._space_index, own = space_of(self.manifest, space)
+            self._dim = int(self.manifest.data["spaces"]["dim"])
+            if own is not None:
+                self.threshold = own
 
     @property
     def info(self):  # noqa: ANN201 - BackendInfo
@@ -83,18 +93,28 @@ class Matcher:
         """Embed many images; bad ones are reported in `bad`, never silently dropped."""
         if len(sources) <= self.batch_size:  # one batch: no pipeline needed
             b = load_batch(sources, self.spec, workers=self.workers)
-            vecs = self.backend.embed(b.pixels) if len(b.indices) else self._empty()
+            vecs = self._run(b.pixels) if len(b.indices) else self._empty()
             return Embeddings(vecs, b.indices, b.bad)
         parts, indices, bad = [], [], []
         for b in iter_batches(sources, self.spec, self.batch_size, workers=self.workers):
             if b.indices:
-                parts.append(self.backend.embed(b.pixels))
+                parts.append(self._run(b.pixels))
                 indices += b.indices
             bad += b.bad
         return Embeddings(np.concatenate(parts) if parts else self._empty(), indices, bad)
 
+    def _run(self, pixels: np.ndarray) -> np.ndarray:
+        if self._space_index is None:
+            return self.backend.embed(pixels)
+        from fashion_match.runtime.tagging import SPACES_OUTPUT
+
+        run = getattr(self.backend, "outputs", None)
+        if run is None:
+            raise UsageError(f"backend {self.info.backend} cannot read attribute spaces yet; use --backend onnxruntime")
+        return np.ascontiguousarray(run(pixels)[SPACES_OUTPUT][:, self._space_index])
+
     def _empty(self) -> np.ndarray:
-        return np.zeros((0, self.manifest.embedding_dim), np.float32)
+        return np.zeros((0, self._dim), np.float32)
 
     def embed_strict(self, sources: Sequence[ImageSource]) -> np.ndarray:
         """Embed all `sources` or raise the first `BadImage`."""

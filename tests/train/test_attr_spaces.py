@@ -95,6 +95,20 @@ def test_fm_train_spaces_for_exports_a_space_per_attribute(
         assert m.similarity(a, b) == pytest.approx(plain.similarity(a, b), abs=1e-5)  # item space untouched
         same = m.verify_attribute(a, a, "colour", threshold=0.5)
         assert same.similarity == pytest.approx(1.0, abs=1e-5) and same.match
+    # fm-bench reports each space's mAP and what the extra outputs cost, per row
+    from fashion_match.bench.report import report_dict
+    from fashion_match.bench.runner import BenchConfig, run_bench
+
+    spec = f"fmnist-attr:{tiny_fmnist}"
+    cfg = BenchConfig(
+        model, data=(spec,), backends=("onnxruntime",), precisions=("fp32",), batch_sizes=(2,), quick=True
+    )
+    result = run_bench(cfg)
+    row = result.rows[0]
+    assert all(0 <= row[f"{spec}/space_map/{n}"] <= 1 for n in ("category", "colour", "pattern"))
+    assert row["outputs_latency_ms_p50"] > 0
+    rep = report_dict(result, {"cpu": "t", "cores": 2, "gpus": [], "packages": {}}, "fm-bench", {"timing": "t"})
+    assert f"{spec}/space_map/colour" in rep["columns"] and "outputs_latency_ms_p50" in rep["columns"]
     r = fm_match(str(a), str(b), "--model", str(model), "--attribute", "pattern", "--threshold", "0.1", "--json")
     assert r.returncode in (0, 1) and json.loads(r.stdout)["attribute"] == "pattern", r.stderr
     r = fm_match(str(a), str(b), "--model", str(model), "--attribute", "sleeve")

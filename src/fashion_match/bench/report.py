@@ -40,10 +40,25 @@ def report_dict(result: BenchResult, machine: dict[str, Any], command: str, sett
             "resolution": resolution(result.datasets),
             "command": command,
             "settings": settings,
-            "columns": [*ROW_KEYS, *metric_keys(names)],
+            "columns": [*ROW_KEYS, *metric_keys(names), *extra_columns(result.rows, names)],
             "rows": result.rows,
         }
     )
+
+
+def extra_columns(rows: list[dict[str, Any]], names: list[str]) -> list[str]:
+    """Columns beyond the fixed ones: attribute figures (DATASET/space_map/NAME, ...) and the
+    latency of a model's extra outputs, in first-seen order."""
+    seen: dict[str, None] = {}
+    for r in rows:
+        for k in r:
+            if is_attribute_column(k):
+                seen.setdefault(k, None)
+    return list(seen)
+
+
+def is_attribute_column(key: str) -> bool:
+    return "/space_map/" in key or "/tag_map/" in key or "/tag_accuracy/" in key or key == "outputs_latency_ms_p50"
 
 
 def resolution(datasets: list[dict[str, Any]]) -> dict[str, float]:
@@ -128,6 +143,22 @@ def markdown(report: dict[str, Any]) -> str:
     for r in (r for r in rows if r["status"] == "ok"):
         cells = [r["backend"], r["precision"], r.get("device") or "–", str(r["batch_size"]), _fmt(r["size_mb"], 1)]
         lines.append("| " + " | ".join(cells + [_fmt(r.get(k), d) for _, k, d in cols]) + " |")
+    extras = [
+        c for c in report.get("columns", []) if "/space_map/" in c or "/tag_" in c or c == "outputs_latency_ms_p50"
+    ]
+    shown = [r for r in rows if r["status"] == "ok" and any(r.get(c) is not None for c in extras)]
+    if shown:
+        lines += [
+            "",
+            "Attribute outputs (space mAP: ASEN protocol on the set's queries and gallery; tag figures over both;"
+            " outputs p50: the latency of all outputs against the embedding's p50):",
+        ]
+        for r in shown:
+            figs = ", ".join(
+                f"{c} {_fmt(r.get(c))}" for c in extras if c != "outputs_latency_ms_p50" and r.get(c) is not None
+            )
+            lat = f"; outputs p50 {_fmt(r.get('outputs_latency_ms_p50'), 2)} ms vs {_fmt(r['latency_ms_p50'], 2)} ms"
+            lines.append(f"- {r['backend']} {r['precision']} batch {r['batch_size']}: {figs}{lat}")
     missing = _not_run(rows)
     if missing:
         lines += ["", "Not run here, and why:", *missing]

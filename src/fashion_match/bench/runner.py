@@ -258,13 +258,22 @@ def _bench_one(
             drift = float(max(0.0, 1.0 - cos.min()))
         elif backend == "onnxruntime" and precision == "fp32":
             drift = 0.0
+        outputs = getattr(be, "outputs", None)
+        extra = manifest.data.get("tags") or manifest.data.get("spaces")
+        attr_figs: dict[str, float] = {}
+        if outputs is not None and extra:
+            for es in sets:
+                attr_figs |= {metric_key(es.name, k): v for k, v in attribute_figures(outputs, es, manifest).items()}
         rows = []
         for b in cfg.batch_sizes:
             batches = rotated_batches(pool, b)
             timing = summarise(measure(be.embed, batches, cfg.plan), b)
+            if outputs is not None and extra:  # what the tag and space outputs cost on top
+                timing["outputs_latency_ms_p50"] = summarise(measure(outputs, batches, cfg.plan), b)["latency_ms_p50"]
             e2e = _e2e_rate(be.embed, jpegs, b, manifest, cfg.plan)
             row = _empty_row(backend, precision, b, "ok")
             row.update({metric_key(n, m): sc[m] for n, sc in scores.items() for m in METRICS})
+            row.update(attr_figs)
             row.update(
                 size_mb=round(size_mb, 2),
                 max_cos_drift=drift,
@@ -278,6 +287,49 @@ def _bench_one(
         return rows, embs
     finally:
         be.close()
+
+
+def attribute_figures(outputs: Any, es: EvalSet, manifest: Manifest) -> dict[str, float]:
+    """Per attribute of a model with spaces or tags, on an eval set with attribute labels: space mAP
+    (ASEN protocol: queries rank the gallery, relevant = same value), tag mAP (multi-label) and
+    accuracy (single-valued), over the query and gallery images."""
+    from fashion_match.data.attributes import UNKNOWN
+    from fashion_match.metrics import average_precision, mean_average_precision
+    from fashion_match.runtime.tagging import SPACES_OUTPUT, TAGS_OUTPUT, tag_blocks
+
+    if not es.q_attrs:
+        return {}
+
+    def run(pixels: np.ndarray) -> dict[str, np.ndarray]:
+        parts = [outputs(pixels[s : s + 32]) for s in range(0, len(pixels), 32)]
+        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+    q, g = run(es.q_pixels), run(es.g_pixels)
+    out: dict[str, float] = {}
+    if SPACES_OUTPUT in q:
+        for a, spec in enumerate(manifest.data["spaces"]["attributes"]):
+            name = spec["name"]
+            if name not in es.q_attrs:
+                continue
+            qk, gk = es.q_attrs[name], es.g_attrs[name]
+            qm, gm = qk != UNKNOWN, gk != UNKNOWN
+            sims = q[SPACES_OUTPUT][qm, a] @ g[SPACES_OUTPUT][gm, a].T
+            out[f"space_map/{name}"] = round(mean_average_precision(sims, qk[qm], gk[gm]), 4)
+    if TAGS_OUTPUT in q:
+        probs = np.concatenate([q[TAGS_OUTPUT], g[TAGS_OUTPUT]])
+        for b in tag_blocks(manifest):
+            if b.name not in es.q_attrs:
+                continue
+            y = np.concatenate([es.q_attrs[b.name], es.g_attrs[b.name]])
+            p = probs[:, b.offset : b.offset + len(b.values)]
+            if b.kind == "single":
+                known = y != UNKNOWN
+                out[f"tag_accuracy/{b.name}"] = round(float((p[known].argmax(1) == y[known]).mean()), 4)
+            else:
+                aps = [average_precision(p[y[:, j] >= 0, j], y[y[:, j] >= 0, j] == 1) for j in range(len(b.values))]
+                aps = [x for x in aps if not np.isnan(x)]
+                out[f"tag_map/{b.name}"] = round(float(np.mean(aps)), 4) if aps else float("nan")
+    return out
 
 
 def _e2e_rate(embed: Any, jpegs: list[bytes], batch: int, manifest: Manifest, plan: TimingPlan) -> float:

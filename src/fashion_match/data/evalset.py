@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -23,6 +24,9 @@ class EvalSet:
     g_pixels: np.ndarray
     g_keys: np.ndarray
     skipped: list[str]
+    # attribute name -> per-image labels (value indices, or tag rows of 1/0/-1), when the data has them
+    q_attrs: dict[str, np.ndarray] = field(default_factory=dict)
+    g_attrs: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def instance_level(self) -> bool:
@@ -65,4 +69,22 @@ def load_eval_set(
         g_pixels=gb.pixels,
         g_keys=np.array([getattr(ds.records[i], key) for i in g_ok]),
         skipped=[str(b) for b in [*qb.bad, *gb.bad]],
+        q_attrs=_attr_labels(ds, q_ok),
+        g_attrs=_attr_labels(ds, g_ok),
     )
+
+
+def _attr_labels(ds: Any, rows: list[int]) -> dict[str, np.ndarray]:
+    from fashion_match.data.attributes import UNKNOWN
+
+    out: dict[str, np.ndarray] = {}
+    for a in ds.attributes:
+        vals = [(ds.records[i].attrs or {}).get(a.name) for i in rows]
+        if a.kind == "single":
+            out[a.name] = np.array([UNKNOWN if v is None else int(v) for v in vals], np.int64)
+        else:
+            blank = np.full(len(a.values), UNKNOWN, np.int8)
+            out[a.name] = (
+                np.stack([blank if v is None else np.asarray(v, np.int8) for v in vals]) if vals else blank[:0]
+            )
+    return out

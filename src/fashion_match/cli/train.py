@@ -208,6 +208,25 @@ def cli(
     return 0
 
 
+def _head_mode(flag: str, allowed: set[str], out: Path, default_out: Path) -> tuple[set[str], Path]:
+    """The options given explicitly (any a mode does not read is refused, never ignored) and the
+    output folder, checked: its OUT/model must not exist, since a model directory is written whole."""
+    from fashion_match.errors import UsageError
+    from fashion_match.fileio import check_output_dir
+
+    ctx = click.get_current_context()
+    given = {n for n in ctx.params if ctx.get_parameter_source(n) != click.core.ParameterSource.DEFAULT}
+    if given - allowed:
+        wrong = ", ".join(f"--{n.replace('_', '-')}" for n in sorted(given - allowed))
+        takes = ", ".join(f"--{n.replace('_', '-')}" for n in sorted(allowed - {"as_json", flag[2:].replace("-", "_")}))
+        raise UsageError(f"{wrong}: not an option of {flag} (it takes {takes})")
+    out = out if "out" in given else default_out
+    if (out / "model").exists():
+        raise UsageError(f"{out / 'model'}: exists; choose another --out")
+    check_output_dir(out, "output folder (--out)")
+    return given, out
+
+
 _TAG_OPTIONS = {"data", "out", "tags_for", "tag_loss", "eval_limit", "train_limit", "epochs", "lr", "seed", "as_json"}
 
 
@@ -220,22 +239,9 @@ def _tags(
     loss: str,
     eval_limit: int | None,
 ) -> int:
-    from fashion_match.errors import UsageError
-    from fashion_match.fileio import check_output_dir
     from fashion_match.train.tags import TagConfig, export_with_tags, train_tags
 
-    ctx = click.get_current_context()
-    given = {n for n in ctx.params if ctx.get_parameter_source(n) != click.core.ParameterSource.DEFAULT}
-    if given - _TAG_OPTIONS:
-        wrong = ", ".join(f"--{n.replace('_', '-')}" for n in sorted(given - _TAG_OPTIONS))
-        raise UsageError(
-            f"{wrong}: not an option of --tags-for (it takes --data, --tag-loss, --epochs, --lr, --seed, "
-            "--train-limit, --eval-limit)"
-        )
-    out = out if "out" in given else Path("runs/tags")
-    if (out / "model").exists():  # a model directory is written whole, never over an older one
-        raise UsageError(f"{out / 'model'}: exists; choose another --out")
-    check_output_dir(out, "output folder (--out)")
+    given, out = _head_mode("--tags-for", _TAG_OPTIONS, out, Path("runs/tags"))
     cfg = TagConfig(loss=loss, seed=fields["seed"], **{k: fields[k] for k in ("epochs", "lr") if k in given})
     meta = train_tags(
         model_dir,
@@ -269,22 +275,9 @@ _SPACE_OPTIONS |= {"embedding_dim"}
 def _spaces(
     model_dir: Path, data: str | None, out: Path, as_json: bool, fields: dict[str, Any], eval_limit: int | None
 ) -> int:
-    from fashion_match.errors import UsageError
-    from fashion_match.fileio import check_output_dir
     from fashion_match.train.attr_spaces import export_with_spaces, train_spaces_for
 
-    ctx = click.get_current_context()
-    given = {n for n in ctx.params if ctx.get_parameter_source(n) != click.core.ParameterSource.DEFAULT}
-    if given - _SPACE_OPTIONS:
-        wrong = ", ".join(f"--{n.replace('_', '-')}" for n in sorted(given - _SPACE_OPTIONS))
-        raise UsageError(
-            f"{wrong}: not an option of --spaces-for (it takes --data, --embedding-dim, --epochs, --lr, "
-            "--seed, --train-limit, --eval-limit)"
-        )
-    out = out if "out" in given else Path("runs/spaces")
-    if (out / "model").exists():
-        raise UsageError(f"{out / 'model'}: exists; choose another --out")
-    check_output_dir(out, "output folder (--out)")
+    given, out = _head_mode("--spaces-for", _SPACE_OPTIONS, out, Path("runs/spaces"))
     kw = {k: fields[k] for k in ("epochs", "lr") if k in given}
     meta = train_spaces_for(
         model_dir,

@@ -189,41 +189,19 @@ def train_spaces_for(
 def export_with_spaces(model_dir: Any, spaces_file: Any, out: Any) -> dict[str, Any]:
     """A model directory `out`: the model with the spaces in `spaces_file` attached, exported with
     the output `attr_embeddings`; the item embedding and its threshold are unchanged."""
-    import json
     from pathlib import Path
 
-    from safetensors import safe_open
-    from safetensors.torch import load_file
+    from fashion_match.train.reexport import read_head_file, reexport_with
 
-    from fashion_match.errors import UsageError
-    from fashion_match.export.torch2onnx import torch2onnx
-    from fashion_match.fileio import sha256_file
-    from fashion_match.formats import WEIGHTS
-    from fashion_match.models.checkpoint import load_weights
-    from fashion_match.runtime.manifest import load_manifest
-
-    model_dir, spaces_file = Path(model_dir), Path(spaces_file)
-    manifest = load_manifest(model_dir)
-    model = load_weights(model_dir / WEIGHTS, manifest.data["architecture"])
-    with safe_open(str(spaces_file), "pt") as f:
-        meta = json.loads((f.metadata() or {}).get("fashion_match_spaces", "null") or "null")
-    if not meta:
-        raise UsageError(f"{spaces_file}: not an attribute-spaces file from fm-train --spaces-for")
+    meta, tensors = read_head_file(Path(spaces_file), "fashion_match_spaces", "fm-train --spaces-for")
     names = [a["name"] for a in meta["attributes"]]
-    spaces = AttributeSpaces(model.feature_dim, len(names), int(meta["dim"]))
-    spaces.load_state_dict({k.removeprefix("attr_spaces."): v for k, v in load_file(str(spaces_file)).items()})
-    model.attach_spaces(spaces.eval(), names, [a["values"] for a in meta["attributes"]])
-    return torch2onnx(
-        model,
-        out,
-        threshold=manifest.threshold,
-        threshold_rule="the base model's: attribute spaces leave the item embedding unchanged",
-        source={
-            "base_model": manifest.model,
-            "base_weights_sha256": sha256_file(model_dir / WEIGHTS),
-            "base_source": manifest.data.get("source"),
-            "attr_spaces": {"file": spaces_file.name, "sha256": sha256_file(spaces_file), "data": meta["data"]},
-        },
-        spaces={"thresholds": meta["thresholds"], "test_map": meta["test_map"]},
-        display_name=f"{manifest.model}+spaces",
+
+    def attach(model: Any) -> None:
+        spaces = AttributeSpaces(model.feature_dim, len(names), int(meta["dim"]))
+        spaces.load_state_dict({k.removeprefix("attr_spaces."): v for k, v in tensors.items()})
+        model.attach_spaces(spaces.eval(), names, [a["values"] for a in meta["attributes"]])
+
+    spaces = {"thresholds": meta["thresholds"], "test_map": meta["test_map"]}
+    return reexport_with(
+        Path(model_dir), Path(spaces_file), Path(out), "attribute spaces", "spaces", attach, spaces=spaces
     )

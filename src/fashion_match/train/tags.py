@@ -275,41 +275,17 @@ def train_tags(
 def export_with_tags(model_dir: Any, tags_file: Any, out: Any) -> dict[str, Any]:
     """A model directory `out`: `model_dir`'s model with the heads in `tags_file` attached, exported
     with the second graph output `tag_probs`. The item embedding is unchanged, so is its threshold."""
-    import json
     from pathlib import Path
 
-    from safetensors import safe_open
-    from safetensors.torch import load_file
-
-    from fashion_match.export.torch2onnx import torch2onnx
-    from fashion_match.fileio import sha256_file
-    from fashion_match.formats import WEIGHTS
-    from fashion_match.models.checkpoint import load_weights
     from fashion_match.models.tag_heads import attributes_of
-    from fashion_match.runtime.manifest import load_manifest
+    from fashion_match.train.reexport import read_head_file, reexport_with
 
-    model_dir, tags_file = Path(model_dir), Path(tags_file)
-    manifest = load_manifest(model_dir)
-    model = load_weights(model_dir / WEIGHTS, manifest.data["architecture"])
-    with safe_open(str(tags_file), "pt") as f:
-        meta = json.loads((f.metadata() or {}).get("fashion_match_tags", "null") or "null")
-    if not meta:
-        raise UsageError(f"{tags_file}: not a tag-heads file from fm-train --tags-for")
-    heads = TagHeads(model.feature_dim, attributes_of(meta["attributes"]))
-    state = {k.removeprefix("tag_heads."): v for k, v in load_file(str(tags_file)).items()}
-    heads.load_state_dict(state)
-    model.attach_tags(heads.eval())
-    return torch2onnx(
-        model,
-        out,
-        threshold=manifest.threshold,
-        threshold_rule="the base model's: tag heads leave the item embedding unchanged",
-        source={
-            "base_model": manifest.model,
-            "base_weights_sha256": sha256_file(model_dir / WEIGHTS),
-            "base_source": manifest.data.get("source"),
-            "tag_heads": {"file": tags_file.name, "sha256": sha256_file(tags_file), "data": meta["data"]},
-        },
-        tags={"thresholds": meta["thresholds"], "report": meta["report"], "loss": meta["config"]["loss"]},
-        display_name=f"{manifest.model}+tags",
-    )
+    meta, tensors = read_head_file(Path(tags_file), "fashion_match_tags", "fm-train --tags-for")
+
+    def attach(model: Any) -> None:
+        heads = TagHeads(model.feature_dim, attributes_of(meta["attributes"]))
+        heads.load_state_dict({k.removeprefix("tag_heads."): v for k, v in tensors.items()})
+        model.attach_tags(heads.eval())
+
+    tags = {"thresholds": meta["thresholds"], "report": meta["report"], "loss": meta["config"]["loss"]}
+    return reexport_with(Path(model_dir), Path(tags_file), Path(out), "tag heads", "tags", attach, tags=tags)

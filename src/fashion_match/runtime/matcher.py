@@ -108,10 +108,14 @@ class Matcher:
             return self.backend.embed(pixels)
         from fashion_match.runtime.tagging import SPACES_OUTPUT
 
+        return np.ascontiguousarray(self._outputs(pixels, "attribute spaces")[SPACES_OUTPUT][:, self._space_index])
+
+    def _outputs(self, pixels: np.ndarray, what: str) -> dict[str, np.ndarray]:
+        """Every named output for `pixels`; only backends that expose them (ONNX Runtime) can."""
         run = getattr(self.backend, "outputs", None)
         if run is None:
-            raise UsageError(f"backend {self.info.backend} cannot read attribute spaces yet; use --backend onnxruntime")
-        return np.ascontiguousarray(run(pixels)[SPACES_OUTPUT][:, self._space_index])
+            raise UsageError(f"backend {self.info.backend} cannot read {what} yet; use --backend onnxruntime")
+        return run(pixels)  # type: ignore[no-any-return]
 
     def _empty(self) -> np.ndarray:
         return np.zeros((0, self._dim), np.float32)
@@ -129,13 +133,10 @@ class Matcher:
         from fashion_match.runtime.tagging import TAGS_OUTPUT, read_tags, tag_blocks
 
         blocks = tag_blocks(self.manifest)
-        run = getattr(self.backend, "outputs", None)
-        if run is None:
-            raise UsageError(f"backend {self.info.backend} cannot read tag outputs yet; use --backend onnxruntime")
         results, indices, bad = [], [], []
         for b in iter_batches(sources, self.spec, self.batch_size, workers=self.workers):
             if b.indices:
-                results += read_tags(run(b.pixels)[TAGS_OUTPUT], blocks, top)
+                results += read_tags(self._outputs(b.pixels, "tag outputs")[TAGS_OUTPUT], blocks, top)
                 indices += b.indices
             bad += b.bad
         return results, indices, bad
@@ -151,13 +152,10 @@ class Matcher:
         t = own if threshold is None else check_threshold(threshold)
         if t is None:
             raise UsageError(f"--attribute {attribute}: the model records no threshold for it; give --threshold")
-        run = getattr(self.backend, "outputs", None)
-        if run is None:
-            raise UsageError(f"backend {self.info.backend} cannot read attribute spaces yet; use --backend onnxruntime")
         b_ = load_batch([a, b], self.spec, workers=self.workers)
         if b_.bad:
             raise b_.bad[0]
-        va, vb = run(b_.pixels)[SPACES_OUTPUT][:, index]
+        va, vb = self._outputs(b_.pixels, "attribute spaces")[SPACES_OUTPUT][:, index]
         s = float(np.clip(np.dot(va, vb), -1.0, 1.0))
         return Verdict(s, t, s >= t)
 

@@ -82,7 +82,9 @@ def space_of(manifest: Any, name: str) -> tuple[int, float | None]:
     try:
         names = [str(a["name"]) for a in data["attributes"]]
         thresholds = [a.get("threshold") for a in data["attributes"]]
-    except (KeyError, TypeError, AttributeError) as e:
+        if not isinstance(data["dim"], int) or data["dim"] < 1:
+            raise ValueError("dim is not a positive integer")
+    except (KeyError, TypeError, AttributeError, ValueError) as e:
         raise ManifestMismatch(f"{manifest.folder / 'manifest.json'} spaces: not readable ({e}); re-export") from None
     if name not in names:
         raise UsageError(f"--attribute {name}: unknown; this model has {', '.join(names)}")

@@ -117,3 +117,9 @@ def test_an_index_without_faiss_says_how_to_add_one(
     assert code == 2 and "has no FAISS index" in err and "--faiss ivf-flat" in err
     code, _, err = run_cli(capsys, fm_search, *args, "--nprobe", "4")
     assert code == 2 and "apply to --engine faiss" in err
+
+
+def test_the_cli_offers_exactly_the_kinds_the_runtime_builds() -> None:
+    from fashion_match.cli.index import FAISS_KINDS
+
+    assert FAISS_KINDS == faiss_index.KINDS  # spelled twice so --help needs no numpy: kept in step here

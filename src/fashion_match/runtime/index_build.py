@@ -220,17 +220,20 @@ def _refuse_existing(folder: Path) -> None:
         raise UsageError(f"{folder}: exists; use 'fm-index add' to extend it or --overwrite to replace it")
 
 
-def _attach_faiss(folder: Path, kind: str, given: dict[str, Any]) -> None:
-    """Build the FAISS index over the index's shards and list it in index.json (under the lock)."""
+def _attach_faiss(folder: Path, kind: str, given: dict[str, Any], idx: Any = None) -> Any:
+    """Build the FAISS index over the index's shards and list it in index.json (under the lock);
+    returns the index (`idx`, when the caller has it open already) with that manifest."""
     from fashion_match.runtime.faiss_index import build_faiss
     from fashion_match.runtime.index import Index
 
-    idx = Index.open(folder)
+    idx = idx if idx is not None else Index.open(folder)
     if len(idx) == 0:
         raise UsageError(f"{folder}: an empty index has nothing to build a FAISS index over")
     man = dict(idx.manifest)
     man["faiss"] = build_faiss(folder, man, idx.shards, kind, given)
     write_json_atomic(folder / INDEX_MANIFEST, man)
+    idx.manifest = man
+    return idx
 
 
 def _overwrite(folder: Path, build: Any) -> Any:
@@ -294,9 +297,7 @@ def build_index(
             if opened:
                 m.close()
         finish(folder, binding, shards, skipped, dtype, [src.description], None)
-        if faiss:
-            _attach_faiss(folder, faiss, faiss_params or {})
-    idx = Index.open(folder)
+        idx = _attach_faiss(folder, faiss, faiss_params or {}) if faiss else Index.open(folder)
     idx.report = WriteReport(sum(s["rows"] for s in shards), skipped, [])
     return idx
 
@@ -332,8 +333,7 @@ def add_to_index(
                 )
             if not src.names:
                 if faiss:  # nothing new, but a FAISS index asked for: sources and shards stay as they are
-                    _attach_faiss(folder, faiss, faiss_params or {})
-                    idx = Index.open(folder)
+                    idx = _attach_faiss(folder, faiss, faiss_params or {}, idx)
                 idx.report = WriteReport(0, [], dups)
                 return idx  # nothing new: the shards are not touched
             man = idx.manifest
@@ -353,7 +353,8 @@ def add_to_index(
         old_faiss = man.get("faiss") or {}
         if faiss or old_faiss:  # a FAISS index of the old shards would be stale: rebuild it now
             kind = faiss or str(old_faiss.get("kind"))
-            _attach_faiss(folder, kind, (faiss_params or {}) if faiss else dict(old_faiss.get("given") or {}))
-    new = Index.open(folder)
+            new = _attach_faiss(folder, kind, (faiss_params or {}) if faiss else dict(old_faiss.get("given") or {}))
+        else:
+            new = Index.open(folder)
     new.report = WriteReport(sum(s["rows"] for s in shards), skipped, dups)
     return new

@@ -250,7 +250,16 @@ def _bench_one(
     be = open_backend(manifest.folder, backend, precision, device=cfg.device, threads=cfg.threads, manifest=manifest)
     load_s = time.perf_counter() - t0
     try:
-        embs = {s.name: (embed_in_batches(be.embed, s.q_pixels), embed_in_batches(be.embed, s.g_pixels)) for s in sets}
+        outputs = getattr(be, "outputs", None)
+        extra = outputs is not None and bool(manifest.data.get("tags") or manifest.data.get("spaces"))
+        if extra:  # one pass gives the embedding and the tag / space outputs together
+            outs = {s.name: (all_outputs(outputs, s.q_pixels), all_outputs(outputs, s.g_pixels)) for s in sets}
+            # the graph's first output is the embedding (export.torch2onnx.output_names)
+            embs = {n: (next(iter(q.values())), next(iter(g.values()))) for n, (q, g) in outs.items()}
+        else:
+            embs = {
+                s.name: (embed_in_batches(be.embed, s.q_pixels), embed_in_batches(be.embed, s.g_pixels)) for s in sets
+            }
         scores = {s.name: evaluate(*embs[s.name], s, manifest.threshold) for s in sets}
         drift = None
         if reference is not None:
@@ -258,17 +267,16 @@ def _bench_one(
             drift = float(max(0.0, 1.0 - cos.min()))
         elif backend == "onnxruntime" and precision == "fp32":
             drift = 0.0
-        outputs = getattr(be, "outputs", None)
-        extra = manifest.data.get("tags") or manifest.data.get("spaces")
         attr_figs: dict[str, float] = {}
-        if outputs is not None and extra:
+        if extra:
             for es in sets:
-                attr_figs |= {metric_key(es.name, k): v for k, v in attribute_figures(outputs, es, manifest).items()}
+                figs = attribute_figures(*outs[es.name], es, manifest)
+                attr_figs |= {metric_key(es.name, k): v for k, v in figs.items()}
         rows = []
         for b in cfg.batch_sizes:
             batches = rotated_batches(pool, b)
             timing = summarise(measure(be.embed, batches, cfg.plan), b)
-            if outputs is not None and extra:  # what the tag and space outputs cost on top
+            if extra and outputs is not None:  # what the tag and space outputs cost on top
                 timing["outputs_latency_ms_p50"] = summarise(measure(outputs, batches, cfg.plan), b)["latency_ms_p50"]
             e2e = _e2e_rate(be.embed, jpegs, b, manifest, cfg.plan)
             row = _empty_row(backend, precision, b, "ok")
@@ -289,22 +297,24 @@ def _bench_one(
         be.close()
 
 
-def attribute_figures(outputs: Any, es: EvalSet, manifest: Manifest) -> dict[str, float]:
+def all_outputs(outputs: Any, pixels: np.ndarray, batch: int = 32) -> dict[str, np.ndarray]:
+    """Every named output of a backend for `pixels`, `batch` images per call."""
+    parts = [outputs(pixels[s : s + batch]) for s in range(0, len(pixels), batch)]
+    return {k: np.concatenate([p[k] for p in parts]).astype(np.float32) for k in parts[0]}
+
+
+def attribute_figures(
+    q: dict[str, np.ndarray], g: dict[str, np.ndarray], es: EvalSet, manifest: Manifest
+) -> dict[str, float]:
     """Per attribute of a model with spaces or tags, on an eval set with attribute labels: space mAP
     (ASEN protocol: queries rank the gallery, relevant = same value), tag mAP (multi-label) and
-    accuracy (single-valued), over the query and gallery images."""
+    accuracy (single-valued), over the query and gallery images, from their outputs `q` and `g`."""
     from fashion_match.data.attributes import UNKNOWN
     from fashion_match.metrics import average_precision, mean_average_precision
     from fashion_match.runtime.tagging import SPACES_OUTPUT, TAGS_OUTPUT, tag_blocks
 
     if not es.q_attrs:
         return {}
-
-    def run(pixels: np.ndarray) -> dict[str, np.ndarray]:
-        parts = [outputs(pixels[s : s + 32]) for s in range(0, len(pixels), 32)]
-        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-
-    q, g = run(es.q_pixels), run(es.g_pixels)
     out: dict[str, float] = {}
     if SPACES_OUTPUT in q:
         for a, spec in enumerate(manifest.data["spaces"]["attributes"]):

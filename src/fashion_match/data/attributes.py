@@ -42,6 +42,20 @@ class Attribute:
             raise BadDataset(f"attribute {self.name!r}: unknown value {value!r}") from None
 
 
+def label_arrays(records: Sequence[object], attrs: Sequence[Attribute]) -> dict[str, np.ndarray]:
+    """Per attribute, the records' labels as one array: int64 (N,) value indices for a single-valued
+    attribute, int8 (N, T) rows of 1/0 for a multi-label one; UNKNOWN where a record has none."""
+    out: dict[str, np.ndarray] = {}
+    for a in attrs:
+        vals = [(getattr(r, "attrs", None) or {}).get(a.name) for r in records]
+        if a.kind == "single":
+            out[a.name] = np.array([UNKNOWN if v is None else int(v) for v in vals], np.int64)
+        else:
+            rows = [np.full(len(a.values), UNKNOWN, np.int8) if v is None else np.asarray(v, np.int8) for v in vals]
+            out[a.name] = np.stack(rows) if rows else np.zeros((0, len(a.values)), np.int8)
+    return out
+
+
 def positives(records: Sequence[object], attr: Attribute) -> np.ndarray:
     """Per value of a multi-label attribute, how many records have it (1); for a single-valued one,
     how many records take each value. The imbalance every tag head weighs against."""

@@ -75,16 +75,6 @@ def load_eval_set(
 
 
 def _attr_labels(ds: Any, rows: list[int]) -> dict[str, np.ndarray]:
-    from fashion_match.data.attributes import UNKNOWN
+    from fashion_match.data.attributes import label_arrays
 
-    out: dict[str, np.ndarray] = {}
-    for a in ds.attributes:
-        vals = [(ds.records[i].attrs or {}).get(a.name) for i in rows]
-        if a.kind == "single":
-            out[a.name] = np.array([UNKNOWN if v is None else int(v) for v in vals], np.int64)
-        else:
-            blank = np.full(len(a.values), UNKNOWN, np.int8)
-            out[a.name] = (
-                np.stack([blank if v is None else np.asarray(v, np.int8) for v in vals]) if vals else blank[:0]
-            )
-    return out
+    return label_arrays([ds.records[i] for i in rows], ds.attributes)

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from fashion_match.data.attributes import UNKNOWN, Attribute
+from fashion_match.data.attributes import UNKNOWN, Attribute, label_arrays
 from fashion_match.metrics import mean_average_precision
 from fashion_match.models.attr_spaces import AttributeSpaces, ValueProxies
 from fashion_match.train.cached import augment_maps, backbone_outputs
@@ -28,7 +28,8 @@ def single_attributes(attrs: list[Attribute]) -> list[Attribute]:
 
 def value_labels(records: list[Any], attrs: list[Attribute]) -> torch.Tensor:
     """(N, A) value index per record and attribute, UNKNOWN where it has none."""
-    return torch.tensor([[int((r.attrs or {}).get(a.name, UNKNOWN)) for a in attrs] for r in records], dtype=torch.long)
+    arrays = label_arrays(records, attrs)
+    return torch.from_numpy(np.stack([arrays[a.name] for a in attrs], axis=1).reshape(len(records), len(attrs)))
 
 
 def feature_maps(model: Any, records: list[Any], desc: str, progress: bool = True) -> tuple[torch.Tensor, list[int]]:

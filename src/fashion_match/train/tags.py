@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from fashion_match.data.attributes import UNKNOWN, Attribute
+from fashion_match.data.attributes import UNKNOWN, Attribute, label_arrays
 from fashion_match.errors import UsageError
 from fashion_match.metrics import average_precision, best_f1_threshold, topk_recall
 from fashion_match.models.tag_heads import TagHeads
@@ -44,15 +44,11 @@ class TagConfig:
 
 def targets(records: list[Any], attrs: list[Attribute]) -> dict[str, torch.Tensor]:
     """Per attribute: long (N,) value indices (UNKNOWN: ignored) or float (N, T) of 1/0/UNKNOWN."""
-    out: dict[str, torch.Tensor] = {}
-    for a in attrs:
-        vals = [(r.attrs or {}).get(a.name) for r in records]
-        if a.kind == "single":
-            out[a.name] = torch.tensor([UNKNOWN if v is None else int(v) for v in vals], dtype=torch.long)
-        else:
-            blank = np.full(len(a.values), UNKNOWN, np.int8)
-            out[a.name] = torch.from_numpy(np.stack([blank if v is None else np.asarray(v) for v in vals])).float()
-    return out
+    arrays = label_arrays(records, attrs)
+    return {
+        a.name: torch.from_numpy(arrays[a.name]) if a.kind == "single" else torch.from_numpy(arrays[a.name]).float()
+        for a in attrs
+    }
 
 
 def label_weights(attr: Attribute, y: torch.Tensor) -> torch.Tensor:

@@ -208,9 +208,12 @@ def cli(
     return 0
 
 
-def _head_mode(flag: str, allowed: set[str], out: Path, default_out: Path) -> tuple[set[str], Path]:
-    """The options given explicitly (any a mode does not read is refused, never ignored) and the
-    output folder, checked: its OUT/model must not exist, since a model directory is written whole."""
+def _head_mode(
+    flag: str, allowed: set[str], out: Path, default_out: Path, validate: Any = None
+) -> tuple[set[str], Path]:
+    """The options given explicitly (any a mode does not read is refused, never ignored; then
+    `validate(given)` runs) and the output folder, checked: its OUT/model must not exist, since a
+    model directory is written whole."""
     from fashion_match.errors import UsageError
     from fashion_match.fileio import check_output_dir
 
@@ -220,6 +223,8 @@ def _head_mode(flag: str, allowed: set[str], out: Path, default_out: Path) -> tu
         wrong = ", ".join(f"--{n.replace('_', '-')}" for n in sorted(given - allowed))
         takes = ", ".join(f"--{n.replace('_', '-')}" for n in sorted(allowed - {"as_json", flag[2:].replace("-", "_")}))
         raise UsageError(f"{wrong}: not an option of {flag} (it takes {takes})")
+    if validate is not None:
+        validate(given)
     out = out if "out" in given else default_out
     if (out / "model").exists():
         raise UsageError(f"{out / 'model'}: exists; choose another --out")
@@ -315,20 +320,13 @@ def _branch(
     mirror: bool,
 ) -> int:
     from fashion_match.errors import UsageError
-    from fashion_match.fileio import check_output_dir
     from fashion_match.train.branch import attach_and_export, train_category_branch
 
-    ctx = click.get_current_context()
-    given = {n for n in ctx.params if ctx.get_parameter_source(n) != click.core.ParameterSource.DEFAULT}
-    if given - _BRANCH_OPTIONS:
-        wrong = ", ".join(f"--{n.replace('_', '-')}" for n in sorted(given - _BRANCH_OPTIONS))
-        raise UsageError(f"{wrong}: not an option of --branch-for (it takes --data, --epochs, --batch, --lr, --seed)")
-    if "batch" in given and not batch.isdigit():
-        raise UsageError(f"--batch {batch}: --branch-for takes a plain batch size (e.g. 128)")
-    out = out if "out" in given else Path("runs/branch")
-    if (out / "model").exists():  # a model directory is written whole, never over an older one
-        raise UsageError(f"{out / 'model'}: exists; choose another --out")
-    check_output_dir(out, "output folder (--out)")
+    def plain_batch(given: set[str]) -> None:
+        if "batch" in given and not batch.isdigit():
+            raise UsageError(f"--batch {batch}: --branch-for takes a plain batch size (e.g. 128)")
+
+    given, out = _head_mode("--branch-for", _BRANCH_OPTIONS, out, Path("runs/branch"), plain_batch)
     kw: dict[str, Any] = {k: fields[k] for k in ("epochs", "lr", "seed") if k in given}
     if "map_shift" in given:
         kw["shift"] = fields["map_shift"]

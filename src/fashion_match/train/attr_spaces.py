@@ -192,17 +192,16 @@ def export_with_spaces(model_dir: Any, spaces_file: Any, out: Any) -> dict[str, 
     the output `attr_embeddings`; the item embedding and its threshold are unchanged."""
     from pathlib import Path
 
-    from fashion_match.train.reexport import read_head_file, reexport_with
+    from fashion_match.train.reexport import file_record, read_head_file, reexport_with
 
     meta, tensors = read_head_file(Path(spaces_file), "fashion_match_spaces", "fm-train --spaces-for")
     names = [a["name"] for a in meta["attributes"]]
 
-    def attach(model: Any) -> None:
+    def attach(model: Any) -> dict[str, Any]:
         spaces = AttributeSpaces(model.feature_dim, len(names), int(meta["dim"]))
         spaces.load_state_dict({k.removeprefix("attr_spaces."): v for k, v in tensors.items()})
         model.attach_spaces(spaces.eval(), names, [a["values"] for a in meta["attributes"]])
+        return file_record(Path(spaces_file))
 
     spaces = {"thresholds": meta["thresholds"], "test_map": meta["test_map"]}
-    return reexport_with(
-        Path(model_dir), Path(spaces_file), Path(out), "attribute spaces", "spaces", attach, spaces=spaces
-    )
+    return reexport_with(Path(model_dir), Path(out), "attribute spaces", "spaces", attach, spaces=spaces)

@@ -140,37 +140,17 @@ def train_category_branch(
 
 
 def attach_and_export(
-    model_dir: Path,
-    branch_file: Path,
-    out: Path,
-    *,
-    share: float,
-    mirror: bool = False,
-    threshold: float | None = None,
+    model_dir: Path, branch_file: Path, out: Path, *, share: float, mirror: bool = False
 ) -> dict[str, Any]:
     """Write a model directory `out`: `model_dir`'s model with the branch in `branch_file` attached
     at similarity share `share`, exported to FP32 ONNX. The category share changes the similarity,
-    so the match threshold is calibrated again, on the data and number of items the base model's
-    threshold came from (fmnist-c2s, 1000 items, when it was given by hand), unless `threshold`."""
-    from fashion_match.export.torch2onnx import torch2onnx
+    so the match threshold is calibrated again (see `train.reexport.reexport_with`)."""
     from fashion_match.models.merge import add_branch
+    from fashion_match.train.reexport import reexport_with
 
-    manifest = load_manifest(model_dir)
-    model = load_weights(model_dir / WEIGHTS, manifest.data["architecture"])
-    record = add_branch(model, branch_file, share, mirror)
-    base_cal = manifest.data.get("calibration") or {}
-    source = {
-        "base_model": manifest.model,
-        "base_weights_sha256": sha256_file(model_dir / WEIGHTS),
-        "base_source": manifest.data.get("source"),
-        "category_branch": record,
-    }
-    return torch2onnx(
-        model,
-        out,
-        threshold=threshold,
-        calibration_data=str(base_cal.get("data") or "fmnist-c2s"),
-        calibration_items=int(base_cal.get("queries") or 1000),
-        source=source,
-        display_name=f"{manifest.model}+category-branch",
+    def attach(model: Any) -> dict[str, Any]:
+        return add_branch(model, branch_file, share, mirror)
+
+    return reexport_with(
+        Path(model_dir), Path(out), "category branch", "category-branch", attach, changes_similarity=True
     )

@@ -24,10 +24,20 @@ def read_head_file(path: Path, key: str, made_by: str) -> tuple[dict[str, Any], 
 
 
 def reexport_with(
-    model_dir: Path, head_file: Path, out: Path, what: str, suffix: str, attach: Callable[[Any], None], **export: Any
+    model_dir: Path,
+    out: Path,
+    what: str,
+    suffix: str,
+    attach: Callable[[Any], dict[str, Any]],
+    *,
+    changes_similarity: bool = False,
+    **export: Any,
 ) -> dict[str, Any]:
-    """Load the model in `model_dir`, let `attach` add its head, export it to `out` (FP32 ONNX,
-    parity-checked) keeping the base threshold; the manifest's source names the base and the head file."""
+    """Load the model in `model_dir`, let `attach` add its head (and return the record of what it
+    added), export it to `out` (FP32 ONNX, parity-checked). A head beside the item embedding keeps
+    the base threshold; one that `changes_similarity` (a category share) has it calibrated again, on
+    the data and number of items the base threshold came from (fmnist-c2s and 1000 when it was
+    given by hand). The manifest's source names the base model and the record."""
     from fashion_match.export.torch2onnx import torch2onnx
     from fashion_match.fileio import sha256_file
     from fashion_match.formats import WEIGHTS
@@ -36,18 +46,33 @@ def reexport_with(
 
     manifest = load_manifest(model_dir)
     model = load_weights(model_dir / WEIGHTS, manifest.data["architecture"])
-    attach(model)
+    record = attach(model)
+    if changes_similarity:
+        base_cal = manifest.data.get("calibration") or {}
+        export |= {
+            "calibration_data": str(base_cal.get("data") or "fmnist-c2s"),
+            "calibration_items": int(base_cal.get("queries") or 1000),
+        }
+    else:
+        export |= {
+            "threshold": manifest.threshold,
+            "threshold_rule": f"the base model's: {what} leave the item embedding unchanged",
+        }
     return torch2onnx(
         model,
         out,
-        threshold=manifest.threshold,
-        threshold_rule=f"the base model's: {what} leave the item embedding unchanged",
         source={
             "base_model": manifest.model,
             "base_weights_sha256": sha256_file(model_dir / WEIGHTS),
             "base_source": manifest.data.get("source"),
-            what.replace(" ", "_"): {"file": head_file.name, "sha256": sha256_file(head_file)},
+            what.replace(" ", "_"): record,
         },
         display_name=f"{manifest.model}+{suffix}",
         **export,
     )
+
+
+def file_record(path: Path) -> dict[str, Any]:
+    from fashion_match.fileio import sha256_file
+
+    return {"file": path.name, "sha256": sha256_file(path)}

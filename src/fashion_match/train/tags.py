@@ -274,14 +274,15 @@ def export_with_tags(model_dir: Any, tags_file: Any, out: Any) -> dict[str, Any]
     from pathlib import Path
 
     from fashion_match.models.tag_heads import attributes_of
-    from fashion_match.train.reexport import read_head_file, reexport_with
+    from fashion_match.train.reexport import file_record, read_head_file, reexport_with
 
     meta, tensors = read_head_file(Path(tags_file), "fashion_match_tags", "fm-train --tags-for")
 
-    def attach(model: Any) -> None:
+    def attach(model: Any) -> dict[str, Any]:
         heads = TagHeads(model.feature_dim, attributes_of(meta["attributes"]))
         heads.load_state_dict({k.removeprefix("tag_heads."): v for k, v in tensors.items()})
         model.attach_tags(heads.eval())
+        return file_record(Path(tags_file))
 
     tags = {"thresholds": meta["thresholds"], "report": meta["report"], "loss": meta["config"]["loss"]}
-    return reexport_with(Path(model_dir), Path(tags_file), Path(out), "tag heads", "tags", attach, tags=tags)
+    return reexport_with(Path(model_dir), Path(out), "tag heads", "tags", attach, tags=tags)

@@ -25,3 +25,18 @@ def test_every_registered_backend_keeps_the_contract(name: str) -> None:
 
 def test_the_registry_and_the_format_table_name_the_same_backends() -> None:
     assert set(REGISTRY) == set(BACKENDS)
+
+
+def test_only_onnxruntime_reads_the_extra_outputs() -> None:
+    """Tag and space outputs are read by ONNX Runtime; any other backend says so in one error."""
+    import numpy as np
+
+    from fashion_match.errors import UsageError
+    from fashion_match.runtime.backend import BackendInfo
+    from fashion_match.runtime.onnxruntime_backend import OnnxRuntimeBackend
+
+    assert OnnxRuntimeBackend.reads_outputs and not BaseBackend.reads_outputs
+    be = BaseBackend()
+    be.info = BackendInfo(backend="torch", precision="fp32", device="cpu", artifact="x", embedding_dim=4, input_size=8)
+    with pytest.raises(UsageError, match="backend torch cannot read a model's tag or space outputs"):
+        be.outputs(np.zeros((1, 8, 8, 3), np.uint8))

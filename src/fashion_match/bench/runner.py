@@ -250,8 +250,8 @@ def _bench_one(
     be = open_backend(manifest.folder, backend, precision, device=cfg.device, threads=cfg.threads, manifest=manifest)
     load_s = time.perf_counter() - t0
     try:
-        outputs = getattr(be, "outputs", None)
-        extra = outputs is not None and bool(manifest.data.get("tags") or manifest.data.get("spaces"))
+        outputs = be.outputs
+        extra = be.reads_outputs and bool(manifest.data.get("tags") or manifest.data.get("spaces"))
         if extra:  # one pass gives the embedding and the tag / space outputs together
             outs = {s.name: (all_outputs(outputs, s.q_pixels), all_outputs(outputs, s.g_pixels)) for s in sets}
             # the graph's first output is the embedding (export.torch2onnx.output_names)
@@ -276,7 +276,7 @@ def _bench_one(
         for b in cfg.batch_sizes:
             batches = rotated_batches(pool, b)
             timing = summarise(measure(be.embed, batches, cfg.plan), b)
-            if extra and outputs is not None:  # what the tag and space outputs cost on top
+            if extra:  # what the tag and space outputs cost on top
                 timing["outputs_latency_ms_p50"] = summarise(measure(outputs, batches, cfg.plan), b)["latency_ms_p50"]
             e2e = _e2e_rate(be.embed, jpegs, b, manifest, cfg.plan)
             row = _empty_row(backend, precision, b, "ok")

@@ -41,8 +41,11 @@ class Backend(Protocol):
     """An opened artifact: `embed` uint8 pixels (N, S, S, 3) -> L2-normalised float32 (N, D)."""
 
     info: BackendInfo
+    reads_outputs: bool  # whether `outputs` can give a model's tag and space outputs too
 
     def embed(self, pixels: np.ndarray) -> np.ndarray: ...
+
+    def outputs(self, pixels: np.ndarray) -> dict[str, np.ndarray]: ...
 
     def close(self) -> None: ...
 
@@ -66,6 +69,7 @@ class BaseBackend:
     """Shared behaviour: context manager and the input check every `embed` starts with."""
 
     info: BackendInfo
+    reads_outputs = False
 
     def __enter__(self) -> BaseBackend:
         return self
@@ -93,6 +97,12 @@ class BaseBackend:
 
     def embed(self, pixels: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def outputs(self, pixels: np.ndarray) -> dict[str, np.ndarray]:
+        """Every named output of the artifact: the embedding, then a model's tag and space outputs."""
+        raise UsageError(
+            f"backend {self.info.backend} cannot read a model's tag or space outputs yet; use --backend onnxruntime"
+        )
 
 
 DEVICES = "auto, cpu, cuda or cuda:N"

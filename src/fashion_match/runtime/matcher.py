@@ -108,14 +108,7 @@ class Matcher:
             return self.backend.embed(pixels)
         from fashion_match.runtime.tagging import SPACES_OUTPUT
 
-        return np.ascontiguousarray(self._outputs(pixels, "attribute spaces")[SPACES_OUTPUT][:, self._space_index])
-
-    def _outputs(self, pixels: np.ndarray, what: str) -> dict[str, np.ndarray]:
-        """Every named output for `pixels`; only backends that expose them (ONNX Runtime) can."""
-        run = getattr(self.backend, "outputs", None)
-        if run is None:
-            raise UsageError(f"backend {self.info.backend} cannot read {what} yet; use --backend onnxruntime")
-        return run(pixels)  # type: ignore[no-any-return]
+        return np.ascontiguousarray(self.backend.outputs(pixels)[SPACES_OUTPUT][:, self._space_index])
 
     def _empty(self) -> np.ndarray:
         return np.zeros((0, self._dim), np.float32)
@@ -136,7 +129,7 @@ class Matcher:
         results, indices, bad = [], [], []
         for b in iter_batches(sources, self.spec, self.batch_size, workers=self.workers):
             if b.indices:
-                results += read_tags(self._outputs(b.pixels, "tag outputs")[TAGS_OUTPUT], blocks, top)
+                results += read_tags(self.backend.outputs(b.pixels)[TAGS_OUTPUT], blocks, top)
                 indices += b.indices
             bad += b.bad
         return results, indices, bad
@@ -155,7 +148,7 @@ class Matcher:
         b_ = load_batch([a, b], self.spec, workers=self.workers)
         if b_.bad:
             raise b_.bad[0]
-        va, vb = self._outputs(b_.pixels, "attribute spaces")[SPACES_OUTPUT][:, index]
+        va, vb = self.backend.outputs(b_.pixels)[SPACES_OUTPUT][:, index]
         s = float(np.clip(np.dot(va, vb), -1.0, 1.0))
         return Verdict(s, t, s >= t)
 

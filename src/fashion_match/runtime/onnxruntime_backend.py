@@ -29,6 +29,8 @@ def _session(ort: Any, path: Path, opts: Any, providers: list[Any]) -> Any:
 
 
 class OnnxRuntimeBackend(BaseBackend):
+    reads_outputs = True
+
     @staticmethod
     def unavailable_reason(device: str = "auto") -> str | None:
         try:

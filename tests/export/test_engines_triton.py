@@ -59,9 +59,11 @@ def test_parse_batch_rejects_bad_ranges(text: str) -> None:
 
 
 def test_engine_io_dtypes_must_fit_the_buffers() -> None:
-    assert io_dtype_mismatch(np.uint8, np.float32) is None
-    assert "float16" in str(io_dtype_mismatch(np.uint8, np.float16))  # an FP16 output would be read as float32
-    assert "float32/float32" in str(io_dtype_mismatch(np.float32, np.float32))
+    assert io_dtype_mismatch(np.uint8, [np.float32]) is None
+    assert io_dtype_mismatch(np.uint8, [np.float32, np.float32]) is None
+    assert "float16" in str(io_dtype_mismatch(np.uint8, [np.float16]))  # an FP16 output would be read as float32
+    assert "float32/float16" in str(io_dtype_mismatch(np.uint8, [np.float32, np.float16]))  # so would a second one
+    assert "float32/float32" in str(io_dtype_mismatch(np.float32, [np.float32]))
 
 
 def test_engine_mismatch_names_what_differs() -> None:
@@ -176,6 +178,15 @@ def test_triton_plan_config(model_copy: Path, tmp_path: Path) -> None:
     plan = [f for f in folders if f.name.endswith("_trt_fp16")][0]
     assert (plan / "1" / "model.plan").read_bytes() == b"not an engine"
     assert validate_config((plan / "config.pbtxt").read_text()).max_batch_size == 32  # the engine's largest profile
+
+
+def test_triton_config_lists_the_tag_and_space_outputs(model_copy: Path) -> None:
+    man = load_manifest(model_copy)
+    man.data["tags"] = {"attributes": [{"name": "colour", "values": ["red", "blue"]}, {"name": "t", "values": ["a"]}]}
+    man.data["spaces"] = {"attributes": [{"name": "colour"}, {"name": "pattern"}], "dim": 16}
+    cfg = validate_config(config_pbtxt("m", man, man.artifacts[FP32_ONNX], max_batch=8, instances=1, gpu=False))
+    got = [(o.name, list(o.dims)) for o in cfg.output]
+    assert got == [("embedding", [man.embedding_dim]), ("tag_probs", [3]), ("attr_embeddings", [2, 16])]
 
 
 def test_triton_serves_the_int8_onnx_on_cpu(model_copy: Path) -> None:
@@ -332,15 +343,15 @@ def test_an_unreadable_timing_cache_is_replaced_by_a_fresh_one(tmp_path: Path) -
 class _FakeEngine:
     """The ICudaEngine/IExecutionContext shape queries, answering for an engine built with `profiles`."""
 
-    def __init__(self, profiles: list[list[int]], size: int, dim: int) -> None:
-        self.profiles, self.size, self.dim = profiles, size, dim
+    def __init__(self, profiles: list[list[int]], size: int, dim: int, spaces: tuple[int, int] = (3, 16)) -> None:
+        self.profiles, self.size, self.dims = profiles, size, {"embedding": (dim,), "attr_embeddings": spaces}
         self.shape: tuple[int, ...] | None = None
 
     def get_tensor_profile_shape(self, name: str, i: int) -> list[tuple[int, ...]]:
         return [(b, self.size, self.size, 3) for b in self.profiles[i]]
 
     def get_tensor_shape(self, name: str) -> tuple[int, ...]:
-        return (-1, self.dim) if self.shape is None else (self.shape[0], self.dim)
+        return (-1 if self.shape is None else self.shape[0], *self.dims[name])
 
     def set_input_shape(self, name: str, shape: tuple[int, ...]) -> bool:
         self.shape = shape
@@ -352,9 +363,12 @@ def test_engine_shapes_are_checked_against_the_manifest() -> None:
 
     profiles = [[1, 1, 1], [2, 32, 32]]
 
-    def check(engine_profiles: list[list[int]], size: int, dim: int, want: list[list[int]], want_dim: int):  # type: ignore[no-untyped-def]
+    def check(
+        engine_profiles: list[list[int]], size: int, dim: int, want: list[list[int]], want_dim: int, spaces=(3, 16)
+    ):  # type: ignore[no-untyped-def]
         engine, context = _FakeEngine(engine_profiles, size, dim), _FakeEngine(engine_profiles, size, dim)
-        return engine_io_mismatch(engine, context, "pixels", "embedding", want, 224, want_dim)
+        outputs = {"embedding": (want_dim,), "attr_embeddings": spaces}
+        return engine_io_mismatch(engine, context, "pixels", outputs, want, 224)
 
     assert check(profiles, 224, 522, profiles, 522) is None
     wrong_dim = check(profiles, 224, 522, profiles, 512)
@@ -362,6 +376,10 @@ def test_engine_shapes_are_checked_against_the_manifest() -> None:
     other_profiles = check(profiles, 224, 522, [[1, 1, 1], [2, 16, 32]], 522)
     assert other_profiles is not None and "profile 1" in other_profiles
     assert "profile 0" in str(check(profiles, 192, 522, profiles, 522))
+    wrong_spaces = check(profiles, 224, 522, profiles, 522, spaces=(4, 16))  # a second output is checked too
+    assert (
+        wrong_spaces is not None and "attr_embeddings is (-1, 3, 16)" in wrong_spaces and "(N, 4, 16)" in wrong_spaces
+    )
 
 
 def test_triton_needs_engines_that_take_batch_1(model_copy: Path, tmp_path: Path) -> None:

@@ -76,15 +76,25 @@ class FakeContext:
     def execute_async_v3(self, stream: int) -> bool:
         n, kind = int(np.prod(self.shape)), self.rt.cudaMemcpyKind.cudaMemcpyDeviceToDevice
         check_cuda(self.rt.cudaMemcpyAsync(self.addr["out"], self.addr["in"], n, kind, stream), "fake inference")
+        if "tags" in self.addr:  # a second output: the first 4 bytes of each image, as one float32
+            for i in range(self.shape[0]):
+                check_cuda(
+                    self.rt.cudaMemcpyAsync(
+                        self.addr["tags"] + 4 * i, self.addr["in"] + n // self.shape[0] * i, 4, kind, stream
+                    ),
+                    "fake",
+                )
         return True
 
 
-def bare_backend(rt: Any) -> trb.TensorRTBackend:
+def bare_backend(rt: Any, tags: bool = False) -> trb.TensorRTBackend:
     """The backend's state after __init__, without an engine (what __init__ reads from TensorRT)."""
     be = object.__new__(trb.TensorRTBackend)
     be.rt, be.dev = rt, 0
     check_cuda(rt.cudaSetDevice(0), "cudaSetDevice")
-    be.context, be.in_name, be.out_name = FakeContext(rt), "in", "out"
+    be.context, be.in_name = FakeContext(rt), "in"
+    be.out_dims = {"out": (D,), **({"tags": (1,)} if tags else {})}
+    be.out_names = list(be.out_dims)
     be.profiles = [[1, 1, 1], [2, 4, 4], [5, 16, 16]]
     be.stream = check_cuda(rt.cudaStreamCreate(), "cudaStreamCreate")
     be.buffers, be.active_profile = OrderedDict(), None
@@ -112,6 +122,21 @@ def test_tensorrt_backend_buffers_on_host_memory(monkeypatch: pytest.MonkeyPatch
     rt = HostCudart()
     check_buffers_copy_reuse_and_evict(bare_backend(rt), monkeypatch)
     assert rt.live == {}  # every pinned and device buffer freed, evicted ones included
+
+
+def test_tensorrt_backend_returns_every_named_output() -> None:
+    rt = HostCudart()
+    be = bare_backend(rt, tags=True)
+    x = np.random.default_rng(1).integers(0, 256, (3, S, S, 3), dtype=np.uint8)
+    try:
+        out = be.outputs(x)
+        assert list(out) == ["out", "tags"] and out["tags"].shape == (3, 1)
+        assert out["out"].tobytes() == x.tobytes()
+        assert out["tags"][:, 0].tobytes() == x.reshape(3, -1)[:, :4].tobytes()  # each image's own bytes
+        assert set(out) - set(be.outputs(x)) == set() and be.embed(x).tobytes() == x.tobytes()
+    finally:
+        be.close()
+    assert rt.live == {}  # both outputs' buffers freed
 
 
 @pytest.mark.gpu

@@ -66,3 +66,48 @@ def full_protocol(matcher: Any, spec: str) -> dict[str, Any]:
     rep = retrieval_report(q, qk, g, gk)
     rep.update({"protocol": p.description, "seconds": round(time.perf_counter() - t, 1)})
     return rep
+
+
+def all_outputs(outputs: Any, pixels: np.ndarray, batch: int = 32) -> dict[str, np.ndarray]:
+    """Every named output of a backend for `pixels`, `batch` images per call."""
+    parts = [outputs(pixels[s : s + batch]) for s in range(0, len(pixels), batch)]
+    return {k: np.concatenate([p[k] for p in parts]).astype(np.float32) for k in parts[0]}
+
+
+def attribute_figures(
+    q: dict[str, np.ndarray], g: dict[str, np.ndarray], es: EvalSet, manifest: Any
+) -> dict[str, float]:
+    """Per attribute of a model with spaces or tags, on an eval set with attribute labels: space mAP
+    (ASEN protocol: queries rank the gallery, relevant = same value), tag mAP (multi-label) and
+    accuracy (single-valued), over the query and gallery images, from their outputs `q` and `g`."""
+    from fashion_match.data.attributes import UNKNOWN
+    from fashion_match.metrics import average_precision, mean_average_precision
+    from fashion_match.runtime.tagging import SPACES_OUTPUT, TAGS_OUTPUT, tag_blocks
+
+    if not es.q_attrs:
+        return {}
+    out: dict[str, float] = {}
+    if SPACES_OUTPUT in q:
+        for a, spec in enumerate(manifest.data["spaces"]["attributes"]):
+            name = spec["name"]
+            if name not in es.q_attrs:
+                continue
+            qk, gk = es.q_attrs[name], es.g_attrs[name]
+            qm, gm = qk != UNKNOWN, gk != UNKNOWN
+            sims = q[SPACES_OUTPUT][qm, a] @ g[SPACES_OUTPUT][gm, a].T
+            out[f"space_map/{name}"] = round(mean_average_precision(sims, qk[qm], gk[gm]), 4)
+    if TAGS_OUTPUT in q:
+        probs = np.concatenate([q[TAGS_OUTPUT], g[TAGS_OUTPUT]])
+        for b in tag_blocks(manifest):
+            if b.name not in es.q_attrs:
+                continue
+            y = np.concatenate([es.q_attrs[b.name], es.g_attrs[b.name]])
+            p = probs[:, b.offset : b.offset + len(b.values)]
+            if b.kind == "single":
+                known = y != UNKNOWN
+                out[f"tag_accuracy/{b.name}"] = round(float((p[known].argmax(1) == y[known]).mean()), 4)
+            else:
+                aps = [average_precision(p[y[:, j] >= 0, j], y[y[:, j] >= 0, j] == 1) for j in range(len(b.values))]
+                aps = [x for x in aps if not np.isnan(x)]
+                out[f"tag_map/{b.name}"] = round(float(np.mean(aps)), 4) if aps else float("nan")
+    return out

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from fashion_match.bench.accuracy import evaluate, pair_scores, roc_points
+from fashion_match.bench.accuracy import all_outputs, attribute_figures, evaluate, pair_scores, roc_points
 from fashion_match.bench.timing import FULL, QUICK, TimingPlan, measure, rotated_batches, summarise
 from fashion_match.data.evalset import EvalSet, load_eval_set
 from fashion_match.data.images import load_batch
@@ -295,51 +295,6 @@ def _bench_one(
         return rows, embs
     finally:
         be.close()
-
-
-def all_outputs(outputs: Any, pixels: np.ndarray, batch: int = 32) -> dict[str, np.ndarray]:
-    """Every named output of a backend for `pixels`, `batch` images per call."""
-    parts = [outputs(pixels[s : s + batch]) for s in range(0, len(pixels), batch)]
-    return {k: np.concatenate([p[k] for p in parts]).astype(np.float32) for k in parts[0]}
-
-
-def attribute_figures(
-    q: dict[str, np.ndarray], g: dict[str, np.ndarray], es: EvalSet, manifest: Manifest
-) -> dict[str, float]:
-    """Per attribute of a model with spaces or tags, on an eval set with attribute labels: space mAP
-    (ASEN protocol: queries rank the gallery, relevant = same value), tag mAP (multi-label) and
-    accuracy (single-valued), over the query and gallery images, from their outputs `q` and `g`."""
-    from fashion_match.data.attributes import UNKNOWN
-    from fashion_match.metrics import average_precision, mean_average_precision
-    from fashion_match.runtime.tagging import SPACES_OUTPUT, TAGS_OUTPUT, tag_blocks
-
-    if not es.q_attrs:
-        return {}
-    out: dict[str, float] = {}
-    if SPACES_OUTPUT in q:
-        for a, spec in enumerate(manifest.data["spaces"]["attributes"]):
-            name = spec["name"]
-            if name not in es.q_attrs:
-                continue
-            qk, gk = es.q_attrs[name], es.g_attrs[name]
-            qm, gm = qk != UNKNOWN, gk != UNKNOWN
-            sims = q[SPACES_OUTPUT][qm, a] @ g[SPACES_OUTPUT][gm, a].T
-            out[f"space_map/{name}"] = round(mean_average_precision(sims, qk[qm], gk[gm]), 4)
-    if TAGS_OUTPUT in q:
-        probs = np.concatenate([q[TAGS_OUTPUT], g[TAGS_OUTPUT]])
-        for b in tag_blocks(manifest):
-            if b.name not in es.q_attrs:
-                continue
-            y = np.concatenate([es.q_attrs[b.name], es.g_attrs[b.name]])
-            p = probs[:, b.offset : b.offset + len(b.values)]
-            if b.kind == "single":
-                known = y != UNKNOWN
-                out[f"tag_accuracy/{b.name}"] = round(float((p[known].argmax(1) == y[known]).mean()), 4)
-            else:
-                aps = [average_precision(p[y[:, j] >= 0, j], y[y[:, j] >= 0, j] == 1) for j in range(len(b.values))]
-                aps = [x for x in aps if not np.isnan(x)]
-                out[f"tag_map/{b.name}"] = round(float(np.mean(aps)), 4) if aps else float("nan")
-    return out
 
 
 def _e2e_rate(embed: Any, jpegs: list[bytes], batch: int, manifest: Manifest, plan: TimingPlan) -> float:

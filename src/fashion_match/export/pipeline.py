@@ -15,10 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from fashion_match.errors import FmError, UsageError
+from fashion_match.errors import UsageError
 from fashion_match.export import gate as gates
+from fashion_match.export.gate_session import GateSession
 from fashion_match.fileio import check_output_dir, make_temp, sha256_file
 from fashion_match.formats import FP32_ONNX, PRECISION_TABLE, lookup
 from fashion_match.formats import precision as precision_row
@@ -137,63 +136,8 @@ def _record(manifest: Manifest, name: str, entry: dict[str, Any], key: str = "ar
     write_manifest(manifest.folder, manifest.data)
 
 
-class _Gate:
-    """Built on first use: the gate set and the FP32 reference embeddings are shared by all artifacts."""
-
-    def __init__(self, manifest: Manifest, opts: ExportOptions) -> None:
-        self.manifest, self.opts = manifest, opts
-        self.gs: gates.GateSet | None = None
-        self.ref: gates.GateEmbeddings | None = None
-
-    def check(
-        self,
-        candidate: Path,
-        precision: str,
-        name: str,
-        embed: Callable[[np.ndarray], np.ndarray] | None = None,
-        batch: int = 32,
-    ) -> dict:
-        if self.gs is None or self.ref is None:
-            o = self.opts
-            try:
-                self.gs = gates.build_gate_set(
-                    self.manifest.preprocess,
-                    o.gate_data,
-                    o.gate_queries,
-                    o.gate_gallery,
-                    o.gate_verification,
-                    o.gate_pairs,
-                )
-            except FmError as e:
-                raise UsageError(
-                    f"the accuracy gate needs its held-out data ({e}); point it at yours with --gate-data SPEC "
-                    "and --gate-pairs 0 (or install Fashion-MNIST: apt install dataset-fashion-mnist)"
-                ) from None
-            with stage(f"gate: FP32 reference on {self.gs.description}"):
-                self.ref = gates.embed_gate_set(self.manifest.folder / FP32_ONNX, self.gs)
-        allowed = self.opts.allow_accuracy_drop
-        why = gates.resolution_warning(
-            self.gs, precision, gates.MAX_DROP_PTS[precision] if allowed is None else allowed
-        )
-        if why and self.opts.gate_mode == "full":
-            log.warning("warning: %s", why)
-        with stage(f"gate: {name}"):
-            return gates.run_gate(
-                candidate,
-                precision,
-                self.gs,
-                self.ref,
-                self.manifest.threshold,
-                allowed,
-                embed,
-                name,
-                batch,
-                mode=self.opts.gate_mode,
-            )
-
-
 def _make_onnx(
-    manifest: Manifest, name: str, precision: str, convert: Callable[[Path], dict[str, Any]], gate: _Gate
+    manifest: Manifest, name: str, precision: str, convert: Callable[[Path], dict[str, Any]], gate: GateSession
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     out = manifest.folder
     tmp = make_temp(out, name)
@@ -219,7 +163,7 @@ class _Context:
     """What every converter step needs: the model directory, its FP32 file, the gate, the options."""
 
     def __init__(
-        self, manifest: Manifest, opts: ExportOptions, gate: _Gate, calib: tuple[list[Any], str] | None
+        self, manifest: Manifest, opts: ExportOptions, gate: GateSession, calib: tuple[list[Any], str] | None
     ) -> None:
         from fashion_match.export.onnx2int8 import decode_calibration
 
@@ -292,7 +236,7 @@ def run_export(source: Path | None, out: Path | None, opts: ExportOptions, say: 
         check_output_dir(opts.triton, "Triton repository (--triton)")
     manifest = prepare_out(model_dir, run, Path(out_text))
     result = ExportResult(manifest.folder)
-    ctx = _Context(manifest, opts, _Gate(manifest, opts), calib)
+    ctx = _Context(manifest, opts, GateSession(manifest, opts), calib)
     say(f"fp32   {ctx.fp32_path}")
     for row in PRECISION_TABLE:  # in table order, whatever order the options came in
         if row.name in opts.precisions:
@@ -329,7 +273,7 @@ def _engine_source(manifest: Manifest, precision: str) -> Path:
 
 
 def _build_engines(
-    manifest: Manifest, opts: ExportOptions, gate: _Gate, result: ExportResult, say: Callable[[str], None]
+    manifest: Manifest, opts: ExportOptions, gate: GateSession, result: ExportResult, say: Callable[[str], None]
 ) -> None:
     from fashion_match.export.onnx2engine import build_engine
     from fashion_match.runtime.backend import open_backend
@@ -350,7 +294,10 @@ def _build_engines(
             tmp.replace(manifest.folder / name)
             with open_backend(manifest.folder, "tensorrt", precision, device="cuda") as be:
                 step = min(32, be.info.max_batch or 32)  # stay inside the engine's profiles
-                entry["gate"] = gate.check(manifest.folder / name, precision, name, embed=be.embed, batch=step)
+                outputs = be.outputs if be.reads_outputs else None
+                entry["gate"] = gate.check(
+                    manifest.folder / name, precision, name, embed=be.embed, batch=step, outputs=outputs
+                )
         except BaseException:
             manifest.data["artifacts"].pop(name, None)
             write_manifest(manifest.folder, manifest.data)

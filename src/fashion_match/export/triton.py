@@ -19,6 +19,7 @@ from fashion_match.errors import ExportError, MissingDependency
 from fashion_match.fileio import atomic_open, make_temp
 from fashion_match.formats import FORMATS
 from fashion_match.runtime.manifest import Manifest
+from fashion_match.runtime.tagging import output_dims
 
 # the file names Triton's TensorRT and ONNX Runtime backends look for by default (theirs, not ours)
 TRITON_FILE = {"trt": "model.plan", "onnx": "model.onnx"}
@@ -33,7 +34,7 @@ def _model_name(manifest: Manifest) -> str:
 def config_pbtxt(
     name: str, manifest: Manifest, entry: dict[str, Any], *, max_batch: int, instances: int, gpu: bool
 ) -> str:
-    s, d = manifest.preprocess.size, manifest.embedding_dim
+    s = manifest.preprocess.size
     is_plan = entry["backend"] == "tensorrt"
     # the INT8 ONNX is made for ONNX Runtime's CPU kernels: on its CUDA provider it ran slower than FP32
     # (H100, benchmarks/results/bench_gpu_h100), so it is served on CPU; engines and FP32/FP16 on GPU
@@ -51,11 +52,10 @@ def config_pbtxt(
         "  }",
         "]",
         "output [",
-        "  {",
-        '    name: "embedding"',
-        "    data_type: TYPE_FP32",
-        f"    dims: [ {d} ]",
-        "  }",
+        ",\n".join(  # the embedding, then a model's tag and space outputs (all float32)
+            f'  {{\n    name: "{n}"\n    data_type: TYPE_FP32\n    dims: [ {", ".join(map(str, dims))} ]\n  }}'
+            for n, dims in output_dims(manifest).items()
+        ),
         "]",
         "dynamic_batching {",
         f"  preferred_batch_size: [ {', '.join(str(b) for b in preferred)} ]",

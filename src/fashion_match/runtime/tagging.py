@@ -90,3 +90,18 @@ def space_of(manifest: Any, name: str) -> tuple[int, float | None]:
         raise UsageError(f"--attribute {name}: unknown; this model has {', '.join(names)}")
     t = thresholds[names.index(name)]
     return names.index(name), (float(t) if isinstance(t, int | float) else None)
+
+
+def output_dims(manifest: Any) -> dict[str, tuple[int, ...]]:
+    """Each graph output's shape after the batch dimension, in graph order, from the manifest: what
+    a backend that sizes its own buffers (TensorRT) must find in the engine."""
+    out: dict[str, tuple[int, ...]] = {"embedding": (int(manifest.embedding_dim),)}
+    try:
+        if manifest.data.get("tags") is not None:
+            out[TAGS_OUTPUT] = (sum(len(d["values"]) for d in manifest.data["tags"]["attributes"]),)
+        if manifest.data.get("spaces") is not None:
+            s = manifest.data["spaces"]
+            out[SPACES_OUTPUT] = (len(s["attributes"]), int(s["dim"]))
+    except (KeyError, TypeError, ValueError) as e:
+        raise ManifestMismatch(f"{manifest.folder / 'manifest.json'}: output layout not readable ({e})") from None
+    return out

@@ -24,6 +24,7 @@ from fashion_match.errors import BackendUnavailable, ManifestMismatch, MissingDe
 from fashion_match.runtime.backend import BackendInfo, BaseBackend, device_index
 from fashion_match.runtime.cuda import check_cuda, cudart, gpu_identity
 from fashion_match.runtime.manifest import Manifest
+from fashion_match.runtime.tagging import output_dims
 
 MAX_CACHED_BATCH_SIZES = 8
 
@@ -43,36 +44,42 @@ def engine_mismatch(entry: dict[str, Any], trt_version: str, gpu: dict[str, Any]
     return None
 
 
-def io_dtype_mismatch(input_dtype: Any, output_dtype: Any) -> str | None:
+def io_dtype_mismatch(input_dtype: Any, output_dtypes: list[Any]) -> str | None:
     """Why an engine with these I/O dtypes cannot use this backend's buffers (uint8 pixels in,
-    float32 embeddings out; None when it can): a mismatch would read or write garbage silently."""
-    got = (np.dtype(input_dtype), np.dtype(output_dtype))
-    if got != (np.dtype(np.uint8), np.dtype(np.float32)):
-        return f"its input/output are {got[0]}/{got[1]}, expected uint8 pixels in and float32 embeddings out"
+    float32 outputs; None when it can): a mismatch would read or write garbage silently."""
+    got = [np.dtype(input_dtype), *(np.dtype(d) for d in output_dtypes)]
+    if got[0] != np.dtype(np.uint8) or any(d != np.dtype(np.float32) for d in got[1:]):
+        return (
+            f"its input/outputs are {got[0]}/{'/'.join(str(d) for d in got[1:])}, "
+            "expected uint8 pixels in and float32 outputs"
+        )
     return None
 
 
 def engine_io_mismatch(
-    engine: Any, context: Any, in_name: str, out_name: str, profiles: list[list[int]], size: int, dim: int
+    engine: Any, context: Any, in_name: str, outputs: dict[str, tuple[int, ...]], profiles: list[list[int]], size: int
 ) -> str | None:
     """Why the engine's own shapes disagree with its manifest entry (None when they agree).
 
-    The buffers are sized from the manifest; an engine whose profiles or embedding size differ
-    would be fed the wrong shapes or write past the end of its output buffer."""
+    The buffers are sized from the manifest (`outputs`: each output's shape after the batch);
+    an engine whose profiles or output sizes differ would be fed the wrong shapes or write past
+    the end of an output buffer."""
     for i, (mn, opt, mx) in enumerate(profiles):
         got = [tuple(int(v) for v in d) for d in engine.get_tensor_profile_shape(in_name, i)]
         want = [(b, size, size, 3) for b in (mn, opt, mx)]
         if got != want:
             return f"its profile {i} takes {got}, the manifest says {want}"
-    static = tuple(int(v) for v in engine.get_tensor_shape(out_name))
-    if len(static) != 2 or static[1] != dim:
-        return f"its output is {static}, the manifest says (N, {dim})"
+    for name, dims in outputs.items():
+        static = tuple(int(v) for v in engine.get_tensor_shape(name))
+        if static[1:] != dims:
+            return f"its output {name} is {static}, the manifest says (N, {', '.join(map(str, dims))})"
     n = profiles[0][0]
     if not context.set_input_shape(in_name, (n, size, size, 3)):
         return f"it refuses input shape {(n, size, size, 3)}, the smallest its manifest lists"
-    shape = tuple(int(v) for v in context.get_tensor_shape(out_name))
-    if shape != (n, dim):
-        return f"for a batch of {n} it gives {shape}, the manifest implies {(n, dim)}"
+    for name, dims in outputs.items():
+        shape = tuple(int(v) for v in context.get_tensor_shape(name))
+        if shape != (n, *dims):
+            return f"for a batch of {n} its output {name} is {shape}, the manifest implies {(n, *dims)}"
     return None
 
 
@@ -86,14 +93,16 @@ def pick_profile(profiles: list[list[int]] | list[tuple[int, int, int]], batch: 
 class _Buffers:
     profile: int
     d_in: int
-    d_out: int
     h_in_ptr: int
-    h_out_ptr: int
     h_in: np.ndarray
-    h_out: np.ndarray
+    d_out: dict[str, int]  # per output, in graph order
+    h_out_ptr: dict[str, int]
+    h_out: dict[str, np.ndarray]
 
 
 class TensorRTBackend(BaseBackend):
+    reads_outputs = True
+
     @staticmethod
     def unavailable_reason(device: str = "auto") -> str | None:
         if device == "cpu":
@@ -134,12 +143,15 @@ class TensorRTBackend(BaseBackend):
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         outputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
-        if len(inputs) != 1 or len(outputs) != 1:
-            raise ManifestMismatch(f"{path}: expected one input and one output, got {inputs} -> {outputs}")
-        self.in_name, self.out_name = inputs[0], outputs[0]
+        self.out_dims = output_dims(manifest)
+        if len(inputs) != 1 or outputs != list(self.out_dims):
+            raise ManifestMismatch(
+                f"{path}: expected one input and the outputs {list(self.out_dims)}, got {inputs} -> {outputs}"
+            )
+        self.in_name, self.out_names = inputs[0], outputs
         why = io_dtype_mismatch(
             trt.nptype(self.engine.get_tensor_dtype(self.in_name)),
-            trt.nptype(self.engine.get_tensor_dtype(self.out_name)),
+            [trt.nptype(self.engine.get_tensor_dtype(n)) for n in self.out_names],
         )
         if why:
             raise ManifestMismatch(f"{path}: {why}; rebuild it from this project's ONNX with fm-export --trt")
@@ -147,9 +159,7 @@ class TensorRTBackend(BaseBackend):
         if self.engine.num_optimization_profiles != len(self.profiles):
             raise ManifestMismatch(f"{path}: the engine's profiles do not match its manifest entry")
         spec = manifest.preprocess
-        why = engine_io_mismatch(
-            self.engine, self.context, self.in_name, self.out_name, self.profiles, spec.size, manifest.embedding_dim
-        )
+        why = engine_io_mismatch(self.engine, self.context, self.in_name, self.out_dims, self.profiles, spec.size)
         if why:
             raise ManifestMismatch(f"{path}: {why}; rebuild it with fm-export --trt")
         self.stream = check_cuda(self.rt.cudaStreamCreate(), "cudaStreamCreate")
@@ -179,25 +189,28 @@ class TensorRTBackend(BaseBackend):
         profile = pick_profile(self.profiles, n)
         if profile is None:
             raise BackendUnavailable(f"tensorrt: batch {n} is in no optimisation profile {self.profiles}")
-        s, d = self.info.input_size, self.info.embedding_dim
-        in_bytes, out_bytes = n * s * s * 3, n * d * 4
-        h_in_ptr, h_in = self._pinned(in_bytes, np.uint8, (n, s, s, 3))
-        h_out_ptr, h_out = self._pinned(out_bytes, np.float32, (n, d))
-        buf = _Buffers(
-            profile,
-            int(check_cuda(self.rt.cudaMalloc(in_bytes), "cudaMalloc")),
-            int(check_cuda(self.rt.cudaMalloc(out_bytes), "cudaMalloc")),
-            h_in_ptr,
-            h_out_ptr,
-            h_in,
-            h_out,
-        )
+        s = self.info.input_size
+        h_in_ptr, h_in = self._pinned(n * s * s * 3, np.uint8, (n, s, s, 3))
+        d_out, h_out_ptr, h_out = {}, {}, {}
+        for name, dims in self.out_dims.items():
+            nbytes = n * int(np.prod(dims)) * 4
+            d_out[name] = int(check_cuda(self.rt.cudaMalloc(nbytes), "cudaMalloc"))
+            h_out_ptr[name], h_out[name] = self._pinned(nbytes, np.float32, (n, *dims))
+        d_in = int(check_cuda(self.rt.cudaMalloc(h_in.nbytes), "cudaMalloc"))
+        buf = _Buffers(profile, d_in, h_in_ptr, h_in, d_out, h_out_ptr, h_out)
         self.buffers[n] = buf
         if len(self.buffers) > MAX_CACHED_BATCH_SIZES:
             self._free(self.buffers.popitem(last=False)[1])
         return buf
 
     def embed(self, pixels: np.ndarray) -> np.ndarray:
+        return self._run(pixels, self.out_names[:1])[self.out_names[0]]
+
+    def outputs(self, pixels: np.ndarray) -> dict[str, np.ndarray]:
+        """Every named output of the engine: the embedding, then a model's tag and space outputs."""
+        return self._run(pixels, self.out_names)
+
+    def _run(self, pixels: np.ndarray, wanted: list[str]) -> dict[str, np.ndarray]:
         self.check_input(pixels)
         n = len(pixels)
         b = self._buffers_for(n)
@@ -207,21 +220,25 @@ class TensorRTBackend(BaseBackend):
             self.active_profile = b.profile
         self.context.set_input_shape(self.in_name, tuple(pixels.shape))
         self.context.set_tensor_address(self.in_name, b.d_in)
-        self.context.set_tensor_address(self.out_name, b.d_out)
+        for name in self.out_names:  # every output needs an address, even those not copied back
+            self.context.set_tensor_address(name, b.d_out[name])
         np.copyto(b.h_in, pixels)
         h2d, d2h = rt.cudaMemcpyKind.cudaMemcpyHostToDevice, rt.cudaMemcpyKind.cudaMemcpyDeviceToHost
         check_cuda(rt.cudaMemcpyAsync(b.d_in, b.h_in_ptr, b.h_in.nbytes, h2d, self.stream), "copy to GPU")
         if not self.context.execute_async_v3(int(self.stream)):
             raise BackendUnavailable("tensorrt: execute_async_v3 failed (see the TensorRT log)")
-        check_cuda(rt.cudaMemcpyAsync(b.h_out_ptr, b.d_out, b.h_out.nbytes, d2h, self.stream), "copy from GPU")
+        for name in wanted:
+            nbytes = b.h_out[name].nbytes
+            check_cuda(rt.cudaMemcpyAsync(b.h_out_ptr[name], b.d_out[name], nbytes, d2h, self.stream), "copy from GPU")
         check_cuda(rt.cudaStreamSynchronize(self.stream), "cudaStreamSynchronize")
-        return b.h_out.copy()
+        return {name: b.h_out[name].copy() for name in wanted}
 
     def _free(self, b: _Buffers) -> None:
         self.rt.cudaFree(b.d_in)
-        self.rt.cudaFree(b.d_out)
         self.rt.cudaFreeHost(b.h_in_ptr)
-        self.rt.cudaFreeHost(b.h_out_ptr)
+        for name in b.d_out:
+            self.rt.cudaFree(b.d_out[name])
+            self.rt.cudaFreeHost(b.h_out_ptr[name])
 
     def close(self) -> None:
         if getattr(self, "stream", None) is None:

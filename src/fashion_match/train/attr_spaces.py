@@ -203,5 +203,5 @@ def export_with_spaces(model_dir: Any, spaces_file: Any, out: Any) -> dict[str, 
         model.attach_spaces(spaces.eval(), names, [a["values"] for a in meta["attributes"]])
         return file_record(Path(spaces_file))
 
-    spaces = {"thresholds": meta["thresholds"], "test_map": meta["test_map"]}
+    spaces = {"thresholds": meta["thresholds"], "test_map": meta["test_map"], "data": meta["data"]}
     return reexport_with(Path(model_dir), Path(out), "attribute spaces", "spaces", attach, spaces=spaces)

@@ -47,6 +47,7 @@ def reexport_with(
     manifest = load_manifest(model_dir)
     model = load_weights(model_dir / WEIGHTS, manifest.data["architecture"])
     record = attach(model)
+    export |= {k: v for k, v in kept_heads(manifest.data).items() if k not in export}
     if changes_similarity:
         base_cal = manifest.data.get("calibration") or {}
         export |= {
@@ -70,6 +71,25 @@ def reexport_with(
         display_name=f"{manifest.model}+{suffix}",
         **export,
     )
+
+
+def kept_heads(data: dict[str, Any]) -> dict[str, Any]:
+    """torch2onnx's `tags` / `spaces` arguments for the heads the base model already has, so that
+    adding one head keeps the other's thresholds and records."""
+    out: dict[str, Any] = {}
+    if data.get("tags"):
+        out["tags"] = {
+            k: v for k, v in data["tags"].items() if k not in ("output", "attributes", "parity_max_abs_diff")
+        }
+    if data.get("spaces"):
+        block = data["spaces"]
+        out["spaces"] = {
+            k: v for k, v in block.items() if k not in ("output", "attributes", "dim", "parity_max_abs_diff")
+        }
+        out["spaces"]["thresholds"] = {
+            a["name"]: a["threshold"] for a in block["attributes"] if a.get("threshold") is not None
+        }
+    return out
 
 
 def file_record(path: Path) -> dict[str, Any]:

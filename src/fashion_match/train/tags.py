@@ -284,5 +284,10 @@ def export_with_tags(model_dir: Any, tags_file: Any, out: Any) -> dict[str, Any]
         model.attach_tags(heads.eval())
         return file_record(Path(tags_file))
 
-    tags = {"thresholds": meta["thresholds"], "report": meta["report"], "loss": meta["config"]["loss"]}
+    tags = {
+        "thresholds": meta["thresholds"],
+        "report": meta["report"],
+        "loss": meta["config"]["loss"],
+        "data": meta["data"],
+    }
     return reexport_with(Path(model_dir), Path(out), "tag heads", "tags", attach, tags=tags)

@@ -107,7 +107,20 @@ class _BackboneOption(click.Option):
     "classifier) for this model directory on --data [default: fashion-mnist]; writes OUT/branch.safetensors and "
     "OUT/model, the model with the branch attached, for fm-export.",
 )
-@click.option("--from-block", type=click.IntRange(1), default=16, show_default=True, help="With --branch-for.")
+@click.option(
+    "--from-block",
+    type=click.IntRange(1),
+    default=16,
+    show_default=True,
+    help="With --branch-for: where the category branch starts. With --spaces-for: fine-tune an attribute branch "
+    "(the model's own copy of the blocks from here) with the spaces instead of using frozen maps.",
+)
+@click.option(
+    "--taps",
+    default="",
+    help="With --spaces-for --from-block: early blocks whose outputs join the attribute branch's maps, e.g. 3,6 "
+    "(colour and texture an item-trained trunk has learnt to ignore).",
+)
 @click.option(
     "--category-share",
     type=click.FloatRange(0, 1),
@@ -148,6 +161,7 @@ def cli(
     resume: Path | None,
     branch_for: Path | None,
     from_block: int,
+    taps: str,
     category_share: float,
     category_mirror: bool,
     tags_for: Path | None,
@@ -171,7 +185,7 @@ def cli(
     if tags_for is not None:
         return _tags(tags_for, data, out, as_json, fields, tag_loss, eval_limit)
     if spaces_for is not None:
-        return _spaces(spaces_for, data, out, as_json, fields, eval_limit)
+        return _spaces(spaces_for, data, out, as_json, fields, eval_limit, from_block, taps)
     if branch_for is not None:
         return _branch(branch_for, data, batch, out, as_json, fields, from_block, category_share, category_mirror)
     if resume is not None:
@@ -274,16 +288,40 @@ def _tags(
 
 
 _SPACE_OPTIONS = {"data", "out", "spaces_for", "eval_limit", "train_limit", "epochs", "lr", "seed", "as_json"}
-_SPACE_OPTIONS |= {"embedding_dim"}
+_SPACE_OPTIONS |= {"embedding_dim", "from_block", "taps"}
+
+
+def _taps(text: str) -> tuple[int, ...]:
+    from fashion_match.errors import UsageError
+
+    try:
+        return tuple(int(t) for t in text.split(",") if t.strip())
+    except ValueError:
+        raise UsageError(f"--taps {text}: give block numbers separated by commas, e.g. 3,6") from None
 
 
 def _spaces(
-    model_dir: Path, data: str | None, out: Path, as_json: bool, fields: dict[str, Any], eval_limit: int | None
+    model_dir: Path,
+    data: str | None,
+    out: Path,
+    as_json: bool,
+    fields: dict[str, Any],
+    eval_limit: int | None,
+    from_block: int,
+    taps: str,
 ) -> int:
+    from fashion_match.errors import UsageError
     from fashion_match.train.attr_spaces import export_with_spaces, train_spaces_for
 
-    given, out = _head_mode("--spaces-for", _SPACE_OPTIONS, out, Path("runs/spaces"))
-    kw = {k: fields[k] for k in ("epochs", "lr") if k in given}
+    def check(given: set[str]) -> None:
+        if "taps" in given and "from_block" not in given:
+            raise UsageError("--taps: only with --from-block (taps join an attribute branch's maps)")
+
+    given, out = _head_mode("--spaces-for", _SPACE_OPTIONS, out, Path("runs/spaces"), check)
+    kw: dict[str, Any] = {k: fields[k] for k in ("epochs", "lr") if k in given}
+    if "from_block" in given:
+        kw |= {"branch_from": from_block, "taps": _taps(taps)}
+        kw.setdefault("epochs", 8)
     meta = train_spaces_for(
         model_dir,
         data or "fmnist-attr",

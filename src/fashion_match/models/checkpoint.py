@@ -52,12 +52,16 @@ def _load_weights(path: str | Path, config: dict[str, Any]) -> EmbeddingModel:
             float(config.get("category_share", 0.0)),
             bool(config.get("category_mirror", False)),
         )
+    if config.get("attribute_branch_from") is not None:
+        model.add_attribute_branch(
+            int(config["attribute_branch_from"]), tuple(int(t) for t in config.get("attribute_taps", []))
+        )
     sd = load_file(str(path))
     if config.get("tags"):
         from fashion_match.models.tag_heads import TagHeads, attributes_of
 
         try:
-            heads = TagHeads(model.feature_dim, attributes_of(config["tags"]))
+            heads = TagHeads(model.head_dim, attributes_of(config["tags"]))
         except (KeyError, TypeError, ValueError, FmError) as e:
             raise FmError(f"{path}: the model config's tags do not describe tag heads ({e})") from None
         model.attach_tags(heads)
@@ -66,7 +70,7 @@ def _load_weights(path: str | Path, config: dict[str, Any]) -> EmbeddingModel:
 
         sp = config["spaces"]
         try:
-            spaces = AttributeSpaces(model.feature_dim, len(sp["names"]), int(sp["dim"]))
+            spaces = AttributeSpaces(model.head_dim, len(sp["names"]), int(sp["dim"]))
             model.attach_spaces(spaces, [str(n) for n in sp["names"]], [[str(v) for v in vs] for vs in sp["values"]])
         except (KeyError, TypeError, ValueError) as e:
             raise FmError(f"{path}: the model config's spaces do not describe attribute spaces ({e})") from None

@@ -3,6 +3,11 @@
 Optionally a category branch: a copy of the backbone's last blocks, fed from the same trunk,
 with its own classifier. Its class probabilities then join the embedding (`category_share`), so
 that cosine similarity = (1 - share) * item similarity + share * category agreement.
+
+Optionally an attribute branch: another copy of the last blocks, fine-tuned for attributes, whose
+maps (with the outputs of some early blocks, `attr_taps`, average-pooled onto the same grid: the
+colour an item-trained trunk has learnt to ignore is still there) are what tag heads and attribute
+spaces read. Without one they read the item path's own maps.
 """
 
 from __future__ import annotations
@@ -51,6 +56,10 @@ class EmbeddingModel(nn.Module):
         self.attr_spaces: nn.Module | None = None  # models.attr_spaces.AttributeSpaces, when attached
         self.space_names: list[str] = []
         self.space_values: list[list[str]] = []
+        self.attr_branch: nn.Sequential | None = None
+        self.attr_from: int | None = None
+        self.attr_taps: tuple[int, ...] = ()
+        self.head_dim = backbone.dim  # channels of the maps tag heads and spaces read
 
     def add_category_branch(self, from_block: int, share: float, mirror: bool = False) -> None:
         """Give the classifier its own copy of backbone blocks `from_block`.. (weights copied; train or
@@ -67,6 +76,40 @@ class EmbeddingModel(nn.Module):
         self.category_branch = copy.deepcopy(blocks[from_block:])
         self.branch_from, self.category_share, self.category_mirror = from_block, float(share), bool(mirror)
 
+    def add_attribute_branch(self, from_block: int, taps: tuple[int, ...] = ()) -> None:
+        """Give tag heads and spaces their own copy of backbone blocks `from_block`.. (weights copied;
+        train them after) and the outputs of blocks `taps` (each < from_block) beside its maps."""
+        blocks = self.backbone
+        if not isinstance(blocks, nn.Sequential) or not 0 < from_block < len(blocks):
+            raise UsageError(f"attribute branch from block {from_block}: {self.name}'s backbone has no such block")
+        taps = tuple(sorted({int(t) for t in taps}))
+        if any(not 0 <= t < from_block for t in taps):
+            raise UsageError(f"attribute taps {list(taps)}: each must be a block before {from_block}")
+        self.attr_branch = copy.deepcopy(blocks[from_block:])
+        self.attr_from, self.attr_taps = from_block, taps
+        with torch.no_grad():  # the taps' channel counts, from one small pass
+            s = self.preprocess.size
+            _, saved = self._run_blocks(torch.zeros(1, 3, s, s), {t + 1 for t in taps})
+        self.head_dim = self.feature_dim + sum(int(saved[t + 1].shape[1]) for t in taps)
+
+    def _run_blocks(self, x: torch.Tensor, keep: set[int]) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
+        """The backbone's output and the inputs of the blocks in `keep` (one pass)."""
+        if not keep:
+            return self.backbone(x), {}
+        saved = {}
+        block: nn.Module
+        for i, block in enumerate(self.backbone):  # type: ignore[arg-type]
+            if i in keep:
+                saved[i] = x
+            x = block(x)
+        return x, saved
+
+    def head_maps(self, x: torch.Tensor) -> torch.Tensor:
+        """The maps tag heads and attribute spaces read (N, head_dim, h, w)."""
+        maps = self._maps(x, heads=True)[2]
+        assert maps is not None
+        return maps
+
     @property
     def output_dim(self) -> int:
         """Width of `forward`'s output: the projection, plus the class probabilities when shared."""
@@ -76,21 +119,32 @@ class EmbeddingModel(nn.Module):
     def pooled(self, x: torch.Tensor) -> torch.Tensor:
         return self.backbone(x).mean(dim=(2, 3))
 
-    def _maps(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(item feature maps, pooled features of the category branch or None)."""
-        if self.category_branch is None:
-            return self.backbone(x), None
-        trunk = self.backbone[: self.branch_from](x)  # type: ignore[index]
-        item = self.backbone[self.branch_from :](trunk)  # type: ignore[index]
-        fc = self.category_branch(trunk).mean(dim=(2, 3))
-        if self.category_mirror:
-            # the classifier is linear, so this is the mean of the two views' logits
-            fc = (fc + self.category_branch(trunk.flip(-1)).mean(dim=(2, 3))) / 2
-        return item, fc
+    def _maps(
+        self, x: torch.Tensor, heads: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """(item feature maps, pooled features of the category branch or None, and with `heads` the
+        maps the tag heads and spaces read), from one pass over the shared trunk."""
+        keep = {self.branch_from} if self.category_branch is not None else set()
+        if heads and self.attr_branch is not None:
+            keep |= {self.attr_from, *(t + 1 for t in self.attr_taps)}  # type: ignore[arg-type]
+        item, saved = self._run_blocks(x, keep)  # type: ignore[arg-type]
+        fc = None
+        if self.category_branch is not None:
+            trunk = saved[self.branch_from]  # type: ignore[index]
+            fc = self.category_branch(trunk).mean(dim=(2, 3))
+            if self.category_mirror:
+                # the classifier is linear, so this is the mean of the two views' logits
+                fc = (fc + self.category_branch(trunk.flip(-1)).mean(dim=(2, 3))) / 2
+        if not heads or self.attr_branch is None:
+            return item, fc, item if heads else None
+        v = self.attr_branch(saved[self.attr_from])  # type: ignore[index]
+        h = v.shape[-1]
+        taps = [F.avg_pool2d(saved[t + 1], saved[t + 1].shape[-1] // h) for t in self.attr_taps]
+        return item, fc, torch.cat([v, *taps], dim=1) if taps else v
 
     def _features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(pooled item features, pooled features the classifier reads)."""
-        maps, fc = self._maps(x)
+        maps, fc, _ = self._maps(x)
         f = maps.mean(dim=(2, 3))
         return f, f if fc is None else fc
 
@@ -113,23 +167,24 @@ class EmbeddingModel(nn.Module):
         return layout_of(self.tag_heads.attrs)  # type: ignore[union-attr,arg-type]
 
     def attach_tags(self, heads: nn.Module) -> None:
-        """Tag heads (models.tag_heads.TagHeads) on the pooled item features; `forward` is unchanged."""
+        """Tag heads (models.tag_heads.TagHeads) on the pooled head maps; `forward` is unchanged."""
         self.tag_heads = heads
 
     def attach_spaces(self, spaces: nn.Module, names: list[str], values: list[list[str]]) -> None:
-        """Attribute spaces (models.attr_spaces.AttributeSpaces) on the item feature maps."""
+        """Attribute spaces (models.attr_spaces.AttributeSpaces) on the head maps."""
         self.attr_spaces, self.space_names, self.space_values = spaces, list(names), [list(v) for v in values]
 
     def forward_outputs(self, x: torch.Tensor) -> list[torch.Tensor]:
         """From one pass over the backbone: the embedding, then the tag probabilities and the
         attribute spaces (N, A, d) of the heads this model has, in that order."""
-        maps, fc = self._maps(x)
+        heads = self.tag_heads is not None or self.attr_spaces is not None
+        maps, fc, hmaps = self._maps(x, heads=heads)
         f = maps.mean(dim=(2, 3))
         out = [self._embed(f, f if fc is None else fc)]
         if self.tag_heads is not None:
-            out.append(self.tag_heads.flat(f))  # type: ignore[operator]
+            out.append(self.tag_heads.flat(hmaps.mean(dim=(2, 3))))  # type: ignore[operator,union-attr]
         if self.attr_spaces is not None:
-            out.append(self.attr_spaces(maps))
+            out.append(self.attr_spaces(hmaps))
         return out
 
     def forward_with_logits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -152,6 +207,11 @@ class EmbeddingModel(nn.Module):
                     "category_mirror": self.category_mirror,
                 }
                 if self.category_branch is not None
+                else {}
+            ),
+            **(
+                {"attribute_branch_from": self.attr_from, "attribute_taps": list(self.attr_taps)}
+                if self.attr_branch is not None
                 else {}
             ),
             **({"tags": self.tag_layout()} if self.tag_heads is not None else {}),

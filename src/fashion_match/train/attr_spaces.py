@@ -131,11 +131,15 @@ def train_spaces_for(
     seed: int = 0,
     train_limit: int | None = None,
     eval_limit: int | None = None,
+    branch_from: int | None = None,
+    taps: tuple[int, ...] = (),
+    branch_lr: float = 3e-4,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Train attribute spaces on the frozen maps of the model in `model_dir` for `data`'s
-    single-valued attributes; write them to `out` with their thresholds and test mAP, and return
-    that metadata."""
+    """Train attribute spaces for the model in `model_dir` on `data`'s single-valued attributes:
+    on its frozen maps, or with `branch_from` on an attribute branch fine-tuned with them
+    (train.attr_branch; checkpoints beside `out`). Write them to `out` with their thresholds and
+    test mAP, and return that metadata."""
     import json
     from pathlib import Path
 
@@ -149,38 +153,76 @@ def train_spaces_for(
     from fashion_match.runtime.manifest import load_manifest
     from fashion_match.train.tags import split_records
 
-    model_dir = Path(model_dir)
+    model_dir, out = Path(model_dir), Path(out)
     manifest = load_manifest(model_dir)
     model = load_weights(model_dir / WEIGHTS, manifest.data["architecture"]).eval()
     ds = load_dataset(data)
     attrs = single_attributes(ds.attributes)
     if not attrs:
         raise UsageError(f"{data}: has no single-valued attributes to learn spaces for")
+    if model.attr_branch is not None:
+        raise UsageError(f"{model_dir}: already has an attribute branch; train spaces for its base model instead")
+    from fashion_match.train import attr_branch as ab
+
+    origin = None
+    if branch_from is not None:
+        torch.manual_seed(seed)
+        origin = ab.prepare(model, branch_from, taps, attrs, dim)
     train, held, test = split_records(ds, train_limit, eval_limit)
     maps, labels = {}, {}
     for name, recs in (("train", train), ("held", held), ("test", test)):
-        m, kept = feature_maps(model, recs, f"feature maps ({name})", progress)
+        desc = f"{'trunk maps and taps' if branch_from is not None else 'feature maps'} ({name})"
+        m, kept = (
+            ab.cached_inputs(model, recs, desc, progress)
+            if branch_from is not None
+            else feature_maps(model, recs, desc, progress)
+        )
         recs[:] = [recs[i] for i in kept]
         maps[name], labels[name] = m, value_labels(recs, attrs)
-    spaces = train_spaces(
-        maps["train"], labels["train"], attrs, dim=dim, epochs=epochs, lr=lr, seed=seed, progress=progress
-    )
-    thresholds = space_thresholds(embed_spaces(spaces, maps["held"]), labels["held"], attrs)
     q, g = query_gallery(test)
-    emb = embed_spaces(spaces, maps["test"])
+    config: dict[str, Any] = {"epochs": epochs, "lr": lr, "seed": seed}
+    history = None
+    if branch_from is None:
+        spaces = train_spaces(
+            maps["train"], labels["train"], attrs, dim=dim, epochs=epochs, lr=lr, seed=seed, progress=progress
+        )
+
+        def embed(name: str) -> np.ndarray:
+            return embed_spaces(spaces, maps[name])
+    else:
+        config |= {"branch_lr": branch_lr, "batch": 128, "shift": 1, "from_block": branch_from, "taps": list(taps)}
+
+        def test_map(net: Any) -> dict[str, Any]:
+            e = ab.embed_cached(net, maps["test"])
+            return {"test_map": attribute_map(e[q], e[g], labels["test"][q], labels["test"][g], attrs)}
+
+        history = ab.fit_branch(model, maps, labels, attrs, out.parent, config, test_map, progress)
+        net = ab.BranchSpaces(model, ab._trunk_channels(model))
+        spaces = model.attr_spaces  # type: ignore[assignment]
+
+        def embed(name: str) -> np.ndarray:
+            return ab.embed_cached(net, maps[name])  # type: ignore[no-any-return]
+
+    thresholds = space_thresholds(embed("held"), labels["held"], attrs)
+    emb = embed("test")
     report = attribute_map(emb[q], emb[g], labels["test"][q], labels["test"][g], attrs)
-    meta = {
+    meta: dict[str, Any] = {
         "attributes": [{"name": a.name, "values": list(a.values)} for a in attrs],
         "dim": dim,
         "thresholds": thresholds,
         "test_map": report,
         "images": {k: len(v) for k, v in maps.items()},
-        "config": {"epochs": epochs, "lr": lr, "seed": seed},
+        "config": config,
         "data": data,
         "base_model": manifest.model,
         "base_weights_sha256": sha256_file(model_dir / WEIGHTS),
     }
     state = {f"attr_spaces.{k}": v.detach().contiguous() for k, v in spaces.state_dict().items()}
+    if branch_from is not None:
+        meta["attribute_branch"] = {"from_block": branch_from, "taps": list(taps), "started_from": origin}
+        meta["history"] = history
+        assert model.attr_branch is not None
+        state |= {f"attr_branch.{k}": v.detach().contiguous() for k, v in model.attr_branch.state_dict().items()}
     blob = save(state, metadata={"fashion_match_spaces": json.dumps(meta, allow_nan=False)})
     with atomic_open(out, "wb") as fh:
         fh.write(blob)
@@ -188,20 +230,46 @@ def train_spaces_for(
 
 
 def export_with_spaces(model_dir: Any, spaces_file: Any, out: Any) -> dict[str, Any]:
-    """A model directory `out`: the model with the spaces in `spaces_file` attached, exported with
-    the output `attr_embeddings`; the item embedding and its threshold are unchanged."""
+    """A model directory `out`: the model with the spaces in `spaces_file` attached (and their
+    attribute branch, when they were trained with one), exported with the output `attr_embeddings`.
+
+    The item embedding is unchanged. An attribute branch replaces a category branch: categories
+    are an attribute there, and the item similarity becomes the pure item cosine again, so then the
+    match threshold is calibrated again."""
     from pathlib import Path
 
     from fashion_match.train.reexport import file_record, read_head_file, reexport_with
 
     meta, tensors = read_head_file(Path(spaces_file), "fashion_match_spaces", "fm-train --spaces-for")
     names = [a["name"] for a in meta["attributes"]]
+    branch = meta.get("attribute_branch")
 
     def attach(model: Any) -> dict[str, Any]:
-        spaces = AttributeSpaces(model.feature_dim, len(names), int(meta["dim"]))
-        spaces.load_state_dict({k.removeprefix("attr_spaces."): v for k, v in tensors.items()})
+        if branch is not None:
+            if model.category_branch is not None:
+                model.category_branch, model.branch_from, model.category_share = None, None, 0.0
+                model.classifier = None
+            model.add_attribute_branch(int(branch["from_block"]), tuple(branch["taps"]))
+            model.attr_branch.load_state_dict(
+                {k.removeprefix("attr_branch."): v for k, v in tensors.items() if k.startswith("attr_branch.")}
+            )
+        spaces = AttributeSpaces(model.head_dim, len(names), int(meta["dim"]))
+        spaces.load_state_dict(
+            {k.removeprefix("attr_spaces."): v for k, v in tensors.items() if k.startswith("attr_spaces.")}
+        )
         model.attach_spaces(spaces.eval(), names, [a["values"] for a in meta["attributes"]])
-        return file_record(Path(spaces_file))
+        return file_record(Path(spaces_file)) | ({"attribute_branch": branch} if branch else {})
 
     spaces = {"thresholds": meta["thresholds"], "test_map": meta["test_map"], "data": meta["data"]}
-    return reexport_with(Path(model_dir), Path(out), "attribute spaces", "spaces", attach, spaces=spaces)
+    from fashion_match.runtime.manifest import load_manifest
+
+    had_branch = load_manifest(Path(model_dir)).data["architecture"].get("category_branch_from") is not None
+    return reexport_with(
+        Path(model_dir),
+        Path(out),
+        "attribute spaces",
+        "spaces",
+        attach,
+        changes_similarity=bool(branch) and had_branch,
+        spaces=spaces,
+    )

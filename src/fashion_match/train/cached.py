@@ -125,12 +125,25 @@ def prefix_outputs(
     return torch.cat(outs), kept
 
 
+class HeadMaps(nn.Module):
+    """The frozen model up to the maps its tag heads and spaces read (models.embedding.head_maps)."""
+
+    def __init__(self, model: EmbeddingModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.head_maps(x)
+
+
 def backbone_outputs(
     model: EmbeddingModel, records: list[Any], *, pool: bool, desc: str, progress: bool = True
 ) -> tuple[torch.Tensor, list[int]]:
-    """The frozen backbone's maps (or pooled features, flattened) for `records`, on the CPU."""
+    """The frozen maps (or pooled features, flattened) that `model`'s heads read for `records`: its
+    attribute branch's when it has one, else the backbone's; on the CPU."""
+    prefix = HeadMaps(model) if model.attr_branch is not None else model.backbone
     out, kept = prefix_outputs(
-        model.backbone,
+        prefix,
         pool=pool,
         records=records,
         model=model,

@@ -259,7 +259,11 @@ def train_tags(
         "data": data,
         "base_model": manifest.model,
         "base_weights_sha256": sha256_file(model_dir / WEIGHTS),
-        "features": "the model's pooled backbone features (its item path), frozen",
+        "features": (
+            f"the model's attribute branch (from block {model.attr_from}, taps {list(model.attr_taps)}), pooled, frozen"
+            if model.attr_branch is not None
+            else "the model's pooled backbone features (its item path), frozen"
+        ),
     }
     state = {f"tag_heads.{k}": v.detach().contiguous() for k, v in heads.state_dict().items()}
     blob = save(state, metadata={"fashion_match_tags": json.dumps(meta, allow_nan=False, default=float)})
@@ -279,7 +283,7 @@ def export_with_tags(model_dir: Any, tags_file: Any, out: Any) -> dict[str, Any]
     meta, tensors = read_head_file(Path(tags_file), "fashion_match_tags", "fm-train --tags-for")
 
     def attach(model: Any) -> dict[str, Any]:
-        heads = TagHeads(model.feature_dim, attributes_of(meta["attributes"]))
+        heads = TagHeads(model.head_dim, attributes_of(meta["attributes"]))
         heads.load_state_dict({k.removeprefix("tag_heads."): v for k, v in tensors.items()})
         model.attach_tags(heads.eval())
         return file_record(Path(tags_file))

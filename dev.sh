@@ -2,6 +2,7 @@
 # One entry point for newcomers and CI. Idempotent: re-running skips what is already done.
 #   bash dev.sh demo   set up the lean runtime (no torch) and match the bundled example pair
 #   bash dev.sh test   set up everything (training extras, dev tools, data) and run lint, types, tests
+#   bash dev.sh serve  set up .venv-serve and serve the embedded model and the bundled gallery (fm-serve)
 #   bash dev.sh mutate the mutation run over the modules where wrong answers hurt (minutes; not CI)
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -50,6 +51,28 @@ setup_dev() {
   fi
 }
 
+# fm-serve runs Triton's Python backend, whose stub loads libpython through the dynamic loader: the
+# interpreter must be the build that library belongs to (Debian's python3; a pyenv build of the same
+# version fails when the stub starts), and PyTriton needs numpy < 2, so it gets its own venv
+SERVE_VENV=${FM_SERVE_VENV:-.venv-serve}
+SERVE_PY=${SERVE_PYTHON:-/usr/bin/python3}
+setup_serve() {
+  if [ ! -x "$SERVE_VENV/bin/python" ]; then
+    [ -x "$SERVE_PY" ] || apt_install python3 python3-venv
+    log "creating $SERVE_VENV with $SERVE_PY"
+    "$SERVE_PY" -m venv "$SERVE_VENV" 2>/dev/null || { apt_install python3-venv && "$SERVE_PY" -m venv "$SERVE_VENV"; }
+  fi
+  if ! [ -f "$SERVE_VENV/.serve" ] || [ "$(cat "$SERVE_VENV/.serve")" != "$(cat pyproject.toml dev.sh | sha256sum)" ]; then
+    log "installing fashion-match[serve] (PyTriton, a real Triton server) into $SERVE_VENV"
+    "$SERVE_VENV/bin/pip" install -q -e ".[serve]"
+    cat pyproject.toml dev.sh | sha256sum > "$SERVE_VENV/.serve"
+  fi
+  "$SERVE_VENV/bin/python" -c "from fashion_match.serve.interpreter import check_interpreter; check_interpreter()" || {
+    log "$SERVE_PY cannot host Triton's Python backend (above); point SERVE_PYTHON at a Python with a shared libpython"
+    exit 2
+  }
+}
+
 case "${1:-}" in
   demo)
     setup_runtime
@@ -59,6 +82,7 @@ case "${1:-}" in
     ;;
   test)
     setup_dev
+    setup_serve  # the serving tests start a real Triton server from it
     # a failed `a && b` list does not stop `set -e`: exit explicitly, or lint errors would pass CI
     log "ruff";   { "$VENV/bin/ruff" check src tests benchmarks scripts && "$VENV/bin/ruff" format --check src tests benchmarks scripts; } || exit 1
     log "mypy";   "$VENV/bin/mypy"
@@ -68,6 +92,13 @@ case "${1:-}" in
     setup_dev
     "$VENV/bin/python" benchmarks/mutation_run.py --out benchmarks/results/mutation_run.json
     ;;
+  serve)
+    setup_serve
+    gallery=.tmp/serve-gallery.idx  # the bundled example photos, indexed once
+    [ -f "$gallery/index.json" ] || "$SERVE_VENV/bin/fm-index" build examples/sample --out "$gallery"
+    log "fm-serve --index $gallery (Ctrl-C stops it)"
+    exec "$SERVE_VENV/bin/fm-serve" --index "$gallery" "${@:2}"
+    ;;
   setup) setup_dev ;;
-  *) echo "usage: bash dev.sh demo|test|mutate|setup" >&2; exit 2 ;;
+  *) echo "usage: bash dev.sh demo|test|serve|mutate|setup" >&2; exit 2 ;;
 esac

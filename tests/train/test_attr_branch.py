@@ -50,13 +50,19 @@ def test_branch_and_taps_feed_the_heads_and_leave_the_item_path_alone(tmp_path: 
         assert torch.allclose(maps[:, 1280 : 1280 + 24], torch.nn.functional.avg_pool2d(tap3, 8), atol=1e-5)
         assert not torch.allclose(maps[:, :1280], m.backbone(x), atol=1e-3)  # its own blocks, not the item's
         m.attach_spaces(AttributeSpaces(m.head_dim, 2, 8).eval(), ["colour", "pattern"], [["a", "b"], ["c", "d"]])
-        emb, spaces = m.forward_outputs(x)
+        from fashion_match.data.attributes import Attribute
+        from fashion_match.models.tag_heads import TagHeads
+
+        heads = TagHeads(m.head_dim, [Attribute("style", "multi", ("a", "b", "c"))]).eval()
+        m.attach_tags(heads)
+        emb, tags, spaces = m.forward_outputs(x)
         assert torch.allclose(emb, before, atol=1e-6) and spaces.shape == (3, 2, 8)
+        assert torch.allclose(tags, heads.flat(maps.mean(dim=(2, 3))), atol=1e-6)  # tags read the head maps too
     save_weights(m, tmp_path / "w.safetensors")
     again = load_weights(tmp_path / "w.safetensors", m.config())
     assert again.attr_taps == (3, 6) and again.attr_from == 14
     with torch.no_grad():
-        assert torch.allclose(again.forward_outputs(x)[1], spaces, atol=1e-6)
+        assert torch.allclose(again.forward_outputs(x)[2], spaces, atol=1e-6)
     with pytest.raises(UsageError, match="each must be a block before 14"):
         _model().add_attribute_branch(14, (14,))
 

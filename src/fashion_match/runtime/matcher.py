@@ -66,6 +66,7 @@ class Matcher:
         self.threshold = self.manifest.threshold
         self.batch_size = batch_size
         self.workers = workers
+        self.device = device
         # with `space`, embed() returns that attribute space's vectors, and the threshold is its own
         self.space, self._space_index, self._dim = space, None, self.manifest.embedding_dim
         if space is not None:
@@ -93,17 +94,23 @@ class Matcher:
         """Embed many images; bad ones are reported in `bad`, never silently dropped."""
         if len(sources) <= self.batch_size:  # one batch: no pipeline needed
             b = load_batch(sources, self.spec, workers=self.workers)
-            vecs = self._run(b.pixels) if len(b.indices) else self._empty()
+            vecs = self.embed_pixels(b.pixels) if len(b.indices) else self._empty()
             return Embeddings(vecs, b.indices, b.bad)
         parts, indices, bad = [], [], []
         for b in iter_batches(sources, self.spec, self.batch_size, workers=self.workers):
             if b.indices:
-                parts.append(self._run(b.pixels))
+                parts.append(self.embed_pixels(b.pixels))
                 indices += b.indices
             bad += b.bad
         return Embeddings(np.concatenate(parts) if parts else self._empty(), indices, bad)
 
-    def _run(self, pixels: np.ndarray) -> np.ndarray:
+    @property
+    def dim(self) -> int:
+        """Width of what `embed` returns: the embedding, or the attribute space's."""
+        return int(self._dim)
+
+    def embed_pixels(self, pixels: np.ndarray) -> np.ndarray:
+        """Decoded uint8 pixels (N, S, S, 3) -> embeddings (or this matcher's space's vectors)."""
         if self._space_index is None:
             return self.backend.embed(pixels)
         from fashion_match.runtime.tagging import SPACES_OUTPUT

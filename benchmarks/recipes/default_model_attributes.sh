@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Recipe: the embedded default model's attribute branch, attribute spaces and tag heads, on a 2-core CPU.
+#
+# Starts from the item model (MobileNetV2 fmnist-c2s 512-d with its category branch from block 14, as
+# shipped before attributes: git commit 33b33d5) and, on fmnist-attr (a stand-in rendered from
+# Fashion-MNIST, not real photos):
+# 1. fm-train --spaces-for: an attribute branch (the category branch's copy of blocks 14-18,
+#    fine-tuned) with the outputs of blocks 3 and 6 beside its maps, and one 64-d space per
+#    single-valued attribute (category, colour, pattern), on 10,000 training items (both renders);
+#    the attribute branch replaces the category branch, so the item similarity is the pure item
+#    cosine and its threshold is calibrated again;
+# 2. fm-train --tags-for: tag heads on the branch's pooled maps, imbalance-weighted loss;
+# 3. fm-export --fp16 --int8: both gated on the item embedding and on every attribute figure;
+# 4. the result copied into the package as the embedded default.
+# Recorded: benchmarks/results/train_default_v11_attributes.json (commands, times, figures).
+#
+# Usage: bash benchmarks/recipes/default_model_attributes.sh   (needs Fashion-MNIST: apt install dataset-fashion-mnist)
+set -euo pipefail
+OUT=${OUT:-runs/attributes}
+BASE_COMMIT=${BASE_COMMIT:-33b33d5}
+ITEMS=${ITEMS:-10000}
+EPOCHS=${EPOCHS:-10}
+INSTALL=${INSTALL:-1}
+NAME=mobilenet_v2-fmnist-c2s-512d-wise0.75-attr14
+mkdir -p "$OUT/base"
+git archive "$BASE_COMMIT" src/fashion_match/assets/default_model | tar -x --strip-components=4 -C "$OUT/base"
+fm-train --spaces-for "$OUT/base" --data fmnist-attr --from-block 14 --taps 3,6 --epochs "$EPOCHS" \
+  --train-limit $((2 * ITEMS)) --eval-limit 2000 --out "$OUT/spaces"
+fm-train --tags-for "$OUT/spaces/model" --data fmnist-attr --train-limit $((2 * ITEMS)) --eval-limit 2000 \
+  --out "$OUT/tags"
+fm-export "$OUT/tags/model" --fp16 --int8
+if [ "$INSTALL" = 1 ]; then  # named, then put in the package in place of the previous default
+  python - "$OUT/tags/model" "$NAME" <<'EOF'
+import shutil
+import sys
+from pathlib import Path
+
+from fashion_match.runtime.manifest import default_model_dir, load_manifest, write_manifest
+
+src, name = Path(sys.argv[1]), sys.argv[2]
+manifest = load_manifest(src)
+manifest.data["model"] = name
+write_manifest(src, manifest.data)
+shutil.rmtree(default_model_dir())
+shutil.copytree(src, default_model_dir())
+EOF
+fi

@@ -1,0 +1,232 @@
+"""fm-serve on a real Triton Inference Server (PyTriton, CPU), on loopback, started by the test.
+
+The server runs in .venv-serve (Debian's Python; `bash dev.sh test` sets it up); the client is this
+interpreter's tritonclient. The server stops itself at the end (SIGTERM) and must exit 0.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import encode, photo
+
+ROOT = Path(__file__).resolve().parents[2]
+SERVE_PY = Path(os.environ.get("FM_SERVE_PYTHON", ROOT / ".venv-serve" / "bin" / "python"))
+pytestmark = pytest.mark.skipif(
+    not SERVE_PY.exists(), reason=f"needs {SERVE_PY} (bash dev.sh test sets up .venv-serve)"
+)
+MAIN = "import sys; from fashion_match.cli.serve import main; sys.exit(main(sys.argv[1:]))"
+
+
+def _ports(n: int) -> list[int]:
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def _bomb() -> bytes:
+    """A PNG header claiming 30000 x 30000 pixels (900 M): refused before any pixel is decoded."""
+    import struct
+    import zlib
+
+    ihdr = struct.pack(">IIBBBBB", 30000, 30000, 8, 2, 0, 0, 0)
+    chunk = b"IHDR" + ihdr
+    return b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + chunk + struct.pack(">I", zlib.crc32(chunk)) + b"\0" * 64
+
+
+class Server:
+    def __init__(self, model: Path, index: Path, tmp: Path, *extra: str) -> None:
+        self.model = model
+        self.http, self.grpc, self.metrics = _ports(3)
+        args = ["--model", str(model), "--index", str(index), "--http-port", str(self.http)]
+        args += ["--grpc-port", str(self.grpc), "--metrics-port", str(self.metrics), *extra]
+        self.log = (tmp / "server.log").open("w")
+        self.proc = subprocess.Popen(
+            [str(SERVE_PY), "-c", MAIN, *args], stdout=self.log, stderr=subprocess.STDOUT, cwd=tmp
+        )
+        self.log_path = tmp / "server.log"
+        from fashion_match.serve import Client
+
+        deadline = time.monotonic() + 180
+        with Client(f"http://127.0.0.1:{self.http}") as c:
+            while not c.ready(("fm_embed", "fm_match", "fm_search")):
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    self.stop()
+                    pytest.fail(f"fm-serve did not start: {self.log_path.read_text()[-3000:]}")
+                time.sleep(0.5)
+
+    def metric(self, name: str, model: str) -> float:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{self.metrics}/metrics", timeout=10).read().decode()
+        for line in text.splitlines():
+            if line.startswith(name + "{") and f'model="{model}"' in line:
+                return float(line.rsplit(" ", 1)[1])
+        raise AssertionError(f"no {name} for {model} in the metrics")
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout=90)
+        finally:
+            self.log.close()
+
+
+@pytest.fixture(scope="module")
+def served(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    from fashion_match.runtime.index import Index
+
+    tmp = tmp_path_factory.mktemp("serve")
+    shop = tmp / "shop"
+    for i in range(6):
+        (shop / f"sku{i}").mkdir(parents=True)
+        photo(48, 40, seed=i).save(shop / f"sku{i}" / "front.png")
+    index = tmp / "shop.idx"
+    Index.build(shop, index, model=tiny_model_dir)
+    # a long queue delay, so that concurrent requests surely meet in one dynamic batch
+    server = Server(tiny_model_dir, index, tmp, "--queue-delay-us", "300000", "--max-image-mb", "0.5")
+    yield server, shop, index
+    assert server.stop() == 0, server.log_path.read_text()[-2000:]
+
+
+def test_answers_over_http_and_grpc_are_the_in_process_ones(served, tiny_model_dir: Path) -> None:  # noqa: ANN001
+    from fashion_match.runtime.index import Index
+    from fashion_match.runtime.matcher import Matcher
+    from fashion_match.serve import Client
+
+    server, shop, index = served
+    a, b = shop / "sku1" / "front.png", shop / "sku2" / "front.png"
+    with Matcher(tiny_model_dir) as m:
+        want = m.verify(a, b)
+        emb = m.embed_strict([a, b])
+        hits, _ = Index.open(index).search([str(a)], k=3, matcher=m)
+    for url in (f"http://127.0.0.1:{server.http}", f"grpc://127.0.0.1:{server.grpc}"):
+        with Client(url) as c:
+            got = c.match(a, b)
+            assert got.similarity == pytest.approx(want.similarity, abs=1e-5) and got.match == want.match
+            assert got.threshold == pytest.approx(want.threshold)
+            assert np.allclose(c.embed([a, b]), emb, atol=1e-5)
+            found = c.search(a, k=3)
+            assert [h["id"] for h in found] == [h["id"] for h in hits[0].matches]
+            assert found[0]["item_id"] == "sku1" and found[0]["similarity"] <= 1.0
+
+
+def test_a_bad_image_fails_alone_in_a_merged_batch(served) -> None:  # noqa: ANN001
+    from fashion_match.serve import Client
+    from fashion_match.serve.client import ServerImageError
+
+    server, shop, _ = served
+    good = (shop / "sku3" / "front.png").read_bytes()
+    bad = [b"", os.urandom(500), good[: len(good) // 3], b"\xff" * 600_000, b"/etc/passwd", str(shop).encode()]
+    with Client(f"http://127.0.0.1:{server.http}") as c:
+        ref = c.embed([good])[0]
+        # one request holding good and bad images: rows answered or refused one by one
+        out = c._infer("fm_embed", {"image": c._blobs([good, bad[1], good])}, ["embedding", "error"])
+        assert [bool(e) for e in out["error"][:, 0]] == [False, True, False]
+        assert np.allclose(out["embedding"][[0, 2]], ref, atol=1e-5) and not out["embedding"][1].any()
+    before = server.metric("nv_inference_exec_count", "fm_embed")
+    requests_before = server.metric("nv_inference_request_success", "fm_embed")
+    results: dict[int, object] = {}
+
+    def call(i: int) -> None:
+        blob = bad[(i // 2) % len(bad)] if i % 2 else good
+        with Client(f"http://127.0.0.1:{server.http}") as c:
+            try:
+                results[i] = c.embed([blob])[0]
+            except ServerImageError as e:
+                results[i] = e
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(14)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    for i in range(14):
+        if i % 2:
+            assert isinstance(results[i], ServerImageError), (i, results[i])
+        else:
+            assert np.allclose(results[i], ref, atol=1e-5), i  # type: ignore[arg-type]
+    ran = server.metric("nv_inference_exec_count", "fm_embed") - before
+    served_requests = server.metric("nv_inference_request_success", "fm_embed") - requests_before
+    assert served_requests == 14 and ran < 14  # requests were merged, and the bad ones failed no one else
+    reasons = {str(results[i]) for i in range(1, 14, 2)}
+    assert any("over the 524,288-byte limit" in r for r in reasons) and any("empty" in r for r in reasons)
+    assert all("root:" not in r for r in reasons)  # a path is bytes to decode, never a file to open
+    # an absurdly thin image and a decompression bomb: the server's verdict is the local decoder's
+    from fashion_match.data.images import load_image
+    from fashion_match.errors import BadImage
+    from fashion_match.runtime.manifest import load_manifest
+
+    spec = load_manifest(Path(server.model)).preprocess
+    for blob in (encode(photo(8000, 1, seed=1), "PNG"), _bomb()):
+        try:
+            load_image(blob, spec)
+            local = None
+        except BadImage as e:
+            local = e.reason
+        with Client(f"http://127.0.0.1:{server.http}") as c:
+            err = c._infer("fm_embed", {"image": c._blobs([blob])}, ["error"])["error"][0, 0].decode()
+        assert (err.split(": ", 1)[-1] or None) == local
+
+
+def test_an_added_image_is_served_without_a_restart(served, tiny_model_dir: Path) -> None:  # noqa: ANN001
+    from fashion_match.runtime.index import Index
+    from fashion_match.serve import Client
+
+    server, shop, index = served
+    new = shop.parent / "new"
+    (new / "sku9").mkdir(parents=True)
+    photo(48, 40, seed=99).save(new / "sku9" / "front.png")
+    Index.open(index).add(new, model=tiny_model_dir)
+    with Client(f"http://127.0.0.1:{server.http}") as c:
+        hits = c.search(new / "sku9" / "front.png", k=1)
+    assert hits[0]["item_id"] == "sku9" and hits[0]["similarity"] == pytest.approx(1.0, abs=1e-5)
+
+
+def test_sigterm_under_load_finishes_what_is_in_flight(served) -> None:  # noqa: ANN001
+    from fashion_match.serve import Client
+
+    server, shop, _ = served
+    a = shop / "sku0" / "front.png"
+    answers: list[object] = []
+
+    def call() -> None:
+        with Client(f"http://127.0.0.1:{server.http}") as c:
+            try:
+                answers.append(c.match(a, a).similarity)
+            except Exception as e:  # noqa: BLE001 - recorded and judged below
+                answers.append(e)
+
+    threads = [threading.Thread(target=call) for _ in range(6)]
+    for t in threads:
+        t.start()
+    time.sleep(0.1)  # inside the 300 ms queue delay: the requests are waiting for their batch
+    server.proc.send_signal(signal.SIGTERM)
+    for t in threads:
+        t.join(timeout=120)
+    assert server.proc.wait(timeout=90) == 0
+    assert len(answers) == 6 and all(x == pytest.approx(1.0, abs=1e-5) for x in answers), answers
+
+
+def test_this_interpreter_is_refused_with_the_fix() -> None:
+    """The test suite's own Python (pyenv) cannot host the stub; fm-serve says so and how to fix it."""
+    from fashion_match.serve.interpreter import interpreter_problem
+
+    why = interpreter_problem()
+    if sys.prefix.startswith("/usr") or why is None:
+        pytest.skip("this interpreter can host Triton's Python backend")
+    assert "another build" in why or "no shared libpython" in why

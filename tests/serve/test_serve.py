@@ -120,7 +120,7 @@ def test_answers_over_http_and_grpc_are_the_in_process_ones(served, tiny_model_d
             assert got.similarity == pytest.approx(want.similarity, abs=1e-5) and got.match == want.match
             assert got.threshold == pytest.approx(want.threshold)
             assert np.allclose(c.embed([a, b]), emb, atol=1e-5)
-            found = c.search(a, k=3)
+            found = c.search(a, k=3)["matches"]
             assert [h["id"] for h in found] == [h["id"] for h in hits[0].matches]
             assert found[0]["item_id"] == "sku1" and found[0]["similarity"] <= 1.0
 
@@ -193,8 +193,34 @@ def test_an_added_image_is_served_without_a_restart(served, tiny_model_dir: Path
     photo(48, 40, seed=99).save(new / "sku9" / "front.png")
     Index.open(index).add(new, model=tiny_model_dir)
     with Client(f"http://127.0.0.1:{server.http}") as c:
-        hits = c.search(new / "sku9" / "front.png", k=1)
+        hits = c.search(new / "sku9" / "front.png", k=1)["matches"]
     assert hits[0]["item_id"] == "sku9" and hits[0]["similarity"] == pytest.approx(1.0, abs=1e-5)
+
+
+def test_fm_match_and_fm_search_ask_the_server(served, capsys: pytest.CaptureFixture[str]) -> None:  # noqa: ANN001
+    import json
+
+    from fashion_match.cli.search import main as fm_search
+    from tests.cli.test_fm_match import fm_match
+    from tests.conftest import run_cli
+
+    server, shop, _ = served
+    url = f"http://127.0.0.1:{server.http}"
+    a = str(shop / "sku4" / "front.png")
+    r = fm_match(a, a, "--server", url, "--json")
+    assert r.returncode == 0 and json.loads(r.stdout)["similarity"] == pytest.approx(1.0, abs=1e-5), r.stderr
+    r = fm_match(a, str(shop / "nothing.jpg"), "--server", url)
+    assert r.returncode == 2 and "cannot read it" in r.stderr and r.stderr.count("\n") == 1
+    code, out, err = run_cli(
+        capsys, fm_search, a, str(shop / "sku4"), "--server", f"grpc://127.0.0.1:{server.grpc}", "--json"
+    )
+    assert code == 0, err
+    res = json.loads(out)
+    assert res["results"][0]["matches"][0]["item_id"] == "sku4" and res["bad"][0]["path"].endswith("sku4")
+    code, _, err = run_cli(capsys, fm_search, a, "--server", url, "--index", str(shop))
+    assert code == 2 and "--server searches the index fm-serve holds" in err
+    r = fm_match(a, a, "--server", "http://127.0.0.1:9")  # nothing listens there
+    assert r.returncode == 2 and "127.0.0.1:9" in r.stderr and r.stderr.count("\n") == 1, r.stderr
 
 
 def test_sigterm_under_load_finishes_what_is_in_flight(served) -> None:  # noqa: ANN001

@@ -28,6 +28,12 @@ def _refuse_nan(value: float) -> float:
     help="Match when similarity >= T (default: the model's calibrated threshold).",
 )
 @click.option("--attribute", help="Compare in this attribute's space (a model with attribute spaces): same value?")
+@click.option(
+    "--server",
+    metavar="URL",
+    help="Ask a running fm-serve (http://HOST:8000 or grpc://HOST:8001) instead of loading the model here; "
+    "the photos are sent as bytes.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @debug_option
 def cli(
@@ -40,10 +46,13 @@ def cli(
     threads: int | None,
     threshold: float | None,
     attribute: str | None,
+    server: str | None,
     as_json: bool,
 ) -> int:
     from fashion_match.runtime.matcher import Matcher
 
+    if server is not None:
+        return _ask_server(server, a, b, threshold, attribute, as_json)
     with Matcher(model_dir, backend=backend, precision=precision, device=device, threads=threads) as m:
         v = m.verify(a, b, threshold) if attribute is None else m.verify_attribute(a, b, attribute, threshold)
         if as_json:
@@ -65,6 +74,32 @@ def cli(
             space = f"  ({attribute})" if attribute else ""
             click.echo(f"{verdict}  similarity {v.similarity:.3f}  threshold {v.threshold:.3f}{space}")
     return 0 if v.match else 1
+
+
+def _ask_server(server: str, a: Path, b: Path, threshold: float | None, attribute: str | None, as_json: bool) -> int:
+    from fashion_match.errors import UsageError
+    from fashion_match.serve import Client
+
+    if attribute is not None:
+        raise UsageError("--attribute with --server: fm-serve compares item embeddings; run fm-match locally")
+    with Client(server) as c:
+        v = c.match(a, b)
+    t = v.threshold if threshold is None else threshold
+    match = v.similarity >= t
+    if as_json:
+        echo_json(
+            {
+                "a": str(a),
+                "b": str(b),
+                "similarity": round(v.similarity, 6),
+                "threshold": t,
+                "match": match,
+                "server": server,
+            }
+        )
+    else:
+        click.echo(f"{'match' if match else 'no match'}  similarity {v.similarity:.3f}  threshold {t:.3f}  ({server})")
+    return 0 if match else 1
 
 
 main = entrypoint(cli, "fm-match", fast_exit=True)

@@ -24,7 +24,7 @@ from fashion_match.runtime.engines import ENGINES
 @click.option(
     "--limit", type=click.IntRange(1, 10000), default=8, show_default=True, help="With --queries: N evenly spaced ones."
 )
-@click.option("--index", "index_dir", type=click.Path(path_type=Path), required=True)
+@click.option("--index", "index_dir", type=click.Path(path_type=Path), help="The index folder (not with --server).")
 @click.option("-k", "k", type=click.IntRange(1, 10000), default=10, show_default=True)
 @click.option(
     "--engine",
@@ -41,13 +41,14 @@ from fashion_match.runtime.engines import ENGINES
 @model_options
 @click.option("--grid", type=click.Path(path_type=Path), help="Also draw each query beside its matches into this PNG.")
 @click.option("--html", "html_out", type=click.Path(path_type=Path), help="... and/or into this HTML page.")
+@click.option("--server", metavar="URL", help="Ask a running fm-serve --index (http://HOST:8000 or grpc://HOST:8001).")
 @click.option("--json", "as_json", is_flag=True)
 @debug_option
 def cli(
     queries: tuple[Path, ...],
     query_spec: str | None,
     limit: int,
-    index_dir: Path,
+    index_dir: Path | None,
     k: int,
     engine: str,
     nprobe: int | None,
@@ -60,6 +61,7 @@ def cli(
     threads: int | None,
     grid: Path | None,
     html_out: Path | None,
+    server: str | None,
     as_json: bool,
 ) -> int:
     from fashion_match.runtime.index import Index
@@ -67,6 +69,10 @@ def cli(
 
     if bool(queries) == bool(query_spec):
         raise UsageError("give query images or --queries SPEC (one of the two)")
+    if server is not None:
+        return _ask_server(server, queries, index_dir, k, as_json, bool(query_spec or grid or html_out or attribute))
+    if index_dir is None:
+        raise UsageError("--index INDEX is required (or --server URL of an fm-serve that holds one)")
     sources: list[Any] = list(queries)
     labels: list[str] | None = None
     items: list[str | None] | None = None
@@ -114,6 +120,47 @@ def cli(
             if len(sources) == 1
             else BadImage(f"{len(sources)} queries", "none could be read")
         )
+    return 0
+
+
+def _ask_server(
+    server: str, queries: tuple[Path, ...], index_dir: Path | None, k: int, as_json: bool, local: bool
+) -> int:
+    from fashion_match.runtime.index import SearchResult
+    from fashion_match.serve import Client
+    from fashion_match.serve.client import ServerImageError
+
+    if index_dir is not None or local:
+        raise UsageError(
+            "--server searches the index fm-serve holds: give query files and -k (no --index, "
+            "--queries, --attribute, --grid or --html)"
+        )
+    results, bad, threshold = [], [], 0.0
+    with Client(server) as c:
+        for q in queries:
+            try:
+                got = c.search(q, k=k)
+            except (ServerImageError, UsageError) as e:  # the server's refusal, or a file unreadable here
+                bad.append({"path": str(q), "reason": str(e).split(": ", 1)[-1]})
+                continue
+            threshold = got["threshold"]
+            results.append(SearchResult(str(q), got["matches"]))
+    if as_json:
+        echo_json(
+            {
+                "server": server,
+                "k": k,
+                "threshold": threshold,
+                "results": [{"query": r.query, "matches": r.matches} for r in results],
+                "bad": bad,
+            }
+        )
+    elif results:
+        click.echo(result_table(results, threshold))
+    for b in bad:
+        click.echo(f"fm-search: skipped {b['path']}: {b['reason']}", err=True)
+    if not results:
+        raise BadImage(str(queries[0]) if len(queries) == 1 else f"{len(queries)} queries", "none could be read")
     return 0
 
 

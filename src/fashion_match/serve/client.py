@@ -3,7 +3,7 @@
     from fashion_match.serve import Client
     with Client("http://127.0.0.1:8000") as c:      # or "grpc://127.0.0.1:8001"
         v = c.match("a.jpg", "b.jpg")               # Verdict(similarity, threshold, match)
-        hits = c.search("q.jpg", k=5)               # [{"rank", "id", "item_id", "similarity", "match"}]
+        hits = c.search("q.jpg", k=5)["matches"]    # [{"rank", "id", "item_id", "similarity", "match"}]
 
 Files are read here, on the client, and sent as bytes: the server never opens a path.
 A per-image error from the server (an unreadable image) raises `ServerImageError` naming it.
@@ -125,7 +125,8 @@ class Client:
         self._check(out["error"], [f"{_name(a)} / {_name(b)}"])
         return Verdict(float(out["similarity"][0, 0]), float(out["threshold"][0, 0]), bool(out["match"][0, 0]))
 
-    def search(self, image: ImageArg, k: int = 10) -> list[dict[str, Any]]:
+    def search(self, image: ImageArg, k: int = 10) -> dict[str, Any]:
+        """{"threshold", "matches": [{"rank", "id", "item_id", "similarity", "match"}]} from the served index."""
         out = self._infer(
             "fm_search",
             {"image": self._blobs([image]), "k": np.array([[k]], np.int32)},
@@ -141,12 +142,13 @@ class Client:
                     {
                         "rank": r + 1,
                         "id": gid.decode(),
+                        "path": None,  # the server's files are its own
                         "item_id": item.decode() or None,
                         "similarity": sim,
                         "match": sim >= t,
                     }
                 )
-        return hits
+        return {"threshold": t, "matches": hits}
 
     def tag(self, image: ImageArg, top: int = 3) -> dict[str, Any]:
         out = self._infer(

@@ -78,7 +78,7 @@ class Client:
 
         ins = []
         for name, arr in inputs.items():
-            dtype = "BYTES" if arr.dtype == object else {np.dtype(np.int32): "INT32"}[arr.dtype]
+            dtype = "BYTES" if arr.dtype == object else self.tc_dtype(arr.dtype)
             t = self.tc.InferInput(name, list(arr.shape), dtype)
             t.set_data_from_numpy(arr)
             ins.append(t)
@@ -91,6 +91,12 @@ class Client:
         except OSError as e:  # refused, reset, timed out
             raise ServerUnavailable(f"{self.url}: cannot reach fm-serve ({e})") from None
         return {n: res.as_numpy(n) for n in outputs}
+
+    @staticmethod
+    def tc_dtype(dtype: np.dtype) -> str:
+        from tritonclient.utils import np_to_triton_dtype
+
+        return str(np_to_triton_dtype(dtype))
 
     @staticmethod
     def _check(errors: np.ndarray, names: Sequence[str]) -> None:

@@ -17,27 +17,44 @@ from fashion_match.train.config import parse_batch
 RECIPES = sorted((Path(__file__).resolve().parents[2] / "benchmarks" / "recipes").glob("*.sh"))
 
 
-def fm_train_args(script: str) -> list[str]:
-    """The recipe's fm-train arguments (the run that starts with --data), its shell variables replaced
-    by their defaults."""
+def fm_train_lines(script: str) -> list[list[str]]:
+    """The arguments of each of the recipe's fm-train runs, its shell variables replaced by their
+    defaults (an arithmetic `$((2 * N))` evaluated)."""
     joined = script.replace("\\\n", " ")
     defaults = dict(re.findall(r"^(\w+)=\$\{\w+:-([^}]*)\}", joined, flags=re.M))
-    (line,) = [ln for ln in joined.splitlines() if re.match(r"\s*fm-train\s+--data", ln)]
-    line = line.replace('"${extra[@]}"', "")  # optional extras, checked by the smoke run instead
-    line = re.sub(r"\$\{?(\w+)\}?", lambda m: defaults.get(m.group(1), "/data"), line)
-    return shlex.split(line)[1:]
+    out = []
+    for line in [ln for ln in joined.splitlines() if re.match(r"\s*fm-train\s+--", ln)]:
+        line = line.replace('"${extra[@]}"', "")  # optional extras, checked by the smoke run instead
+        line = re.sub(
+            r"\$\(\((.+?)\)\)",
+            lambda m: str(eval(re.sub(r"\b([A-Z_]+)\b", lambda v: defaults[v.group(1)], m.group(1)))),
+            line,
+        )  # noqa: S307 - the recipe's own arithmetic
+        line = re.sub(r"\$\{?(\w+)\}?", lambda m: defaults.get(m.group(1), "/data"), line)
+        out.append(shlex.split(line)[1:])
+    return out
+
+
+def fm_train_args(script: str) -> list[str]:
+    return fm_train_lines(script)[0]
 
 
 @pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.name)
-def test_recipe_fm_train_line_parses(recipe: Path) -> None:
-    args = fm_train_args(recipe.read_text(encoding="utf-8"))
-    ctx = fm_train.make_context("fm-train", args)  # raises click.UsageError on an unknown option or bad value
-    assert ctx.params["data"] and ctx.params["out"]
-    parse_batch(ctx.params["batch"])
+def test_recipe_fm_train_lines_parse(recipe: Path) -> None:
+    lines = fm_train_lines(recipe.read_text(encoding="utf-8"))
+    assert lines
+    for args in lines:
+        ctx = fm_train.make_context("fm-train", args)  # raises click.UsageError on an unknown option or bad value
+        assert (ctx.params["data"] and ctx.params["out"]) or ctx.params["resume"]  # a resume replays its config
+        parse_batch(ctx.params["batch"])
 
 
 def test_recipes_found() -> None:
-    assert {p.name for p in RECIPES} >= {"deepfashion_inshop_resnet50.sh", "default_model_gpu.sh"}
+    assert {p.name for p in RECIPES} >= {
+        "deepfashion_inshop_resnet50.sh",
+        "default_model_gpu.sh",
+        "default_model_attributes.sh",
+    }
 
 
 def test_a_wrong_option_in_a_recipe_is_caught() -> None:

@@ -1,0 +1,71 @@
+"""What the served models compute, without Triton: per-image errors, the base64 form, index snapshots."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fashion_match.serve.handlers import Service, unwrap
+from tests.conftest import encode, photo
+
+
+def _req(*blobs: bytes, name: str = "image") -> dict[str, np.ndarray]:
+    return {name: np.array([[b] for b in blobs], dtype=object)}
+
+
+def test_unwrap_tells_base64_from_raw_bytes() -> None:
+    png = encode(photo(20, 20, seed=1), "PNG")
+    jpg = encode(photo(20, 20, seed=1), "JPEG")
+    assert unwrap(png) == png and unwrap(jpg) == jpg  # raw image bytes never start with a base64 character
+    assert unwrap(base64.b64encode(png)) == png and unwrap(base64.b64encode(jpg) + b"\n") == jpg
+    assert unwrap(b"/etc/passwd") == b"/etc/passwd"  # not base64 either: left for the decoder to refuse
+
+
+def test_rows_fail_alone_and_requests_keep_their_sizes(tiny_model_dir: Path) -> None:
+    from fashion_match.runtime.matcher import Matcher
+
+    good = encode(photo(40, 30, seed=2), "PNG")
+    with Matcher(tiny_model_dir) as m:
+        svc = Service(m, workers=2, max_image_bytes=10_000)
+        try:
+            ref = m.embed_strict([good])[0]
+            out = svc.embed([_req(good, b"junk"), _req(base64.b64encode(good)), _req(b"", b"\xff" * 20_000, good)])
+            assert [len(o["embedding"]) for o in out] == [2, 1, 3]
+            errors = [[e.decode() for e in o["error"][:, 0]] for o in out]
+            assert errors[0][0] == "" and "not an image" in errors[0][1]
+            assert errors[1] == [""] and errors[2][0].endswith("empty") and "over the 10,000-byte limit" in errors[2][1]
+            assert np.allclose(out[0]["embedding"][0], ref, atol=1e-5) and np.allclose(
+                out[2]["embedding"][2], ref, atol=1e-5
+            )
+            assert not out[0]["embedding"][1].any()
+            pairs = svc.match([_req(good, good, name="image_a") | _req(good, b"x", name="image_b")])[0]
+            assert pairs["similarity"][0, 0] == pytest.approx(1.0, abs=1e-5) and bool(pairs["match"][0, 0])
+            assert pairs["error"][1, 0] and not bool(pairs["match"][1, 0]) and pairs["similarity"][1, 0] == 0.0
+        finally:
+            svc.close()
+
+
+def test_a_batch_answers_from_one_index_snapshot(tiny_model_dir: Path, tmp_path: Path) -> None:
+    from fashion_match.runtime.index import Index
+    from fashion_match.runtime.matcher import Matcher
+    from fashion_match.serve.handlers import ResidentIndex
+
+    shop = tmp_path / "shop"
+    for i in range(3):
+        (shop / f"s{i}").mkdir(parents=True)
+        photo(40, 30, seed=i).save(shop / f"s{i}" / "a.png")
+    Index.build(shop, tmp_path / "i.idx", model=tiny_model_dir)
+    with Matcher(tiny_model_dir) as m:
+        ri = ResidentIndex(tmp_path / "i.idx", m, "exact")
+        before = ri.current()
+        assert ri.current() is before  # nothing changed: no reload
+        (tmp_path / "new" / "s9").mkdir(parents=True)
+        photo(40, 30, seed=9).save(tmp_path / "new" / "s9" / "a.png")
+        Index.open(tmp_path / "i.idx").add(tmp_path / "new", model=tiny_model_dir)
+        after = ri.current()
+        assert after is not before and len(after.index) == 4 and len(before.index) == 3  # the old one intact
+        q = m.embed_strict([tmp_path / "new" / "s9" / "a.png"])
+        assert after.engine.search(q, 1)[1][0, 0] == 3 and before.engine.search(q, 1)[1][0, 0] < 3

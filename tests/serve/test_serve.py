@@ -123,6 +123,23 @@ def test_answers_over_http_and_grpc_are_the_in_process_ones(served, tiny_model_d
             found = c.search(a, k=3)["matches"]
             assert [h["id"] for h in found] == [h["id"] for h in hits[0].matches]
             assert found[0]["item_id"] == "sku1" and found[0]["similarity"] <= 1.0
+    # the README's curl: KServe v2 JSON, images base64-encoded
+    import base64
+    import json
+
+    body = {
+        "inputs": [
+            {"name": n, "shape": [1, 1], "datatype": "BYTES", "data": [base64.b64encode(p.read_bytes()).decode()]}
+            for n, p in (("image_a", a), ("image_b", b))
+        ]
+    }
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{server.http}/v2/models/fm_match/infer",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    outs = {o["name"]: o["data"] for o in json.loads(urllib.request.urlopen(req, timeout=30).read())["outputs"]}
+    assert outs["similarity"][0] == pytest.approx(want.similarity, abs=1e-5) and outs["error"] == [""]
 
 
 def test_a_bad_image_fails_alone_in_a_merged_batch(served) -> None:  # noqa: ANN001

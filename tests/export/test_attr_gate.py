@@ -90,6 +90,12 @@ def test_fp16_export_of_a_model_with_spaces_gates_them(tiny_model_dir, tiny_fmni
     assert run_cli(capsys, main, *args, "--out", str(tmp_path / "s"))[0] == 0
     model = tmp_path / "s" / "model"
     assert json.loads((model / "manifest.json").read_text())["spaces"]["data"] == spec
+    from fashion_match.bench.runner import with_head_data
+
+    # fm-bench's default data gains the heads' own data, so their figures are reported
+    assert with_head_data(model, ("fashion-mnist",)) == ("fashion-mnist", spec)
+    assert with_head_data(model, ("fashion-mnist", spec)) == ("fashion-mnist", spec)
+    assert with_head_data(tiny_model_dir, ("fashion-mnist",)) == ("fashion-mnist",)
     gate = {"gate_data": f"fashion-mnist:{tiny_fmnist}", "gate_queries": 10, "gate_gallery": 20}
     run_export(model, None, ExportOptions(precisions=("fp16",), gate_verification=None, **gate), lambda s: None)
     figures = json.loads((model / "manifest.json").read_text())["artifacts"][ONNX_FILES["fp16"]]["gate"]["attributes"]

@@ -76,6 +76,15 @@ FULL_SIZES = Sizes(category=(1000, 4000), instance=(500, 500))
 QUICK_SIZES = Sizes(category=(100, 500), instance=(100, 100))
 
 
+def with_head_data(model_dir: Path, data: tuple[str, ...]) -> tuple[str, ...]:
+    """`data`, plus the data the model's tag heads or spaces were trained on (their figures need
+    its attribute labels), when the model has heads and `data` lacks it."""
+    from fashion_match.runtime.tagging import head_data
+
+    heads = head_data(load_manifest(model_dir))
+    return (*data, heads) if heads and heads not in data else data
+
+
 @dataclass
 class BenchConfig:
     model_dir: Path

@@ -29,7 +29,13 @@ def _ints(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple[int
 
 @click.command(help="Benchmark a model: accuracy, latency and throughput per backend x precision x batch size.")
 @click.option("--model", "model_dir", type=click.Path(path_type=Path), help="Model directory [default: embedded].")
-@click.option("--data", default="fashion-mnist,fmnist-c2s", show_default=True, callback=_csv, help="Dataset specs.")
+@click.option(
+    "--data",
+    default="fashion-mnist,fmnist-c2s",
+    show_default=True,
+    callback=_csv,
+    help="Dataset specs. By default a model with tag heads or attribute spaces adds the data they were trained on.",
+)
 @click.option("--backends", default="onnxruntime,torch,tensorrt", show_default=True, callback=_csv)
 @click.option("--precisions", default=",".join(PRECISIONS), show_default=True, callback=_csv)
 @click.option("--batch-sizes", default="1,8,32", show_default=True, callback=_ints)
@@ -75,7 +81,12 @@ def cli(
     # what the report needs, checked before minutes of benchmarking rather than after
     require("matplotlib", "bench")
     check_output_dir(out, "report folder (--out)")
-    cfg = BenchConfig(model_dir or default_model_dir(), data, backends, precisions, batch_sizes, device, threads, quick)
+    folder = model_dir or default_model_dir()
+    if click.get_current_context().get_parameter_source("data") == click.core.ParameterSource.DEFAULT:
+        from fashion_match.bench.runner import with_head_data
+
+        data = with_head_data(folder, data)
+    cfg = BenchConfig(folder, data, backends, precisions, batch_sizes, device, threads, quick)
     result = run_bench(cfg, say=click.echo)
     plan = cfg.plan
     settings = {

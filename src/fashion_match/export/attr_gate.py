@@ -17,17 +17,11 @@ import numpy as np
 
 from fashion_match.data.evalset import EvalSet
 from fashion_match.errors import ExportError
+from fashion_match.runtime.tagging import head_data
+
+__all__ = ["AttrGate", "Outputs", "build_attr_gate", "head_data", "judge", "onnx_outputs"]
 
 Outputs = Callable[[np.ndarray], dict[str, np.ndarray]]  # uint8 pixels -> every named output
-
-
-def head_data(manifest: Any) -> str | None:
-    """The dataset the model's tag heads or spaces were trained on, or None (no heads)."""
-    for key in ("spaces", "tags"):
-        block = manifest.data.get(key)
-        if block is not None:
-            return str(block.get("data") or "")
-    return None
 
 
 def onnx_outputs(path: Any) -> Outputs:

@@ -105,3 +105,12 @@ def output_dims(manifest: Any) -> dict[str, tuple[int, ...]]:
     except (KeyError, TypeError, ValueError) as e:
         raise ManifestMismatch(f"{manifest.folder / 'manifest.json'}: output layout not readable ({e})") from None
     return out
+
+
+def head_data(manifest: Any) -> str | None:
+    """The dataset the model's tag heads or spaces were trained on, or None (no heads)."""
+    for key in ("spaces", "tags"):
+        block = manifest.data.get(key)
+        if block is not None:
+            return str(block.get("data") or "")
+    return None

@@ -115,7 +115,8 @@ def malformed(rng: np.random.Generator, jpeg: bytes, big: int) -> tuple[str, obj
     """(kind, payload): a bytes payload goes in as the image; a tuple is (dtype, shape) for a wrong tensor."""
     from PIL import Image
 
-    kind = ["random", "empty", "truncated", "oversized", "bomb", "wrong-dtype", "wrong-shape"][int(rng.integers(7))]
+    kinds = ["random", "empty", "truncated", "oversized", "bomb", "thin", "wrong-dtype", "wrong-shape"]
+    kind = kinds[int(rng.integers(len(kinds)))]
     if kind == "random":
         return kind, rng.bytes(int(rng.integers(1, 4000)))
     if kind == "empty":
@@ -128,6 +129,10 @@ def malformed(rng: np.random.Generator, jpeg: bytes, big: int) -> tuple[str, obj
         buf = io.BytesIO()
         Image.new("L", (20000, 20000)).save(buf, "PNG")  # 400 M pixels, a few hundred KB
         return kind, buf.getvalue()
+    if kind == "thin":
+        buf = io.BytesIO()
+        Image.new("RGB", (30000, 1)).save(buf, "PNG")  # its resize to 256 px on the short side: 7.7 G pixels
+        return kind, buf.getvalue()
     return kind, ("FP32", (1, 3)) if kind == "wrong-dtype" else ("BYTES", (1, 2))
 
 
@@ -136,7 +141,7 @@ def faults(url: str, jpeg: bytes, ref: np.ndarray, n: int, big: int, seed: int =
     from fashion_match.serve.client import ServerImageError, ServerUnavailable
 
     rng = np.random.default_rng(seed)
-    bomb = None
+    made: dict[str, object] = {}
     counts: dict[str, dict[str, int]] = {}
     good_ok = good_total = 0
     with Client(url) as c:
@@ -146,8 +151,8 @@ def faults(url: str, jpeg: bytes, ref: np.ndarray, n: int, big: int, seed: int =
                 good_ok += int(np.allclose(c.embed([jpeg])[0], ref, atol=1e-4))
                 continue
             kind, payload = malformed(rng, jpeg, big)
-            if kind == "bomb":
-                payload = bomb = bomb or payload
+            if kind in ("bomb", "thin"):  # made once each: the same file every time
+                payload = made.setdefault(kind, payload)
             row = counts.setdefault(kind, {"sent": 0, "refused_with_a_reason": 0, "answered": 0})
             row["sent"] += 1
             try:

@@ -61,9 +61,15 @@ def test_backend_checks_input(tiny_model_dir: Path) -> None:
 def test_default_model_matches_the_example_pair() -> None:
     with Matcher() as m:
         assert m.model_dir == default_model_dir() and m.info.backend == "onnxruntime"
-        # 512-d item embedding + the category branch's 10 class probabilities
-        assert m.manifest.embedding_dim == 522 and m.manifest.data["architecture"]["category_branch_from"] == 14
+        # a pure 512-d item embedding; the attribute branch from block 14 feeds the tags and spaces
+        arch = m.manifest.data["architecture"]
+        assert (
+            m.manifest.embedding_dim == 512
+            and arch["attribute_branch_from"] == 14
+            and "category_branch_from" not in arch
+        )
         assert m.manifest.data["calibration"]["n_pos"] == 1000
+        assert [a["name"] for a in m.manifest.data["spaces"]["attributes"]] == ["category", "colour", "pattern"]
         assert m.verify(*PAIR).match
         # it ships its reduced-precision files, each with a passed gate
         for name in (ONNX_FILES["fp16"], ONNX_FILES["int8"]):
@@ -72,6 +78,10 @@ def test_default_model_matches_the_example_pair() -> None:
         assert not m.verify(PAIR[0], REPO / "examples/sample/00-ankle-boot/shop.png").match
     with Matcher(precision="int8") as q:
         assert q.info.artifact == ONNX_FILES["int8"] and q.verify(*PAIR).match
+        # out of the box: tags and attribute spaces (the shop photo of the white pullover)
+        tags, _, _ = q.tag([PAIR[1]])
+        assert tags[0]["category"][0]["value"] == "Pullover" and tags[0]["colour"][0]["value"] == "white"
+        assert q.verify_attribute(PAIR[0], PAIR[1], "colour").match
 
 
 def test_runtime_never_imports_torch() -> None:

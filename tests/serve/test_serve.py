@@ -208,10 +208,30 @@ def test_an_added_image_is_served_without_a_restart(served, tiny_model_dir: Path
     new = shop.parent / "new"
     (new / "sku9").mkdir(parents=True)
     photo(48, 40, seed=99).save(new / "sku9" / "front.png")
-    Index.open(index).add(new, model=tiny_model_dir)
+    q = new / "sku9" / "front.png"
     with Client(f"http://127.0.0.1:{server.http}") as c:
-        hits = c.search(new / "sku9" / "front.png", k=1)["matches"]
+        old = [h["id"] for h in c.search(q, k=3)["matches"]]
+    seen: list[list[str]] = []
+    stop = threading.Event()
+
+    def search_meanwhile() -> None:  # load while the index changes under the server
+        with Client(f"http://127.0.0.1:{server.http}") as c:
+            while not stop.is_set():
+                seen.append([h["id"] for h in c.search(q, k=3)["matches"]])
+
+    threads = [threading.Thread(target=search_meanwhile) for _ in range(3)]
+    for t in threads:
+        t.start()
+    Index.open(index).add(new, model=tiny_model_dir)
+    time.sleep(1.0)
+    stop.set()
+    for t in threads:
+        t.join(timeout=60)
+    with Client(f"http://127.0.0.1:{server.http}") as c:
+        hits = c.search(q, k=3)["matches"]
     assert hits[0]["item_id"] == "sku9" and hits[0]["similarity"] == pytest.approx(1.0, abs=1e-5)
+    new_ids = [h["id"] for h in hits]
+    assert seen and all(s in (old, new_ids) for s in seen)  # each answer from one index, never a mix
 
 
 def test_fm_match_and_fm_search_ask_the_server(served, capsys: pytest.CaptureFixture[str]) -> None:  # noqa: ANN001

@@ -87,7 +87,13 @@ def test_fm_train_spaces_for_exports_a_space_per_attribute(
     assert man["spaces"]["output"] == "attr_embeddings" and man["spaces"]["dim"] == 8
     assert [a["name"] for a in man["spaces"]["attributes"]] == ["category", "colour", "pattern"]
     assert man["spaces"]["parity_max_abs_diff"] <= 1e-3
-    assert man["threshold"] == json.loads((tiny_model_dir / "manifest.json").read_text())["threshold"]
+    base = json.loads((tiny_model_dir / "manifest.json").read_text())
+    assert man["threshold"] == base["threshold"]
+    # the kept threshold keeps the record of how it was chosen
+    assert (
+        man["calibration"]["rule"] == base["calibration"]["rule"]
+        and "leave the item embedding" in man["calibration"]["kept"]
+    )
     a, b = tmp_path / "a.png", tmp_path / "b.png"
     a.write_bytes(encode(photo(60, 50, seed=1), "PNG"))
     b.write_bytes(encode(photo(60, 50, seed=2), "PNG"))

@@ -319,4 +319,7 @@ def _gate_line(what: str, name: str, g: dict[str, Any]) -> str:
     )
     if "verification_accuracy" in g:
         line += f", verification acc {g['verification_accuracy']:.4f} ({-g['verification_accuracy_drop_pts']:+.2f} pts)"
+    if "attributes" in g:  # the tag and space figures: the one that moved most
+        worst = max(g["attributes"]["drop_pts"].items(), key=lambda kv: kv[1])
+        line += f", attributes: largest drop {worst[1]:.2f} pts ({worst[0]}) of {len(g['attributes']['drop_pts'])}"
     return line

@@ -107,6 +107,7 @@ def torch2onnx(
     *,
     threshold: float | None = None,
     threshold_rule: str | None = None,
+    kept_calibration: dict[str, Any] | None = None,
     calibration_data: str = "fmnist-c2s",
     calibration_items: int = 1000,
     parity_sources: list[Any] | None = None,
@@ -148,6 +149,8 @@ def torch2onnx(
             threshold = float(calibration["threshold"])
         else:
             calibration = {"rule": threshold_rule or "given by the user", "threshold": float(threshold)}
+            if kept_calibration:  # a threshold kept from a base model keeps the figures it was chosen by
+                calibration = {**kept_calibration, "kept": calibration["rule"], "threshold": float(threshold)}
         os.replace(tmp, out / FP32_ONNX)
     finally:
         tmp.unlink(missing_ok=True)

@@ -58,6 +58,7 @@ def reexport_with(
         export |= {
             "threshold": manifest.threshold,
             "threshold_rule": f"the base model's: {what} leave the item embedding unchanged",
+            "kept_calibration": manifest.data.get("calibration"),
         }
     return torch2onnx(
         model,

@@ -111,6 +111,9 @@ def load_level(url: str, jpeg: bytes, n: int, conc: int, ref: np.ndarray) -> dic
     }
 
 
+_MADE: dict[str, bytes] = {}  # the bomb and the thin image, encoded once
+
+
 def malformed(rng: np.random.Generator, jpeg: bytes, big: int) -> tuple[str, object]:
     """(kind, payload): a bytes payload goes in as the image; a tuple is (dtype, shape) for a wrong tensor."""
     from PIL import Image
@@ -125,14 +128,15 @@ def malformed(rng: np.random.Generator, jpeg: bytes, big: int) -> tuple[str, obj
         return kind, jpeg[: int(rng.integers(1, len(jpeg) - 1))]
     if kind == "oversized":
         return kind, b"\xff" * big
-    if kind == "bomb":
+    if kind in ("bomb", "thin") and kind not in _MADE:
         buf = io.BytesIO()
-        Image.new("L", (20000, 20000)).save(buf, "PNG")  # 400 M pixels, a few hundred KB
-        return kind, buf.getvalue()
-    if kind == "thin":
-        buf = io.BytesIO()
-        Image.new("RGB", (30000, 1)).save(buf, "PNG")  # its resize to 256 px on the short side: 7.7 G pixels
-        return kind, buf.getvalue()
+        if kind == "bomb":
+            Image.new("L", (20000, 20000)).save(buf, "PNG")  # 400 M pixels, a few hundred KB
+        else:
+            Image.new("RGB", (30000, 1)).save(buf, "PNG")  # resized to 256 px on the short side: 7.7 G pixels
+        _MADE[kind] = buf.getvalue()
+    if kind in _MADE:
+        return kind, _MADE[kind]
     return kind, ("FP32", (1, 3)) if kind == "wrong-dtype" else ("BYTES", (1, 2))
 
 
@@ -141,7 +145,6 @@ def faults(url: str, jpeg: bytes, ref: np.ndarray, n: int, big: int, seed: int =
     from fashion_match.serve.client import ServerImageError, ServerUnavailable
 
     rng = np.random.default_rng(seed)
-    made: dict[str, object] = {}
     counts: dict[str, dict[str, int]] = {}
     good_ok = good_total = 0
     with Client(url) as c:
@@ -151,8 +154,6 @@ def faults(url: str, jpeg: bytes, ref: np.ndarray, n: int, big: int, seed: int =
                 good_ok += int(np.allclose(c.embed([jpeg])[0], ref, atol=1e-4))
                 continue
             kind, payload = malformed(rng, jpeg, big)
-            if kind in ("bomb", "thin"):  # made once each: the same file every time
-                payload = made.setdefault(kind, payload)
             row = counts.setdefault(kind, {"sent": 0, "refused_with_a_reason": 0, "answered": 0})
             row["sent"] += 1
             try:

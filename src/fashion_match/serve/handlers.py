@@ -100,7 +100,8 @@ class Service:
             pool=self.pool,
         )
         ok = [todo[i] for i in batch.indices]
-        failed = [todo[i] for i in range(len(todo)) if i not in set(batch.indices)]
+        decoded = set(batch.indices)
+        failed = [todo[i] for i in range(len(todo)) if i not in decoded]
         for pos, bad in zip(failed, batch.bad, strict=True):  # both in input order
             errors[pos] = f"image {pos}: {bad.reason}"
         return Decoded(batch.pixels, ok, errors)

@@ -181,6 +181,9 @@ def test_fm_train_spaces_with_an_attribute_branch_replaces_the_category_branch_a
 
     a, b = (load_file(str(tmp_path / d / "spaces.safetensors")) for d in ("a", "b"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    # a branch on a branch is refused (frozen spaces on that branch stay possible)
+    with pytest.raises(UsageError, match="already has an attribute branch"):
+        train_spaces_for(model, f"fmnist-attr:{fm}", tmp_path / "c" / "x.safetensors", dim=8, epochs=1, branch_from=14)
     # the same folder with other settings is refused, not mixed into
     with pytest.raises(UsageError, match="holds an attribute-branch run with other settings"):
         train_spaces_for(

@@ -160,8 +160,11 @@ def train_spaces_for(
     attrs = single_attributes(ds.attributes)
     if not attrs:
         raise UsageError(f"{data}: has no single-valued attributes to learn spaces for")
-    if model.attr_branch is not None:
-        raise UsageError(f"{model_dir}: already has an attribute branch; train spaces for its base model instead")
+    if model.attr_branch is not None and branch_from is not None:
+        raise UsageError(
+            f"{model_dir}: already has an attribute branch; train a new one on its base model, or spaces on this "
+            "branch's frozen maps (without --from-block)"
+        )
     from fashion_match.train import attr_branch as ab
 
     origin = None

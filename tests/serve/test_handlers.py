@@ -69,3 +69,21 @@ def test_a_batch_answers_from_one_index_snapshot(tiny_model_dir: Path, tmp_path:
         assert after is not before and len(after.index) == 4 and len(before.index) == 3  # the old one intact
         q = m.embed_strict([tmp_path / "new" / "s9" / "a.png"])
         assert after.engine.search(q, 1)[1][0, 0] == 3 and before.engine.search(q, 1)[1][0, 0] < 3
+
+
+def test_fm_tag_answers_what_matcher_tag_does() -> None:
+    """The embedded model has tag heads: fm_tag's JSON per image is Matcher.tag's, bad rows aside."""
+    import json
+
+    from fashion_match.runtime.matcher import Matcher
+
+    shop = Path(__file__).resolve().parents[2] / "examples" / "sample" / "01-pullover" / "shop.png"
+    with Matcher() as m:
+        svc = Service(m, workers=2)
+        try:
+            out = svc.tag([_req(shop.read_bytes(), b"junk") | {"top": np.array([[2], [2]], np.int32)}])[0]
+            want, _, _ = m.tag([shop], top=2)
+        finally:
+            svc.close()
+    assert json.loads(out["tags"][0, 0]) == json.loads(json.dumps(want[0]))
+    assert out["tags"][1, 0] == b"" and out["error"][1, 0] and not out["error"][0, 0]

@@ -24,52 +24,12 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 SERVE_PY = Path(os.environ.get("FM_SERVE_PYTHON", ROOT / ".venv-serve" / "bin" / "python"))
-MAIN = "import sys; from fashion_match.cli.serve import main; sys.exit(main(sys.argv[1:]))"
-
-
-def free_ports(n: int) -> list[int]:
-    import socket
-
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
-
-
-def start(model: Path | None, max_batch: int, delay_us: int, log: Path) -> tuple[subprocess.Popen, list[int]]:
-    from fashion_match.serve import Client
-
-    ports = free_ports(3)
-    args = ["--http-port", str(ports[0]), "--grpc-port", str(ports[1]), "--metrics-port", str(ports[2])]
-    args += ["--max-batch", str(max_batch), "--queue-delay-us", str(delay_us)]
-    args += ["--model", str(model)] if model else []
-    proc = subprocess.Popen([str(SERVE_PY), "-c", MAIN, *args], stdout=log.open("w"), stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 180
-    with Client(f"http://127.0.0.1:{ports[0]}") as c:
-        while not c.ready():
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"fm-serve did not start: {log.read_text()[-2000:]}")
-            time.sleep(0.5)
-    return proc, ports
-
-
-def metrics(port: int, model: str = "fm_embed") -> dict[str, float]:
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
-    out = {}
-    for line in text.splitlines():
-        if f'model="{model}"' in line and not line.startswith("#"):
-            out[line.split("{", 1)[0]] = float(line.rsplit(" ", 1)[1])
-    return out
 
 
 def load_level(url: str, jpeg: bytes, n: int, conc: int, ref: np.ndarray) -> dict[str, float]:
@@ -213,14 +173,18 @@ def main() -> None:
         offline = 5 * args.max_batch / (time.perf_counter() - t)
         backend, precision, model_name = m.info.backend, m.info.precision, m.manifest.model
     print(f"offline ceiling: {offline:.1f} images/s at batch {args.max_batch}", flush=True)
-    proc, (http, grpc, mport) = start(args.model, args.max_batch, args.queue_delay_us, tmp / "server.log")
+    from fashion_match.serve.local import LocalServer
+
+    extra = ["--max-batch", str(args.max_batch), "--queue-delay-us", str(args.queue_delay_us)]
+    server = LocalServer(SERVE_PY, extra + (["--model", str(args.model)] if args.model else []), tmp / "server.log")
+    proc, http, grpc = server.proc, server.http, server.grpc
     rows = []
     try:
         for proto, url in (("grpc", f"grpc://127.0.0.1:{grpc}"), ("http", f"http://127.0.0.1:{http}")):
             for conc in (int(x) for x in args.levels.split(",")):
-                before = metrics(mport)
+                before = server.metrics("fm_embed")
                 r = load_level(url, jpeg, args.requests, conc, ref)
-                after = metrics(mport)
+                after = server.metrics("fm_embed")
                 execs = after["nv_inference_exec_count"] - before["nv_inference_exec_count"]
                 images = after["nv_inference_count"] - before["nv_inference_count"]
                 r |= {"protocol": proto, "concurrency": conc, "mean_batch": round(images / max(1, execs), 2)}

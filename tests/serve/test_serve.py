@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
-import subprocess
 import sys
 import threading
 import time
@@ -19,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from fashion_match.errors import FmError
+from fashion_match.serve.local import LocalServer
 from tests.conftest import encode, photo
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -26,17 +26,6 @@ SERVE_PY = Path(os.environ.get("FM_SERVE_PYTHON", ROOT / ".venv-serve" / "bin" /
 pytestmark = pytest.mark.skipif(
     not SERVE_PY.exists(), reason=f"needs {SERVE_PY} (bash dev.sh test sets up .venv-serve)"
 )
-MAIN = "import sys; from fashion_match.cli.serve import main; sys.exit(main(sys.argv[1:]))"
-
-
-def _ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
 
 
 def _bomb() -> bytes:
@@ -49,41 +38,19 @@ def _bomb() -> bytes:
     return b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + chunk + struct.pack(">I", zlib.crc32(chunk)) + b"\0" * 64
 
 
-class Server:
+class Server(LocalServer):
     def __init__(self, model: Path, index: Path, tmp: Path, *extra: str) -> None:
         self.model = model
-        self.http, self.grpc, self.metrics = _ports(3)
-        args = ["--model", str(model), "--index", str(index), "--http-port", str(self.http)]
-        args += ["--grpc-port", str(self.grpc), "--metrics-port", str(self.metrics), *extra]
-        self.log = (tmp / "server.log").open("w")
-        self.proc = subprocess.Popen(
-            [str(SERVE_PY), "-c", MAIN, *args], stdout=self.log, stderr=subprocess.STDOUT, cwd=tmp
-        )
-        self.log_path = tmp / "server.log"
-        from fashion_match.serve import Client
-
-        deadline = time.monotonic() + 180
-        with Client(f"http://127.0.0.1:{self.http}") as c:
-            while not c.ready(("fm_embed", "fm_match", "fm_search")):
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    self.stop()
-                    pytest.fail(f"fm-serve did not start: {self.log_path.read_text()[-3000:]}")
-                time.sleep(0.5)
+        args = ["--model", str(model), "--index", str(index), *extra]
+        try:
+            super().__init__(SERVE_PY, args, tmp / "server.log", ("fm_embed", "fm_match", "fm_search"))
+        except FmError as e:
+            pytest.fail(str(e))
 
     def metric(self, name: str, model: str) -> float:
-        text = urllib.request.urlopen(f"http://127.0.0.1:{self.metrics}/metrics", timeout=10).read().decode()
-        for line in text.splitlines():
-            if line.startswith(name + "{") and f'model="{model}"' in line:
-                return float(line.rsplit(" ", 1)[1])
-        raise AssertionError(f"no {name} for {model} in the metrics")
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout=90)
-        finally:
-            self.log.close()
+        got = self.metrics(model)
+        assert name in got, f"no {name} for {model} in the metrics"
+        return got[name]
 
 
 @pytest.fixture(scope="module")

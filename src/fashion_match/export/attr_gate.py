@@ -26,14 +26,9 @@ Outputs = Callable[[np.ndarray], dict[str, np.ndarray]]  # uint8 pixels -> every
 
 def onnx_outputs(path: Any) -> Outputs:
     """Every named output of an ONNX file, run on the CPU (as the embedding gate runs it)."""
-    import onnxruntime as ort
+    from fashion_match.export.onnx_cpu import cpu_session
 
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    try:
-        sess = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
-    except Exception as e:  # noqa: BLE001 - ORT raises its own types for files it cannot load
-        raise ExportError(f"{path}: ONNX Runtime cannot load it ({' '.join(str(e).split())[:200]})") from None
+    sess = cpu_session(path)
     names = [o.name for o in sess.get_outputs()]
     feed = sess.get_inputs()[0].name
     return lambda pixels: dict(zip(names, sess.run(names, {feed: pixels}), strict=True))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -16,15 +17,20 @@ from fashion_match.errors import ExportError
 Embed = Callable[[np.ndarray], np.ndarray]  # uint8 pixels (N, S, S, 3) -> float32 (N, D)
 
 
-def onnx_embedder(path: str | Path) -> Embed:
-    """`embed` for an ONNX file on the CPU; one session per file, loaded once."""
+def cpu_session(path: str | Path) -> Any:
+    """A quiet CPU ONNX Runtime session for `path`; `ExportError` when it cannot be loaded."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
     try:
-        sess = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
     except Exception as e:  # noqa: BLE001 - ORT raises its own types for files it cannot load
         raise ExportError(f"{path}: ONNX Runtime cannot load it ({' '.join(str(e).split())[:200]})") from None
+
+
+def onnx_embedder(path: str | Path) -> Embed:
+    """`embed` for an ONNX file on the CPU; one session per file, loaded once."""
+    sess = cpu_session(path)
     name = sess.get_inputs()[0].name
     return lambda pixels: np.asarray(sess.run(None, {name: pixels})[0], np.float32)

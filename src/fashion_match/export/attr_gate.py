@@ -17,9 +17,6 @@ import numpy as np
 
 from fashion_match.data.evalset import EvalSet
 from fashion_match.errors import ExportError
-from fashion_match.runtime.tagging import head_data
-
-__all__ = ["AttrGate", "Outputs", "build_attr_gate", "head_data", "judge", "onnx_outputs"]
 
 Outputs = Callable[[np.ndarray], dict[str, np.ndarray]]  # uint8 pixels -> every named output
 

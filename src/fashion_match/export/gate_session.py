@@ -12,11 +12,12 @@ import numpy as np
 
 from fashion_match.errors import ExportError, FmError, UsageError
 from fashion_match.export import gate as gates
-from fashion_match.export.attr_gate import AttrGate, Outputs, build_attr_gate, head_data, judge, onnx_outputs
+from fashion_match.export.attr_gate import AttrGate, Outputs, build_attr_gate, judge, onnx_outputs
 from fashion_match.formats import FP32_ONNX
 from fashion_match.formats import precision as precision_row
 from fashion_match.progress import stage
 from fashion_match.runtime.manifest import Manifest
+from fashion_match.runtime.tagging import head_data
 
 if TYPE_CHECKING:
     from fashion_match.export.pipeline import ExportOptions

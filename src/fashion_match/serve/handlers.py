@@ -72,6 +72,9 @@ class Service:
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fm-decode")
         self.index = ResidentIndex(index, matcher, engine) if index is not None else None
         self.dim = matcher.dim
+        from fashion_match.runtime.tagging import output_dims
+
+        self.dims = output_dims(matcher.manifest)  # every graph output's shape, read once
 
     def close(self) -> None:
         self.pool.shutdown(wait=True)
@@ -110,24 +113,16 @@ class Service:
         be = self.matcher.backend
         if not len(pixels):
             return {}
-        return be.outputs(pixels) if be.reads_outputs and self.extra_outputs() else {"embedding": be.embed(pixels)}
-
-    def extra_outputs(self) -> list[str]:
-        from fashion_match.runtime.tagging import output_dims
-
-        return list(output_dims(self.matcher.manifest))[1:]
+        return be.outputs(pixels) if be.reads_outputs and len(self.dims) > 1 else {"embedding": be.embed(pixels)}
 
     # --- the served models --------------------------------------------------------------------
     def embed(self, requests: Sequence[Request]) -> list[dict[str, np.ndarray]]:
         """fm_embed: per image its item embedding (and the model's tag and space outputs)."""
-        from fashion_match.runtime.tagging import output_dims
-
         sizes = [len(r["image"]) for r in requests]
         blobs = [b for r in requests for b in _blobs(r["image"])]
         d = self.decode(blobs)
         got = self._outputs(d.pixels)
-        dims = output_dims(self.matcher.manifest)
-        full = {n: np.zeros((len(blobs), *dims[n]), np.float32) for n in dims}
+        full = {n: np.zeros((len(blobs), *d), np.float32) for n, d in self.dims.items()}
         for n, arr in got.items():
             full[n][d.ok] = arr
         return _split(full | {"error": _errors(len(blobs), d.errors)}, sizes)

@@ -28,7 +28,7 @@ from fashion_match.data.attributes import Attribute
 from fashion_match.errors import UsageError
 from fashion_match.models.attr_spaces import AttributeSpaces, ValueProxies
 from fashion_match.models.embedding import EmbeddingModel
-from fashion_match.train.cached import augment_maps, prefix_outputs
+from fashion_match.train.cached import augment_maps, cpu_outputs
 
 log = logging.getLogger(__name__)
 CL = torch.channels_last  # oneDNN's depthwise convolutions train faster on CPU in this layout
@@ -94,15 +94,7 @@ def _trunk_channels(model: EmbeddingModel) -> int:
 def cached_inputs(
     model: EmbeddingModel, records: list[Any], desc: str, progress: bool
 ) -> tuple[torch.Tensor, list[int]]:
-    return prefix_outputs(
-        TrunkAndTaps(model).eval(),
-        pool=False,
-        records=records,
-        model=model,
-        device=torch.device("cpu"),
-        progress=progress,
-        desc=desc,
-    )
+    return cpu_outputs(TrunkAndTaps(model).eval(), model, records, pool=False, desc=desc, progress=progress)
 
 
 @torch.no_grad()

@@ -142,16 +142,17 @@ def backbone_outputs(
     """The frozen maps (or pooled features, flattened) that `model`'s heads read for `records`: its
     attribute branch's when it has one, else the backbone's; on the CPU."""
     prefix = HeadMaps(model) if model.attr_branch is not None else model.backbone
-    out, kept = prefix_outputs(
-        prefix,
-        pool=pool,
-        records=records,
-        model=model,
-        device=torch.device("cpu"),
-        progress=progress,
-        desc=desc,
-    )
+    out, kept = cpu_outputs(prefix, model, records, pool=pool, desc=desc, progress=progress)
     return (out.flatten(1) if pool else out), kept
+
+
+def cpu_outputs(
+    prefix: nn.Module, model: EmbeddingModel, records: list[Any], *, pool: bool, desc: str, progress: bool
+) -> tuple[torch.Tensor, list[int]]:
+    """`prefix_outputs` of a frozen `prefix` of `model` on the CPU (runtime preprocessing)."""
+    return prefix_outputs(
+        prefix, pool=pool, records=records, model=model, device=torch.device("cpu"), progress=progress, desc=desc
+    )
 
 
 def shift_maps(maps: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor) -> torch.Tensor:

@@ -264,7 +264,7 @@ def test_quick_gate_is_small_widened_and_labelled(model_copy: Path) -> None:
 @pytest.mark.parametrize(
     ("args", "needle"),
     [
-        (["--calib", "fashion-mnist"], "--calib and --target apply to --int8"),
+        (["--calib", "fashion-mnist"], "--calib, --target and --int8-max-drop apply to --int8"),
         (["--batch", "8,4,2", "--fp16"], "--batch"),
         (["--fp16"], "needs --out"),
         (["--int8", "--calib", "folder:/nonexistent/x"], "/nonexistent/x"),

@@ -114,7 +114,51 @@ def test_a_failure_names_the_data_and_the_remedy_of_its_precision() -> None:
 def test_resolution_warns_only_when_one_query_outweighs_the_allowance() -> None:
     from fashion_match.export.gate import resolution_pts, resolution_warning
 
-    gs = _gate_set()  # 16 queries (6.25 points each), 8 pairs (6.25 points of balanced accuracy each)
-    assert resolution_pts(gs) == {"recall_at_1": 6.25, "verification_accuracy": 6.25}
+    gs = _gate_set()  # 16 queries (6.25 points each), 8 pairs (12.5 points of instance Recall@1 and
+    # 6.25 points of balanced accuracy each)
+    assert resolution_pts(gs) == {"recall_at_1": 6.25, "instance_recall_at_1": 12.5, "verification_accuracy": 6.25}
     assert "one query is 6.25 points of recall_at_1" in (resolution_warning(gs, "fp16", 0.1) or "")
-    assert resolution_warning(gs, "int8", 6.25) is None
+    assert "12.50 points of instance_recall_at_1" in (resolution_warning(gs, "int8", 6.25) or "")
+    assert resolution_warning(gs, "int8", 12.5) is None
+
+
+def test_an_instance_drop_is_refused_while_category_recall_holds() -> None:
+    """Pairs: consumer photos 50+i, shop photos 60+i (item i < 8), distractors 100+j (items 8..15).
+    The candidate turns pair 0's consumer photo towards distractor 108: only instance Recall@1 sees it."""
+    px = np.stack([np.full((2, 2, 3), i, np.uint8) for i in range(N)])
+    gs = GateSet("pairs", px, np.arange(N), px.copy(), np.arange(N), px[:8] + 50, px[:8] + 60, px[8:] + 100)
+
+    def item(pixels: np.ndarray) -> np.ndarray:
+        v = pixels[:, 0, 0, 0].astype(int)
+        return np.where(v >= 100, v - 100, np.where(v >= 60, v - 60, np.where(v >= 50, v - 50, v)))
+
+    def fp32(pixels: np.ndarray) -> np.ndarray:
+        e = np.zeros((len(pixels), DIM), np.float32)
+        e[np.arange(len(pixels)), item(pixels)] = 1.0
+        return e
+
+    def moved(pixels: np.ndarray) -> np.ndarray:
+        e = fp32(pixels)
+        e[pixels[:, 0, 0, 0] == 50] = 0.0
+        e[pixels[:, 0, 0, 0] == 50, 0], e[pixels[:, 0, 0, 0] == 50, 8] = 0.6, 0.8
+        return e
+
+    ref = embed_gate_set("ref", gs, fp32)
+    assert ref.distractors is not None and ref.distractors.shape == (8, DIM)
+    with pytest.raises(GateFailed, match=r"instance Recall@1 1.0000 -> 0.8750 \(12.50 points lost") as err:
+        run_gate("cand", "int8", gs, ref, threshold=0.5, embed=moved, allow_drop_pts=7.0)
+    f = err.value.figures
+    assert f["recall_at_1_drop_pts"] == 0.0 and f["verification_accuracy_drop_pts"] == 0.0
+    assert f["instance_recall_at_1_fp32"] == 1.0 and f["instance_recall_at_1_drop_pts"] == 12.5
+    assert f["standard_error_pts"]["instance_recall_at_1_drop"] == pytest.approx(100 * np.sqrt(1 - 1 / 8) / 8, abs=1e-3)
+
+
+def test_standard_errors_are_binomial_and_paired() -> None:
+    from fashion_match.export.gate import standard_errors_pts
+
+    base = {"r": np.array([True, True, True, False])}
+    new = {"r": np.array([True, False, False, True])}  # two lost, one gained
+    se = standard_errors_pts(base, new)
+    assert se["r"] == pytest.approx(25.0)  # p = 0.5 over 4 queries
+    assert se["r_drop"] == pytest.approx(100 * np.sqrt(3 - 1 / 4) / 4, abs=1e-3)
+    assert standard_errors_pts(base, base)["r_drop"] == 0.0

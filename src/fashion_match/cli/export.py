@@ -8,6 +8,7 @@ import click
 
 from fashion_match.cli.common import F, debug_option, echo_json, entrypoint
 from fashion_match.export.gate import MAX_DROP_PTS, MIN_MEAN_COSINE
+from fashion_match.export.modelopt_int8 import QUANTIZERS
 from fashion_match.export.onnx2int8 import CALIB_METHODS, DEFAULT_CALIB, DEFAULT_CALIB_IMAGES, TARGETS
 from fashion_match.export.pipeline import QUICK_GATE
 from fashion_match.formats import PRECISION_TABLE, REDUCED
@@ -70,7 +71,35 @@ def precision_flags(f: F) -> F:
 @click.option("--gate-queries", type=click.IntRange(1), default=1000, show_default=True)
 @click.option("--gate-gallery", type=click.IntRange(1), default=5000, show_default=True)
 @click.option(
-    "--gate-pairs", type=click.IntRange(0), default=500, show_default=True, help="fmnist-c2s pairs (0: none)."
+    "--gate-pairs",
+    type=click.IntRange(0),
+    default=1000,
+    show_default=True,
+    help="Held-out fmnist-c2s consumer/shop pairs: verification accuracy, and instance Recall@1 of the consumer "
+    "photos against the pairs' shop photos and others (0: none).",
+)
+@click.option(
+    "--gate-instance-gallery",
+    type=click.IntRange(1),
+    default=3000,
+    show_default=True,
+    help="Shop photos the instance Recall@1 ranks (the pairs' own, then other items').",
+)
+@click.option(
+    "--int8-max-drop",
+    type=click.FloatRange(0),
+    metavar="PTS",
+    help="Automatic mixed precision: keep the backbone units that hurt most (ranked by a sensitivity scan) "
+    "in FP32 until the gate's largest drop is at most PTS points; the manifest records which and the speed "
+    "it costs.",
+)
+@click.option(
+    "--int8-quantizer",
+    type=click.Choice(QUANTIZERS),
+    default="auto",
+    show_default=True,
+    help="Who places the Q/DQ pairs of the TensorRT flavour: NVIDIA Model Optimizer (auto, when installed: "
+    "pip install 'fashion-match[modelopt]') or fashion-match's own rules; ONNX Runtime's flavour is always ours.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print what was made as JSON.")
 @debug_option
@@ -91,6 +120,9 @@ def cli(
     gate_queries: int,
     gate_gallery: int,
     gate_pairs: int,
+    gate_instance_gallery: int,
+    int8_max_drop: float | None,
+    int8_quantizer: str,
     as_json: bool,
     **flags: bool,
 ) -> None:
@@ -104,8 +136,10 @@ def cli(
         gate_queries = QUICK_GATE[0] if src("gate_queries") == default else gate_queries
         gate_gallery = QUICK_GATE[1] if src("gate_gallery") == default else gate_gallery
         gate_pairs = QUICK_GATE[2] if src("gate_pairs") == default else gate_pairs
-    if (calib or target) and "int8" not in precisions:
-        raise UsageError("--calib and --target apply to --int8")
+        if src("gate_instance_gallery") == default:
+            gate_instance_gallery = 3 * gate_pairs
+    if (calib or target or int8_max_drop is not None) and "int8" not in precisions:
+        raise UsageError("--calib, --target and --int8-max-drop apply to --int8")
     opts = ExportOptions(
         precisions=precisions,
         calib=calib,
@@ -122,7 +156,10 @@ def cli(
         gate_gallery=gate_gallery,
         gate_verification="fmnist-c2s" if gate_pairs else None,
         gate_pairs=gate_pairs,
+        gate_instance_gallery=gate_instance_gallery,
         gate_mode=gate_mode,
+        int8_max_drop=int8_max_drop,
+        int8_quantizer=int8_quantizer,
     )
     result = run_export(source, out, opts, say=(lambda s: None) if as_json else click.echo)
     if as_json:

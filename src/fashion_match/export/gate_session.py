@@ -89,6 +89,7 @@ class GateSession:
                     o.gate_gallery,
                     o.gate_verification,
                     o.gate_pairs,
+                    o.gate_instance_gallery,
                 )
             except FmError as e:
                 raise UsageError(

@@ -101,6 +101,133 @@ def decode_calibration(sources: list[Any], spec: PreprocessSpec) -> np.ndarray:
     return batch.pixels
 
 
+class Int8Quantiser:
+    """One FP32 graph, its activation ranges computed once, quantised as often as needed: the whole
+    backbone (`onnx2int8`), or with some of its nodes kept FP32 or only some quantised (the
+    sensitivity scan and the mixed-precision search, `export.sensitivity`)."""
+
+    def __init__(
+        self,
+        src: str | Path,
+        pixels: np.ndarray,
+        *,
+        target: str = "onnxruntime",
+        method: str = "percentile",
+        percentile: float = 99.99,
+        batch: int = 16,
+    ) -> None:
+        import onnx
+
+        if target not in FLAVOURS:
+            raise UsageError(f"--target {target}: choose one of {', '.join(TARGETS)}")
+        if method not in CALIB_METHODS:
+            raise UsageError(f"--calib-method {method}: choose one of {', '.join(CALIB_METHODS)}")
+        self.flavour, self.method, self.percentile = FLAVOURS[target], method, percentile
+        self.calibration_images = int(len(pixels))
+        self._workdir = tempfile.TemporaryDirectory(prefix="fm-int8-")
+        try:
+            model = onnx.load(str(src))
+            self.folded: FoldedInput | None = fold_normalisation(model) if target == "onnxruntime" else None
+            self.backbone, self.kept = split_names(model.graph)
+            self.graph = model.graph
+            self.float_model = Path(self._workdir.name) / "float.onnx"
+            onnx.save(model, str(self.float_model))
+            self.ranges = compute_ranges(self.float_model, pixels, method, percentile, batch)
+            if self.folded is not None:  # pixels - z over all of 0..255: uint8 scale 1, zero point z (the pixel)
+                self.ranges[self.folded.tensor] = (-float(self.folded.zero_point), 255.0 - self.folded.zero_point)
+        except Exception:
+            self._workdir.cleanup()
+            raise
+
+    def __enter__(self) -> Int8Quantiser:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._workdir.cleanup()
+
+    def quantise(
+        self, dst: str | Path, keep_fp32: list[str] | tuple[str, ...] = (), only: list[str] | None = None
+    ) -> dict[str, Any]:
+        """Write the Q/DQ model to `dst` (atomically); `keep_fp32`: backbone nodes left in FP32;
+        `only`: quantise just these backbone nodes."""
+        import onnx
+        from onnxruntime import quantization as q
+
+        from fashion_match.fileio import make_temp
+
+        unknown = sorted(set(keep_fp32) - set(self.backbone)) + sorted(set(only or ()) - set(self.backbone))
+        if unknown:
+            raise UsageError(f"not backbone nodes of this graph: {', '.join(unknown[:5])}")
+        methods = {
+            "minmax": q.CalibrationMethod.MinMax,
+            "entropy": q.CalibrationMethod.Entropy,
+            "percentile": q.CalibrationMethod.Percentile,
+        }
+        qtype = {"uint8": q.QuantType.QUInt8, "int8": q.QuantType.QInt8}
+        flavour = self.flavour
+        extra = {
+            "ActivationSymmetric": flavour.activation_symmetric,
+            "WeightSymmetric": flavour.weight_symmetric,
+            "QuantizeBias": flavour.quantize_bias,
+            "CalibPercentile": self.percentile,
+        }
+        dst = Path(dst)
+        tmp = make_temp(dst.parent, dst.name)
+        quiet = _QuietRoot()
+        logging.getLogger().addFilter(quiet)
+        try:
+            cache = Path(self._workdir.name) / "ranges.json"
+            write_cache(self.ranges, methods[self.method], cache)
+            q.quantize_static(
+                str(self.float_model),
+                str(tmp),
+                None,
+                calibration_cache_path=cache,
+                quant_format=q.QuantFormat.QDQ,
+                per_channel=flavour.per_channel,
+                activation_type=qtype[flavour.activations],
+                weight_type=qtype[flavour.weights],
+                nodes_to_quantize=list(only) if only is not None else None,
+                nodes_to_exclude=[*self.kept, *keep_fp32],
+                calibrate_method=methods[self.method],
+                extra_options=extra,
+            )
+            feeds = False
+            if self.folded is not None:
+                quantised = onnx.load(str(tmp))
+                folded = self.folded.tensor
+                # the first convolution may be one of the nodes kept FP32: then it takes the float pixels
+                feeds = any(n.op_type == "QuantizeLinear" and n.input[0] == folded for n in quantised.graph.node)
+                if feeds:
+                    feed_pixels_directly(quantised, self.folded)
+                    onnx.save(quantised, str(tmp))
+            onnx.checker.check_model(str(tmp), full_check=True)
+            tmp.replace(dst)
+        except (UsageError, ExportError):
+            raise
+        except Exception as e:  # noqa: BLE001 - the quantiser raises many types
+            raise ExportError(f"int8 quantisation failed: {type(e).__name__}: {' '.join(str(e).split())[:300]}") from e
+        finally:
+            logging.getLogger().removeFilter(quiet)
+            tmp.unlink(missing_ok=True)
+        quantised_nodes = len(only) if only is not None else len(self.backbone) - len(keep_fp32)
+        return {
+            **flavour.to_dict(),
+            "quantizer": "fashion-match (onnxruntime.quantization.quantize_static, QDQ)",
+            "calibration_method": self.method,
+            **({"percentile": self.percentile} if self.method == "percentile" else {}),
+            "calibration_images": self.calibration_images,
+            "quantised_nodes": quantised_nodes,
+            "fp32_nodes": len(self.graph.node) - quantised_nodes,
+            "kept_fp32": "global pooling, projection, L2 normalisation"
+            + ("" if self.folded else ", input cast and normalisation"),
+            **(self.folded.to_dict() if self.folded and feeds else {"pixels_feed_first_conv": False}),
+        }
+
+
 def onnx2int8(
     src: str | Path,
     dst: str | Path,
@@ -112,79 +239,11 @@ def onnx2int8(
     batch: int = 16,
 ) -> dict[str, Any]:
     """Quantise FP32 `src` to `dst` with activation ranges from uint8 `pixels` (N, S, S, 3)."""
-    import onnx
-    from onnxruntime import quantization as q
-
-    from fashion_match.fileio import make_temp
-
-    if target not in FLAVOURS:
-        raise UsageError(f"--target {target}: choose one of {', '.join(TARGETS)}")
-    if method not in CALIB_METHODS:
-        raise UsageError(f"--calib-method {method}: choose one of {', '.join(CALIB_METHODS)}")
-    flavour = FLAVOURS[target]
-    model = onnx.load(str(src))
-    folded: FoldedInput | None = fold_normalisation(model) if target == "onnxruntime" else None
-    backbone, kept = split_names(model.graph)
-    methods = {
-        "minmax": q.CalibrationMethod.MinMax,
-        "entropy": q.CalibrationMethod.Entropy,
-        "percentile": q.CalibrationMethod.Percentile,
-    }
-    qtype = {"uint8": q.QuantType.QUInt8, "int8": q.QuantType.QInt8}
-    extra = {
-        "ActivationSymmetric": flavour.activation_symmetric,
-        "WeightSymmetric": flavour.weight_symmetric,
-        "QuantizeBias": flavour.quantize_bias,
-        "CalibPercentile": percentile,
-    }
-    dst = Path(dst)
-    tmp = make_temp(dst.parent, dst.name)
-    quiet = _QuietRoot()
-    logging.getLogger().addFilter(quiet)
-    workdir = tempfile.TemporaryDirectory(prefix="fm-int8-")
     try:
-        float_model = Path(workdir.name) / "float.onnx"
-        onnx.save(model, str(float_model))
-        ranges = compute_ranges(float_model, pixels, method, percentile, batch)
-        if folded is not None:  # pixels - z over all of 0..255: uint8 scale 1, zero point z (the pixel itself)
-            ranges[folded.tensor] = (-float(folded.zero_point), 255.0 - folded.zero_point)
-        cache = Path(workdir.name) / "ranges.json"
-        write_cache(ranges, methods[method], cache)
-        q.quantize_static(
-            str(float_model),
-            str(tmp),
-            None,
-            calibration_cache_path=cache,
-            quant_format=q.QuantFormat.QDQ,
-            per_channel=flavour.per_channel,
-            activation_type=qtype[flavour.activations],
-            weight_type=qtype[flavour.weights],
-            nodes_to_exclude=kept,
-            calibrate_method=methods[method],
-            extra_options=extra,
-        )
-        if folded is not None:
-            quantised = onnx.load(str(tmp))
-            feed_pixels_directly(quantised, folded)
-            onnx.save(quantised, str(tmp))
-        onnx.checker.check_model(str(tmp), full_check=True)
-        tmp.replace(dst)
+        quantiser = Int8Quantiser(src, pixels, target=target, method=method, percentile=percentile, batch=batch)
     except (UsageError, ExportError):
         raise
-    except Exception as e:  # noqa: BLE001 - the quantiser raises many types
+    except Exception as e:  # noqa: BLE001 - loading and calibrating raise many types
         raise ExportError(f"int8 quantisation failed: {type(e).__name__}: {' '.join(str(e).split())[:300]}") from e
-    finally:
-        logging.getLogger().removeFilter(quiet)
-        workdir.cleanup()
-        tmp.unlink(missing_ok=True)
-    return {
-        **flavour.to_dict(),
-        "calibration_method": method,
-        **({"percentile": percentile} if method == "percentile" else {}),
-        "calibration_images": int(len(pixels)),
-        "quantised_nodes": len(backbone),
-        "fp32_nodes": len(kept),
-        "kept_fp32": "global pooling, projection, L2 normalisation"
-        + ("" if folded else ", input cast and normalisation"),
-        **(folded.to_dict() if folded else {"pixels_feed_first_conv": False}),
-    }
+    with quantiser:
+        return quantiser.quantise(dst)

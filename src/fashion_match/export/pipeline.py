@@ -46,12 +46,15 @@ class ExportOptions:
     gate_queries: int = 1000
     gate_gallery: int = 5000
     gate_verification: str | None = gates.DEFAULT_VERIFICATION
-    gate_pairs: int = 500
+    gate_pairs: int = 1000
+    gate_instance_gallery: int = 3000  # the pairs' shop photos plus others: instance Recall@1
     gate_mode: str = "full"  # "quick": a small gate set for trying things, labelled so in the manifest
+    int8_max_drop: float | None = None  # points: keep the most sensitive units FP32 until within (mixed_int8)
+    int8_quantizer: str = "auto"  # who places the Q/DQ pairs (modelopt_int8.QUANTIZERS)
 
 
 # --gate quick: how many images it uses (queries, gallery, verification pairs)
-QUICK_GATE = (250, 1000, 100)
+QUICK_GATE = (250, 1000, 100)  # instance gallery: 3x the pairs
 
 
 @dataclass
@@ -185,6 +188,9 @@ def _make_fp16(ctx: _Context) -> _Made:
 
 
 def _make_int8(ctx: _Context) -> _Made:
+    from fashion_match.export import sensitivity
+    from fashion_match.export.mixed_int8 import make_mixed
+    from fashion_match.export.modelopt_int8 import choose_quantizer, onnx2int8_modelopt
     from fashion_match.export.onnx2int8 import onnx2int8
 
     assert ctx.calib is not None  # listed and decoded before any work (run_export, _Context)
@@ -192,10 +198,35 @@ def _make_int8(ctx: _Context) -> _Made:
     target = ctx.opts.target or ("tensorrt" if ctx.opts.trt else "onnxruntime")
     name = lookup("onnxruntime", "int8").artifact if target == "onnxruntime" else TRT_INT8_SOURCE
 
+    quantizer = choose_quantizer(ctx.opts.int8_quantizer, target)
+
     def quantise(p: Path) -> dict[str, Any]:
+        if quantizer == "modelopt":
+            return onnx2int8_modelopt(ctx.fp32_path, p, pixels, method=ctx.opts.calib_method)
         return onnx2int8(ctx.fp32_path, p, pixels, target=target, method=ctx.opts.calib_method)
 
-    summary, figures = _make_onnx(ctx.manifest, name, "int8", quantise, ctx.gate)
+    if ctx.opts.int8_max_drop is None:
+        summary, figures = _make_onnx(ctx.manifest, name, "int8", quantise, ctx.gate)
+    else:
+        if quantizer == "modelopt":
+            raise UsageError(
+                "--int8-max-drop keeps units FP32 with fashion-match's quantizer: add --int8-quantizer fashion-match"
+            )
+
+        def scan_data() -> Any:
+            return sensitivity.scan_set(ctx.manifest.preprocess, ctx.opts.gate_data)
+
+        def timing_pixels() -> Any:
+            assert ctx.gate.gs is not None  # the gate ran on the first candidate
+            return ctx.gate.gs.q_pixels[:128]
+
+        drop, method = ctx.opts.int8_max_drop, ctx.opts.calib_method
+        check = lambda p: ctx.gate.check(p, "int8", name)  # noqa: E731
+        dst = ctx.manifest.folder / name
+        summary, figures = make_mixed(
+            ctx.fp32_path, dst, pixels, check, drop, target=target, method=method, scan_data=scan_data,
+            timing_pixels=timing_pixels,
+        )  # fmt: skip
     summary["calibration_data"] = described
     if target == "onnxruntime":
         entry = _entry(ctx.manifest.folder / name, ctx.fp32, backend="onnxruntime", precision="int8", int8=summary)
@@ -317,6 +348,11 @@ def _gate_line(what: str, name: str, g: dict[str, Any]) -> str:
         f"cosine min {g['min_cosine']:.4f} mean {g['mean_cosine']:.5f}"
         + (f" (floor {g['min_mean_cosine']})" if g.get("min_mean_cosine") is not None else " (floor waived)")
     )
+    if "instance_recall_at_1" in g:
+        line += (
+            f", instance R@1 {g['instance_recall_at_1']:.4f} ({-g['instance_recall_at_1_drop_pts']:+.2f} pts"
+            f" \u00b1{g['standard_error_pts']['instance_recall_at_1_drop']:.2f})"
+        )
     if "verification_accuracy" in g:
         line += f", verification acc {g['verification_accuracy']:.4f} ({-g['verification_accuracy_drop_pts']:+.2f} pts)"
     if "attributes" in g:  # the tag and space figures: the one that moved most

@@ -9,8 +9,10 @@ repository does per query — Euclidean distance to every gallery row, then a fu
 timed on the first `--naive-queries` queries and reported per query. `exact` is true when our
 top-10 equals the naive ranking for those queries (on unit vectors Euclidean order is cosine
 order). Float16 storage is measured too: recall@k of a float16-rounded gallery against float32's
-answer. The BLAS kernel in use is recorded: on this workplace OPENBLAS_CORETYPE is preset to
-Haswell, which slows GEMM; the command above unsets it for this process only.
+answer. FAISS's `IndexFlatIP` (when faiss is installed) is timed in the same run on the same vectors,
+with whether its top-10 lists equal ours. The BLAS kernel in use is recorded: on this workplace
+OPENBLAS_CORETYPE is preset to Haswell, which slows GEMM; the command above unsets it for this
+process only.
 """
 
 from __future__ import annotations
@@ -44,6 +46,31 @@ def blas_info() -> list[dict]:
 def naive_search(q: np.ndarray, gallery: np.ndarray, k: int) -> np.ndarray:
     dist = np.linalg.norm(gallery - q[None, :], axis=1)
     return np.argsort(dist)[:k]
+
+
+def faiss_flat(q: np.ndarray, g: np.ndarray, k: int, repeats: int, ours: np.ndarray) -> dict | None:
+    """FAISS `IndexFlatIP` on the same vectors, timed the same way, and whether its top-k equals ours
+    (the rows where its order differs only inside a tie of equal scores count as equal)."""
+    try:
+        import faiss
+    except ImportError:
+        return None
+    index = faiss.IndexFlatIP(g.shape[1])
+    index.add(g)
+    index.search(q[:QUERY_CHUNK], k)  # warm-up
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        _, fi = index.search(q, k)
+        times.append(time.perf_counter() - t)
+    return {
+        "version": faiss.__version__,
+        "threads": faiss.omp_get_max_threads(),
+        "ms_per_query": round(statistics.median(times) / len(q) * 1000, 4),
+        "runs_ms_per_query": [round(x / len(q) * 1000, 4) for x in times],
+        "identical_top_k": bool(np.array_equal(fi, ours)),
+        "identical_rows": float(np.mean(np.all(fi == ours, axis=1))),
+    }
 
 
 def main() -> None:
@@ -81,6 +108,8 @@ def main() -> None:
         gemm.append(time.perf_counter() - t)
     gemm_ms = statistics.median(gemm) / args.queries * 1000
 
+    faiss_row = faiss_flat(q, g, args.k, args.repeats, ids)
+
     t = time.perf_counter()
     naive = [naive_search(q[i], g, args.k) for i in range(args.naive_queries)]
     naive_ms = (time.perf_counter() - t) / args.naive_queries * 1000
@@ -100,6 +129,9 @@ def main() -> None:
         "float16_recall_at_k_vs_float32": round(f16_recall, 5),
         "float16_top1_agreement": round(f16_top1, 5),
         "runs_ms_per_query": [round(x / args.queries * 1000, 4) for x in times],
+        "vs_gemm": round(ms_per_query / gemm_ms, 3),
+        "faiss_flat_ip": faiss_row,
+        "vs_faiss": round(ms_per_query / faiss_row["ms_per_query"], 3) if faiss_row else None,
         "gallery": args.gallery,
         "dim": args.dim,
         "queries": args.queries,
@@ -127,6 +159,8 @@ def main() -> None:
         "gemm_only_ms_per_query",
         "float16_recall_at_k_vs_float32",
         "float16_top1_agreement",
+        "vs_gemm",
+        "vs_faiss",
     )
     print(json.dumps({k: result[k] for k in keys}))
 

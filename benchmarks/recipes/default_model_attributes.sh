@@ -10,7 +10,8 @@
 #    the attribute branch replaces the category branch, so the item similarity is the pure item
 #    cosine and its threshold is calibrated again;
 # 2. fm-train --tags-for: tag heads on the branch's pooled maps, imbalance-weighted loss;
-# 3. fm-export --fp16 --int8: both gated on the item embedding and on every attribute figure;
+# 3. fm-export --fp16 --int8 --int8-max-drop 0.3: both gated on the item embedding and on every attribute figure
+#    (INT8 keeps the most damaging blocks FP32 until within 0.3 points, see default_model_int8.sh);
 # 4. the result copied into the package as the embedded default.
 # Recorded: benchmarks/results/train_default_v11_attributes.json (commands, times, figures).
 #
@@ -28,7 +29,7 @@ fm-train --spaces-for "$OUT/base" --data fmnist-attr --from-block 14 --taps 3,6 
   --train-limit $((2 * ITEMS)) --eval-limit 2000 --out "$OUT/spaces"
 fm-train --tags-for "$OUT/spaces/model" --data fmnist-attr --train-limit $((2 * ITEMS)) --eval-limit 2000 \
   --out "$OUT/tags"
-fm-export "$OUT/tags/model" --fp16 --int8
+fm-export "$OUT/tags/model" --fp16 --int8 --int8-max-drop 0.3
 if [ "$INSTALL" = 1 ]; then  # named, then put in the package in place of the previous default
   python - "$OUT/tags/model" "$NAME" <<'EOF'
 import shutil

@@ -195,3 +195,22 @@ def test_fm_export_records_the_mixed_precision_search(model_copy: Path) -> None:
         from fashion_match.cli.export import cli
 
         cli.main(["--fp16", "--int8-max-drop", "0.3", str(model_copy)], standalone_mode=False)
+
+
+def test_profile_books_fused_kernels_to_the_graphs_nodes(tiny_model_dir: Path, tmp_path: Path) -> None:
+    from fashion_match.export.ort_profile import book, node_times
+
+    s = load_manifest(tiny_model_dir).preprocess.size
+    px = _pixels(8, s)
+    g = onnx.load(str(tiny_model_dir / FP32_ONNX)).graph
+    convs = {n.name for n in g.node if n.op_type == "Conv"}
+    times = book(node_times(tiny_model_dir / FP32_ONNX, px, runs=2), g)
+    names = {n.name for n in g.node}
+    on_nodes = sum(v for k, v in times.items() if k in names)
+    assert on_nodes > 0.9 * sum(times.values())  # fused Conv+ReLU kernels are named after a tensor: booked
+    assert {"node_relu", "node_relu_1"} & set(times)  # ... to the ReLU that produced it (the same unit)
+    with Int8Quantiser(tiny_model_dir / FP32_ONNX, px) as q:
+        q.quantise(tmp_path / "q.onnx")
+    kernels = node_times(tmp_path / "q.onnx", px, runs=2, by="op")
+    assert kernels.get("QLinearConv", 0) > 0 and "Conv" not in kernels  # the INT8 file runs integer convs
+    assert convs <= set(book(node_times(tmp_path / "q.onnx", px, runs=2), g))  # fused names booked back

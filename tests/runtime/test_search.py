@@ -50,6 +50,19 @@ def test_large_block_path_with_segments() -> None:
     np.testing.assert_array_equal(i, topk_naive(q, g, 10)[1])
 
 
+@pytest.mark.parametrize("k", [1, 3, 10, 40])
+def test_raised_thresholds_keep_ties_in_gallery_order(k: int) -> None:
+    """Many segments per block (the k-th segment maximum raises each threshold) on tie-heavy scores:
+    entries equal to a raised threshold may still belong to the top k and must not be dropped."""
+    rng = np.random.default_rng(k)
+    g = rng.integers(-1, 2, (50_000, 4)).astype(np.float32)
+    q = rng.integers(-1, 2, (64, 4)).astype(np.float32)
+    s, i = topk_exact(q, [g[:20_000], g[20_000:]], k)
+    ref_s, ref_i = topk_naive(q, g, k)
+    np.testing.assert_array_equal(i, ref_i)
+    np.testing.assert_array_equal(s, ref_s)
+
+
 def test_empty_inputs() -> None:
     s, i = topk_exact(np.zeros((0, 4), np.float32), [np.ones((5, 4), np.float32)], 3)
     assert s.shape == (0, 3)

@@ -57,7 +57,15 @@ def keep_until_within(
             summary = q.quantise(tmp, keep_fp32=[n for u in kept for n in u.nodes])
             figures, passed = _try(check, tmp)
             drop = gates.largest_drop_pts(figures)
-            steps.append({"kept": [u.name for u in kept], "largest_drop_pts": drop, "gate_passed": passed})
+            steps.append(
+                {
+                    "kept": [u.name for u in kept],
+                    "largest_drop_pts": drop,
+                    "drops_pts": {k: figures[k] for k in gates.DROPS if k in figures},
+                    "mean_cosine": figures.get("mean_cosine"),
+                    "gate_passed": passed,
+                }
+            )
             say(f"int8 mixed precision: {len(kept)} unit(s) kept FP32, largest drop {drop:.2f} pts")
             if within(figures, passed, max_drop):
                 break

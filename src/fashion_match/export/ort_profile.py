@@ -20,8 +20,9 @@ import numpy as np
 _SUFFIX = re.compile(r"((_token_\d+)|(_nchwc))+$")
 
 
-def node_times(path: str | Path, pixels: np.ndarray, runs: int = 3) -> dict[str, float]:
-    """Microseconds per original node name over `runs` calls on `pixels` (after one warm-up call)."""
+def node_times(path: str | Path, pixels: np.ndarray, runs: int = 3, by: str = "node") -> dict[str, float]:
+    """Microseconds per call on `pixels` (mean of `runs` calls after one warm-up call), per original
+    node name (`by="node"`) or per kernel ONNX Runtime ran (`by="op"`: QLinearConv, Conv, ...)."""
     import onnxruntime as ort
 
     with tempfile.TemporaryDirectory(prefix="fm-profile-") as d:
@@ -41,7 +42,8 @@ def node_times(path: str | Path, pixels: np.ndarray, runs: int = 3) -> dict[str,
             per_run.append(totals)
             totals = defaultdict(float)
         elif e.get("cat") == "Node" and str(e.get("name", "")).endswith("_kernel_time"):
-            totals[_SUFFIX.sub("", e["name"][: -len("_kernel_time")])] += float(e.get("dur", 0))
+            key = str(e.get("args", {}).get("op_name")) if by == "op" else e["name"][: -len("_kernel_time")]
+            totals[_SUFFIX.sub("", key)] += float(e.get("dur", 0))
     steady = per_run[1:] or per_run  # model_run closes each call: the first one is the warm-up
     out: dict[str, float] = defaultdict(float)
     for c in steady:

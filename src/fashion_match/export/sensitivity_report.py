@@ -47,8 +47,8 @@ def plot(record: dict[str, Any], path: Path) -> None:
     rows = {r["unit"]: r for r in record["rows"]}
     names = record["ranking"][::-1]
     fig, (ax, bx) = plt.subplots(1, 2, sharey=True, figsize=(10, 0.28 * len(names) + 1.5))
-    ax.barh(names, [rows[n]["alone"]["drift"] for n in names], color="#c0392b")
-    ax.set_xlabel("embedding drift, this unit alone INT8 (1 - mean cosine)")
+    ax.barh(names, [1e3 * rows[n]["alone"]["drift"] for n in names], color="#c0392b")
+    ax.set_xlabel("embedding drift, this unit alone INT8 (1 - mean cosine, x 1e-3)")
     bx.barh(names, [100 * rows[n]["time_share_int8"] for n in names], color="#2c7fb8")
     bx.set_xlabel("share of INT8 CPU time (%)")
     fig.suptitle(f"INT8 sensitivity per {record['granularity']}", fontsize=10)

@@ -7,7 +7,8 @@ order as a full stable sort (`topk_naive`), which the tests compare against.
 Selection costs as much as the GEMM if done naively (a partition of every row of every
 block). Instead each query keeps its k-th best score as a running threshold: a later block
 only contributes entries strictly above it (later entries have higher indices, so they lose
-ties). After the first block almost nothing survives the cheap comparison.
+ties), and per-segment maxima raise that threshold before any entry is gathered (see
+`_select_block`), so even the first block costs one pass plus a gather of k segments.
 """
 
 from __future__ import annotations
@@ -53,45 +54,35 @@ SEGMENT = 1024  # columns per segment: numpy reduces 1024-wide rows at memory sp
 def _select_block(sims: np.ndarray, offset: int, best_s: np.ndarray, best_i: np.ndarray, k: int) -> None:
     """Fold one block of scores (rows = queries, cols = gallery offset..) into the top-k lists.
 
-    Rows with many entries above their threshold (the first block) take a partition; the rest
-    find their few candidates through per-segment maxima, so no pass over the block's booleans
-    is needed (numpy's nonzero over a 4M-entry mask costs as much as a third of the GEMM).
+    One pass over the block computes per-segment maxima. The k-th largest segment maximum is a
+    lower bound of the block's k-th best score (the k maxima are k entries at least that high), so
+    it raises each row's threshold before any entry is looked at: only the few segments whose
+    maximum clears the raised threshold are gathered, never a partition of whole rows. Entries equal
+    to the old threshold lose to the kept ones (higher index); entries equal to a raised one may not,
+    so those are kept: `x >= raised and x > old` keeps exactly the entries that can still be in the top k.
     """
     n_rows, n_cols = sims.shape
     thr = best_s[:, k - 1]
     n_seg, rem = divmod(n_cols, SEGMENT)
     parts_r: list[np.ndarray] = []
     parts_c: list[np.ndarray] = []
+    raised = thr
     if n_seg:
         segs = sims[:, : n_seg * SEGMENT].reshape(n_rows, n_seg, SEGMENT)
         segmax = segs.max(axis=2)
-        seg_r, seg_s = np.nonzero(segmax > thr[:, None])
-        heavy_mask = np.bincount(seg_r, minlength=n_rows) > min(4 * k, n_seg // 2)
-        heavy = np.nonzero(heavy_mask)[0]
-        keep = ~heavy_mask[seg_r]
-        seg_r, seg_s = seg_r[keep], seg_s[keep]
+        if n_seg >= k:
+            raised = np.maximum(thr, np.partition(segmax, n_seg - k, axis=1)[:, n_seg - k])
+        seg_r, seg_s = np.nonzero((segmax >= raised[:, None]) & (segmax > thr[:, None]))
         if len(seg_r):
-            cols0 = seg_s * SEGMENT
             vals = segs[seg_r, seg_s]  # whole contiguous segments: a fast gather
-            a, b = np.nonzero(vals > thr[seg_r, None])
+            a, b = np.nonzero((vals >= raised[seg_r, None]) & (vals > thr[seg_r, None]))
             parts_r.append(seg_r[a])
-            parts_c.append(cols0[a] + b)
-    else:
-        heavy = np.zeros(0, np.int64)
+            parts_c.append(seg_s[a] * SEGMENT + b)
     if rem:
         tail = sims[:, n_seg * SEGMENT :]
-        r, c = np.nonzero(tail > thr[:, None])
-        light = ~np.isin(r, heavy)
-        parts_r.append(r[light])
-        parts_c.append(c[light] + n_seg * SEGMENT)
-    if len(heavy):
-        kk = min(k, n_cols)
-        sub = sims[heavy]
-        kth = np.partition(sub, n_cols - kk, axis=1)[:, n_cols - kk]
-        # kth > old threshold here (more than k entries exceed it), so ">=" keeps every tie
-        r, c = np.nonzero(sub >= kth[:, None])
-        parts_r.append(heavy[r])
-        parts_c.append(c)
+        r, c = np.nonzero((tail >= raised[:, None]) & (tail > thr[:, None]))
+        parts_r.append(r)
+        parts_c.append(c + n_seg * SEGMENT)
     if parts_r:
         rows, cols = np.concatenate(parts_r), np.concatenate(parts_c)
         merge_topk(best_s, best_i, rows, sims[rows, cols], cols.astype(np.int64) + offset, k)

@@ -17,13 +17,13 @@ from fashion_match.train.config import parse_batch
 RECIPES = sorted((Path(__file__).resolve().parents[2] / "benchmarks" / "recipes").glob("*.sh"))
 
 
-def fm_train_lines(script: str) -> list[list[str]]:
-    """The arguments of each of the recipe's fm-train runs, its shell variables replaced by their
+def fm_train_lines(script: str, command: str = "fm-train") -> list[list[str]]:
+    """The arguments of each of the recipe's `command` runs, its shell variables replaced by their
     defaults (an arithmetic `$((2 * N))` evaluated)."""
     joined = script.replace("\\\n", " ")
     defaults = dict(re.findall(r"^(\w+)=\$\{\w+:-([^}]*)\}", joined, flags=re.M))
     out = []
-    for line in [ln for ln in joined.splitlines() if re.match(r"\s*fm-train\s+--", ln)]:
+    for line in [ln for ln in joined.splitlines() if re.match(rf"\s*{command}\s+\S", ln)]:
         line = line.replace('"${extra[@]}"', "")  # optional extras, checked by the smoke run instead
         line = re.sub(
             r"\$\(\((.+?)\)\)",
@@ -40,9 +40,21 @@ def fm_train_args(script: str) -> list[str]:
 
 
 @pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.name)
+def test_recipe_fm_export_and_fm_precision_lines_parse(recipe: Path) -> None:
+    from fashion_match.cli.export import cli as fm_export
+    from fashion_match.cli.precision import cli as fm_precision
+
+    text = recipe.read_text(encoding="utf-8")
+    for command, cli in (("fm-export", fm_export), ("fm-precision", fm_precision)):
+        for args in fm_train_lines(text, command):
+            cli.make_context(command, args)  # raises click.UsageError on an unknown option or bad value
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.name)
 def test_recipe_fm_train_lines_parse(recipe: Path) -> None:
-    lines = fm_train_lines(recipe.read_text(encoding="utf-8"))
-    assert lines
+    text = recipe.read_text(encoding="utf-8")
+    lines = fm_train_lines(text)
+    assert lines or fm_train_lines(text, "fm-export")  # a recipe trains, or exports what was trained
     for args in lines:
         ctx = fm_train.make_context("fm-train", args)  # raises click.UsageError on an unknown option or bad value
         assert (ctx.params["data"] and ctx.params["out"]) or ctx.params["resume"]  # a resume replays its config

@@ -61,6 +61,13 @@ def choose_quantizer(requested: str, target: str) -> str:
     return requested
 
 
+class _NoGpuNoise(logging.Filter):
+    """ModelOpt logs an ERROR when it finds no NVML library, although CPU calibration needs none."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Failed to get GPU count" not in record.getMessage()
+
+
 def write_trt_cache(ranges: dict[str, tuple[float, float]], path: Path) -> int:
     """TensorRT's calibration cache text: a header line, then `tensor: <hex of float32 scale>` lines."""
     lines = [CACHE_HEADER]
@@ -89,6 +96,11 @@ def onnx2int8_modelopt(
     tmp = make_temp(dst.parent, dst.name)
     model = onnx.load(str(src))
     _, kept = split_names(model.graph)
+    noise = _NoGpuNoise()
+    mo_log = logging.getLogger("modelopt.onnx")
+    mo_log.addFilter(noise)
+    for h in mo_log.handlers:
+        h.addFilter(noise)
     try:
         with tempfile.TemporaryDirectory(prefix="fm-modelopt-") as d:
             ranges = compute_ranges(src, pixels, method, percentile)
@@ -119,6 +131,9 @@ def onnx2int8_modelopt(
             f"modelopt int8 quantisation failed: {type(e).__name__}: {' '.join(str(e).split())[:300]}"
         ) from e
     finally:
+        mo_log.removeFilter(noise)
+        for h in mo_log.handlers:
+            h.removeFilter(noise)
         tmp.unlink(missing_ok=True)
     return {
         "target": "tensorrt",

@@ -63,12 +63,14 @@ def _select_block(sims: np.ndarray, offset: int, best_s: np.ndarray, best_i: np.
     """
     n_rows, n_cols = sims.shape
     thr = best_s[:, k - 1]
-    n_seg, rem = divmod(n_cols, SEGMENT)
+    # at least k segments, so the k-th maximum exists: narrower ones when k is large for the block
+    width = SEGMENT if n_cols >= k * SEGMENT else max(1, n_cols // k)
+    n_seg, rem = divmod(n_cols, width)
     parts_r: list[np.ndarray] = []
     parts_c: list[np.ndarray] = []
     raised = thr
     if n_seg:
-        segs = sims[:, : n_seg * SEGMENT].reshape(n_rows, n_seg, SEGMENT)
+        segs = sims[:, : n_seg * width].reshape(n_rows, n_seg, width)
         segmax = segs.max(axis=2)
         if n_seg >= k:
             raised = np.maximum(thr, np.partition(segmax, n_seg - k, axis=1)[:, n_seg - k])
@@ -77,12 +79,12 @@ def _select_block(sims: np.ndarray, offset: int, best_s: np.ndarray, best_i: np.
             vals = segs[seg_r, seg_s]  # whole contiguous segments: a fast gather
             a, b = np.nonzero((vals >= raised[seg_r, None]) & (vals > thr[seg_r, None]))
             parts_r.append(seg_r[a])
-            parts_c.append(seg_s[a] * SEGMENT + b)
+            parts_c.append(seg_s[a] * width + b)
     if rem:
-        tail = sims[:, n_seg * SEGMENT :]
+        tail = sims[:, n_seg * width :]
         r, c = np.nonzero((tail >= raised[:, None]) & (tail > thr[:, None]))
         parts_r.append(r)
-        parts_c.append(c + n_seg * SEGMENT)
+        parts_c.append(c + n_seg * width)
     if parts_r:
         rows, cols = np.concatenate(parts_r), np.concatenate(parts_c)
         merge_topk(best_s, best_i, rows, sims[rows, cols], cols.astype(np.int64) + offset, k)

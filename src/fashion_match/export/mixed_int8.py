@@ -130,7 +130,9 @@ def make_mixed(
 
     def ranking() -> tuple[list[Unit], dict[str, dict[str, Any]]]:
         with stage("int8: sensitivity scan of the backbone units"):
-            found = sensitivity.scan(fp32_path, pixels, scan_data(), target=target, method=method, progress=say)
+            found = sensitivity.scan(
+                fp32_path, pixels, scan_data(), target=target, method=method, progress=say, ranges=q.ranges
+            )  # the ranges calibrated below: the scan ranks the very units this search keeps
         return found.ranking(), {r["unit"]: {**r, "scan_data": found.data} for r in found.rows}
 
     with stage("int8: calibrating"):

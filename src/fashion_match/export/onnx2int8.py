@@ -115,7 +115,10 @@ class Int8Quantiser:
         method: str = "percentile",
         percentile: float = 99.99,
         batch: int = 16,
+        ranges: dict[str, tuple[float, float]] | None = None,
     ) -> None:
+        """`ranges`: activation ranges already computed for these pixels (a graph cut from the same
+        one shares its tensors' names), so a second quantiser does not calibrate again."""
         import onnx
 
         if target not in FLAVOURS:
@@ -132,12 +135,19 @@ class Int8Quantiser:
             self.graph = model.graph
             self.float_model = Path(self._workdir.name) / "float.onnx"
             onnx.save(model, str(self.float_model))
-            self.ranges = compute_ranges(self.float_model, pixels, method, percentile, batch)
+            self.ranges = (
+                dict(ranges)
+                if ranges is not None
+                else compute_ranges(self.float_model, pixels, method, percentile, batch)
+            )
             if self.folded is not None:  # pixels - z over all of 0..255: uint8 scale 1, zero point z (the pixel)
                 self.ranges[self.folded.tensor] = (-float(self.folded.zero_point), 255.0 - self.folded.zero_point)
-        except Exception:
+        except (UsageError, ExportError):
             self._workdir.cleanup()
             raise
+        except Exception as e:  # noqa: BLE001 - loading, folding and calibrating raise many types
+            self._workdir.cleanup()
+            raise ExportError(f"int8 calibration failed: {type(e).__name__}: {' '.join(str(e).split())[:300]}") from e
 
     def __enter__(self) -> Int8Quantiser:
         return self
@@ -239,11 +249,5 @@ def onnx2int8(
     batch: int = 16,
 ) -> dict[str, Any]:
     """Quantise FP32 `src` to `dst` with activation ranges from uint8 `pixels` (N, S, S, 3)."""
-    try:
-        quantiser = Int8Quantiser(src, pixels, target=target, method=method, percentile=percentile, batch=batch)
-    except (UsageError, ExportError):
-        raise
-    except Exception as e:  # noqa: BLE001 - loading and calibrating raise many types
-        raise ExportError(f"int8 quantisation failed: {type(e).__name__}: {' '.join(str(e).split())[:300]}") from e
-    with quantiser:
-        return quantiser.quantise(dst)
+    with Int8Quantiser(src, pixels, target=target, method=method, percentile=percentile, batch=batch) as q:
+        return q.quantise(dst)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -207,11 +207,7 @@ def _make_int8(ctx: _Context) -> _Made:
 
     if ctx.opts.int8_max_drop is None:
         summary, figures = _make_onnx(ctx.manifest, name, "int8", quantise, ctx.gate)
-    else:
-        if quantizer == "modelopt":
-            raise UsageError(
-                "--int8-max-drop keeps units FP32 with fashion-match's quantizer: add --int8-quantizer fashion-match"
-            )
+    else:  # fashion-match's own quantizer (run_export refused ModelOpt with --int8-max-drop)
 
         def scan_data() -> Any:
             return sensitivity.scan_set(ctx.manifest.preprocess, ctx.opts.gate_data)
@@ -247,6 +243,15 @@ def run_export(source: Path | None, out: Path | None, opts: ExportOptions, say: 
     unknown = [p for p in opts.precisions if p not in CONVERTERS]
     if unknown:
         raise UsageError(f"no converter for {unknown}; fm-export makes {', '.join(CONVERTERS)}")
+    if "int8" in opts.precisions:  # who places the Q/DQ pairs: settled (and said) before any work
+        from fashion_match.export.modelopt_int8 import choose_quantizer
+
+        target = opts.target or ("tensorrt" if opts.trt else "onnxruntime")
+        opts = replace(opts, int8_quantizer=choose_quantizer(opts.int8_quantizer, target))
+        if opts.int8_max_drop is not None and opts.int8_quantizer == "modelopt":
+            raise UsageError(
+                "--int8-max-drop keeps units FP32 with fashion-match's quantizer: add --int8-quantizer fashion-match"
+            )
     if opts.trt and opts.triton and opts.batch[0] > 1:  # the engines could not serve Triton's small batches
         raise UsageError(
             f"--batch {','.join(map(str, opts.batch))} with --triton: Triton also sends batches below "

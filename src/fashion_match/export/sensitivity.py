@@ -98,8 +98,10 @@ def scan(
     progress: Callable[[str], None] = lambda s: None,
     profile_pixels: np.ndarray | None = None,
     quantiser_hook: Callable[[Int8Quantiser], None] | None = None,
+    ranges: dict[str, tuple[float, float]] | None = None,
 ) -> Scan:
-    """The sensitivity scan of FP32 `fp32_path`; `quantiser_hook` may alter the ranges (tests plant a bad one)."""
+    """The sensitivity scan of FP32 `fp32_path`; `quantiser_hook` may alter the ranges (tests plant a bad one);
+    `ranges`: activation ranges already computed on `calib_pixels` (the export's own), else computed here."""
     from fashion_match.export.ort_profile import book, node_times, shares
 
     with tempfile.TemporaryDirectory(prefix="fm-sensitivity-") as d:
@@ -107,7 +109,7 @@ def scan(
         embedding_graph(fp32_path, cut)
         ref = gates.embed_gate_set(cut, gs)
         fp32 = {k: float(v.mean()) for k, v in gates.hits(ref, gs).items()}
-        with Int8Quantiser(cut, calib_pixels, target=target, method=method) as q:
+        with Int8Quantiser(cut, calib_pixels, target=target, method=method, ranges=ranges) as q:
             if quantiser_hook is not None:
                 quantiser_hook(q)
             us = units(q.graph, q.backbone, granularity)

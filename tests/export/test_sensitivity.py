@@ -216,3 +216,34 @@ def test_profile_books_fused_kernels_to_the_graphs_nodes(tiny_model_dir: Path, t
     kernels = node_times(tmp_path / "q.onnx", px, runs=2, by="op")
     assert kernels.get("QLinearConv", 0) > 0 and "Conv" not in kernels  # the INT8 file runs integer convs
     assert convs <= set(book(node_times(tmp_path / "q.onnx", px, runs=2), g))  # fused names booked back
+
+
+def test_make_mixed_scans_on_its_own_ranges_and_times_both_files(
+    tiny_model_dir: Path, scan_set: gates.GateSet, tmp_path: Path
+) -> None:
+    """fm-export's step end to end, with a stand-in gate that fails while the first conv is INT8: the scan
+    (on the step's own calibration ranges) ranks the units, they are kept in that order until the one
+    holding the first conv is FP32, each recorded with why, and both files are timed."""
+    from fashion_match.export.mixed_int8 import make_mixed
+
+    s = load_manifest(tiny_model_dir).preprocess.size
+    px = _pixels(32, s)
+    first_conv = next(n.name for n in onnx.load(str(tiny_model_dir / FP32_ONNX)).graph.node if n.op_type == "Conv")
+
+    def check(path: Path) -> dict:
+        m = onnx.load(str(path))
+        producers = {o: n.op_type for n in m.graph.node for o in n.output}
+        conv = next(n for n in m.graph.node if n.name == first_conv)
+        return {"instance_recall_at_1_drop_pts": 5.0 if producers.get(conv.input[1]) == "DequantizeLinear" else 0.0}
+
+    summary, _ = make_mixed(
+        tiny_model_dir / FP32_ONNX, tmp_path / "m.onnx", px, check, 0.5,
+        target="onnxruntime", method="percentile", scan_data=lambda: scan_set, timing_pixels=lambda: px,
+    )  # fmt: skip
+    mixed = summary["mixed_precision"]
+    kept = [k["unit"] for k in mixed["kept"]]
+    assert kept and first_conv in mixed["kept"][-1]["nodes"]  # stopped as soon as the first conv was FP32
+    assert all(first_conv not in k["nodes"] for k in mixed["kept"][:-1])
+    assert [st["kept"] for st in mixed["steps"]] == [kept[:i] for i in range(len(kept) + 1)]
+    assert all("alone" in k["why"] and "scan_data" in k["why"] for k in mixed["kept"])
+    assert set(mixed["speed"]["images_per_s"]) == {"all_int8", "mixed"} and mixed["speed"]["batch"] == 32

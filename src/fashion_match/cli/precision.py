@@ -50,7 +50,6 @@ def cli(
     as_json: bool,
 ) -> None:
     from fashion_match.bench.machine import machine_info
-    from fashion_match.export import gate as gates
     from fashion_match.export import sensitivity, sensitivity_report
     from fashion_match.export.onnx2int8 import calibration_sources, decode_calibration
     from fashion_match.fileio import check_output_dir
@@ -64,9 +63,7 @@ def cli(
     sources, described = calibration_sources(calib or DEFAULT_CALIB, calib_images)
     pixels = decode_calibration(sources, manifest.preprocess)
     with stage("scan set: decoding"):
-        gs = gates.build_gate_set(
-            manifest.preprocess, gate_data, queries, gallery, gates.DEFAULT_VERIFICATION, pairs, instance_gallery
-        )
+        gs = sensitivity.scan_set(manifest.preprocess, gate_data, (queries, gallery, pairs, instance_gallery))
     found = sensitivity.scan(
         fp32_path, pixels, gs, granularity=granularity, target=target, method=calib_method, progress=say
     )

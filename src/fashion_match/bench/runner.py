@@ -25,7 +25,7 @@ from fashion_match.bench.timing import FULL, QUICK, TimingPlan, measure, rotated
 from fashion_match.data.evalset import EvalSet, load_eval_set
 from fashion_match.data.images import load_batch
 from fashion_match.errors import FmError
-from fashion_match.formats import PRECISIONS, lookup
+from fashion_match.formats import BACKENDS, PRECISIONS, lookup
 from fashion_match.runtime.backend import embed_in_batches, open_backend, unavailable_reason
 from fashion_match.runtime.manifest import Manifest, load_manifest
 
@@ -60,7 +60,7 @@ def metric_keys(datasets: list[str]) -> list[str]:
 
 
 DEFAULT_BATCHES = (1, 8, 32)
-DEFAULT_BACKENDS = ("onnxruntime", "torch", "tensorrt")
+DEFAULT_BACKENDS = BACKENDS
 DEFAULT_PRECISIONS = PRECISIONS
 
 
@@ -163,6 +163,8 @@ def _status_unavailable(manifest: Manifest, backend: str, precision: str, device
         return f"unavailable: {e}"
     if fmt.artifact not in manifest.artifacts:
         return f"unavailable: no {fmt.artifact} (make it with {fmt.made_by})"
+    if fmt.gate_key and fmt.gate_key not in manifest.artifacts[fmt.artifact].get("execution_gates", {}):
+        return f"unavailable: its run of {fmt.artifact} is not gated (gate it with {fmt.made_by.split(' (')[0]})"
     why = unavailable_reason(backend, device)
     return f"unavailable: {why}" if why else None
 

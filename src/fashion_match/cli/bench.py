@@ -10,7 +10,7 @@ import click
 
 from fashion_match.cli.common import debug_option, entrypoint
 from fashion_match.cli.options import device_option
-from fashion_match.formats import PRECISIONS
+from fashion_match.formats import BACKENDS, PRECISIONS
 
 
 def _csv(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple[str, ...]:
@@ -36,7 +36,7 @@ def _ints(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple[int
     callback=_csv,
     help="Dataset specs. By default a model with tag heads or attribute spaces adds the data they were trained on.",
 )
-@click.option("--backends", default="onnxruntime,torch,tensorrt", show_default=True, callback=_csv)
+@click.option("--backends", default=",".join(BACKENDS), show_default=True, callback=_csv)
 @click.option("--precisions", default=",".join(PRECISIONS), show_default=True, callback=_csv)
 @click.option("--batch-sizes", default="1,8,32", show_default=True, callback=_ints)
 @device_option()

@@ -21,8 +21,8 @@ def _batch(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple[in
 
 
 def precision_flags(f: F) -> F:
-    """--fp16, --int8, ...: one flag per reduced precision of the format table."""
-    for row in reversed([r for r in PRECISION_TABLE if r.name in REDUCED]):
+    """--fp16, --int8, --bf16 ...: one flag per reduced or execution-only precision of the format table."""
+    for row in reversed([r for r in PRECISION_TABLE if r.name in REDUCED or r.execution_only]):
         f = click.option(f"--{row.name}", is_flag=True, help=row.help)(f)
     return f
 
@@ -129,7 +129,7 @@ def cli(
     from fashion_match.errors import UsageError
     from fashion_match.export.pipeline import ExportOptions, run_export
 
-    precisions = tuple(p for p in REDUCED if flags[p])
+    precisions = tuple(p.name for p in PRECISION_TABLE if flags.get(p.name))
     if gate_mode == "quick":  # the quick sizes stand in for the defaults, never for what was typed
         src = click.get_current_context().get_parameter_source
         default = click.core.ParameterSource.DEFAULT

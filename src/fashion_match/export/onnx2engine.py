@@ -19,7 +19,7 @@ from typing import Any
 
 from fashion_match.errors import ExportError, MissingDependency, UsageError
 from fashion_match.export.trt_rules import tensorrt_problems
-from fashion_match.formats import PRECISION_TABLE
+from fashion_match.formats import FILE_PRECISIONS
 from fashion_match.runtime.cuda import gpu_identity
 
 log = logging.getLogger(__name__)
@@ -104,7 +104,7 @@ def check_engine_source(onnx_path: str | Path) -> None:
         more = f" (and {len(problems) - 2} more)" if len(problems) > 2 else ""
         raise ExportError(
             f"{onnx_path}: not an engine source: {'; '.join(problems[:2])}{more}. Engines are built from "
-            f"{', '.join(p.engine_source for p in PRECISION_TABLE)} (the INT8 one: fm-export --int8 --target tensorrt)"
+            f"{', '.join(p.engine_source for p in FILE_PRECISIONS)} (the INT8 one: fm-export --int8 --target tensorrt)"
         )
 
 

@@ -1,9 +1,12 @@
-"""What `fm-export` does, in order: FP32 ONNX -> FP16 / INT8 ONNX -> TensorRT engines -> Triton.
+"""What `fm-export` does, in order: FP32 ONNX -> FP16 / INT8 ONNX -> gated executions (bf16) ->
+TensorRT engines -> Triton.
 
 Every derived artifact is written under a temporary name, passes the accuracy gate, and only
 then takes its real name and its manifest entry (sha256, what it was made from, the gate's
-figures, the quantisation flavour). The manifest is rewritten after each artifact, so an
-interrupted export leaves a directory the runtime still accepts.
+figures, the quantisation flavour). An execution-only precision (bf16: another backend running the
+FP32 file with coarser arithmetic) makes no file: its gate figures go into the FP32 file's entry, under
+`execution_gates`, and the runtime runs it only once they are there. The manifest is rewritten after
+each artifact, so an interrupted export leaves a directory the runtime still accepts.
 """
 
 from __future__ import annotations
@@ -16,10 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from fashion_match.errors import UsageError
+from fashion_match.export import executions
 from fashion_match.export import gate as gates
 from fashion_match.export.gate_session import GateSession
 from fashion_match.fileio import check_output_dir, make_temp, sha256_file
-from fashion_match.formats import FP32_ONNX, PRECISION_TABLE, lookup
+from fashion_match.formats import EXECUTIONS, FP32_ONNX, PRECISION_TABLE, REDUCED, lookup
 from fashion_match.formats import precision as precision_row
 from fashion_match.progress import say as say_progress
 from fashion_match.progress import stage
@@ -32,7 +36,7 @@ TRT_INT8_SOURCE = precision_row("int8").engine_source
 
 @dataclass
 class ExportOptions:
-    precisions: tuple[str, ...] = ()  # reduced precisions to make (formats.REDUCED), made in table order
+    precisions: tuple[str, ...] = ()  # formats.REDUCED to make and formats.EXECUTIONS to gate, in table order
     calib: str | None = None
     calib_images: int = 128
     calib_method: str = "percentile"
@@ -240,9 +244,14 @@ CONVERTERS: dict[str, Callable[[_Context], _Made]] = {"fp16": _make_fp16, "int8"
 def run_export(source: Path | None, out: Path | None, opts: ExportOptions, say: Callable[[str], None]) -> ExportResult:
     from fashion_match.export.onnx2int8 import DEFAULT_CALIB, calibration_sources
 
-    unknown = [p for p in opts.precisions if p not in CONVERTERS]
+    unknown = [p for p in opts.precisions if p not in CONVERTERS and p not in EXECUTIONS]
     if unknown:
-        raise UsageError(f"no converter for {unknown}; fm-export makes {', '.join(CONVERTERS)}")
+        raise UsageError(
+            f"no converter for {unknown}; fm-export makes {', '.join(CONVERTERS)} and gates {', '.join(EXECUTIONS)}"
+        )
+    for p in EXECUTIONS:  # a backend or CPU that cannot run it: said before minutes of other work
+        if p in opts.precisions:
+            executions.check_runnable(executions.row(p))
     if "int8" in opts.precisions:  # who places the Q/DQ pairs: settled (and said) before any work
         from fashion_match.export.modelopt_int8 import choose_quantizer
 
@@ -275,11 +284,20 @@ def run_export(source: Path | None, out: Path | None, opts: ExportOptions, say: 
     ctx = _Context(manifest, opts, GateSession(manifest, opts), calib)
     say(f"fp32   {ctx.fp32_path}")
     for row in PRECISION_TABLE:  # in table order, whatever order the options came in
-        if row.name in opts.precisions:
+        if row.name in opts.precisions and row.name in CONVERTERS:
             made = CONVERTERS[row.name](ctx)
             _record(manifest, made.file, made.entry, key=made.key)
             result.made.append({"file": made.file, **made.entry})
             say(_gate_line(made.label, made.file, made.entry["gate"]))
+    for name in EXECUTIONS:
+        if name in opts.precisions:
+            fmt = executions.row(name)
+            path, figures = executions.gate_execution(manifest, fmt, ctx.gate)
+            entry = dict(manifest.artifacts[path.name])
+            entry["execution_gates"] = {**entry.get("execution_gates", {}), fmt.gate_key: figures}
+            _record(manifest, path.name, entry)
+            result.made.append({"file": path.name, "execution": fmt.gate_key, "gate": figures})
+            say(_gate_line(name, f"{path.name} on {fmt.backend}", figures))
 
     if opts.trt:
         _build_engines(manifest, opts, ctx.gate, result, say)
@@ -314,7 +332,7 @@ def _build_engines(
     from fashion_match.export.onnx2engine import build_engine
     from fashion_match.runtime.backend import open_backend
 
-    precisions = ["fp32", *(p.name for p in PRECISION_TABLE if p.name in opts.precisions)]
+    precisions = ["fp32", *(p for p in REDUCED if p in opts.precisions)]
     fp32 = manifest.artifacts[FP32_ONNX]
     for precision in precisions:
         src = _engine_source(manifest, precision)

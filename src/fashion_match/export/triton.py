@@ -112,7 +112,7 @@ def write_repository(
     written = []
     for fmt in FORMATS:
         entry = manifest.artifacts.get(fmt.artifact)
-        if entry is None or fmt.backend == "torch":
+        if entry is None or fmt.backend not in ("onnxruntime", "tensorrt"):  # Triton's ONNX Runtime / TensorRT
             continue
         path, entry = manifest.artifact(fmt.backend, fmt.precision)  # hash-checked
         kind = "trt" if fmt.backend == "tensorrt" else "onnx"

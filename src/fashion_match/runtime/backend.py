@@ -16,7 +16,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from fashion_match.errors import BackendUnavailable, UsageError
-from fashion_match.formats import BACKENDS, PRECISIONS, lookup
+from fashion_match.formats import BACKENDS, FORMATS, PRECISIONS, backends_for, lookup
 from fashion_match.runtime.manifest import Manifest, load_manifest
 
 
@@ -132,8 +132,10 @@ REGISTRY: dict[str, tuple[str, str]] = {
     "onnxruntime": ("fashion_match.runtime.onnxruntime_backend", "OnnxRuntimeBackend"),
     "torch": ("fashion_match.models.torch_backend", "TorchBackend"),
     "tensorrt": ("fashion_match.runtime.tensorrt_backend", "TensorRTBackend"),
+    "openvino": ("fashion_match.runtime.openvino_backend", "OpenVinoBackend"),
 }
-# "auto" tries these in order: the fastest that is installed and has the artifact wins.
+# "auto" tries these in order: the fastest that is installed and has the artifact wins. OpenVINO is
+# never picked by "auto": it runs the same files as ONNX Runtime, so choosing it is the user's call.
 AUTO_ORDER = ("tensorrt", "onnxruntime", "torch")
 
 
@@ -173,6 +175,11 @@ def open_backend(
     check_device(device)
     manifest = manifest or load_manifest(model_dir)
     if backend == "auto":
+        if not any(f.backend in AUTO_ORDER for f in FORMATS if f.precision == precision):
+            raise UsageError(
+                f"--precision {precision} runs on --backend {' or '.join(backends_for(precision))} only: "
+                "--backend auto never picks it, name it"
+            )
         if not any(a.get("precision") == precision for a in manifest.artifacts.values()):
             raise BackendUnavailable(
                 f"{manifest.folder}: no {precision} artifact for any backend; make one with "
@@ -196,4 +203,5 @@ def open_backend(
     if why is not None:
         raise BackendUnavailable(f"--backend {backend}: {why}")
     cls = backend_class(backend)
-    return cls(path, entry, manifest, device=device, threads=threads)
+    # the precision to run: the file's own, except an execution-only one (bf16 on the FP32 file)
+    return cls(path, dict(entry, precision=precision), manifest, device=device, threads=threads)

@@ -56,10 +56,17 @@ class Manifest:
                 f"{self.folder}: no {precision} artifact for {backend} ({fmt.artifact}); "
                 f"make it with {fmt.made_by}, or choose another --precision/--backend"
             )
-        if entry.get("backend") != backend or entry.get("precision") != precision:
+        want_backend, want_precision = fmt.listed_as
+        if entry.get("backend") != want_backend or entry.get("precision") != want_precision:
             raise ManifestMismatch(
                 f"{self.folder / MANIFEST}: {fmt.artifact} is listed as "
-                f"{entry.get('backend')}/{entry.get('precision')}, expected {backend}/{precision}"
+                f"{entry.get('backend')}/{entry.get('precision')}, expected {want_backend}/{want_precision}"
+            )
+        if fmt.gate_key and not isinstance(entry.get("execution_gates", {}).get(fmt.gate_key), dict):
+            # a precision the file does not carry (bf16 arithmetic on FP32 weights): only once gated
+            raise BackendUnavailable(
+                f"{self.folder}: {precision} execution of {fmt.artifact} on {backend} has not passed the "
+                f"accuracy gate; gate it with {fmt.made_by.split(' (')[0]} {self.folder}"
             )
         made_from = entry.get("made_from")
         if made_from:

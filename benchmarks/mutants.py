@@ -110,8 +110,8 @@ MUTANTS: list[dict[str, str]] = [
     {
         "id": "search-strict-kth",
         "file": "runtime/search.py",
-        "old": "r, c = np.nonzero(sub >= kth[:, None])",
-        "new": "r, c = np.nonzero(sub > kth[:, None])",
+        "old": "a, b = np.nonzero((vals >= raised[seg_r, None]) & (vals > thr[seg_r, None]))",
+        "new": "a, b = np.nonzero((vals > raised[seg_r, None]) & (vals > thr[seg_r, None]))",
         "tests": "tests/runtime/test_search.py",
     },
     {
@@ -124,8 +124,8 @@ MUTANTS: list[dict[str, str]] = [
     {
         "id": "search-tail-offset",
         "file": "runtime/search.py",
-        "old": "parts_c.append(c[light] + n_seg * SEGMENT)",
-        "new": "parts_c.append(c[light])",
+        "old": "parts_c.append(c + body)",
+        "new": "parts_c.append(c)",
         "tests": "tests/runtime/test_search.py",
     },
     # --- manifests ---
@@ -217,7 +217,7 @@ MUTANTS: list[dict[str, str]] = [
     },
     {
         "id": "add-dedupe-by-name",
-        "file": "runtime/index_build.py",
+        "file": "runtime/index_sources.py",
         "old": "return path_key(src)",
         "new": 'return f"id:{name}"',
         "tests": "tests/runtime/test_index_integrity.py",
@@ -277,8 +277,8 @@ MUTANTS: list[dict[str, str]] = [
     {
         "id": "search-segment-size",
         "file": "runtime/search.py",
-        "old": "SEGMENT = 1024",
-        "new": "SEGMENT = 512",
+        "old": "SEGMENTS = 512",
+        "new": "SEGMENTS = 256",
         "tests": "",
         "equivalent": "a tuning constant: the selection is exact for any segment width (speed changes, results cannot)",
     },

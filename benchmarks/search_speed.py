@@ -10,7 +10,11 @@ timed on the first `--naive-queries` queries and reported per query. `exact` is 
 top-10 equals the naive ranking for those queries (on unit vectors Euclidean order is cosine
 order). Float16 storage is measured too: recall@k of a float16-rounded gallery against float32's
 answer. FAISS's `IndexFlatIP` (when faiss is installed) is timed in the same run on the same vectors,
-with whether its top-10 lists equal ours. The BLAS kernel in use is recorded: on this workplace
+with whether its top-10 lists equal ours. "GEMM alone" is our search's own blocked GEMM (same blocks,
+same buffer) with no selection; one unblocked `q @ g.T` is recorded beside it. Ours, FAISS and the
+GEMMs are timed in interleaved rounds (`--repeats`), each call after a short pause (both libraries'
+thread pools spin-wait after a call), and the ratio to FAISS is also given per round, since a shared
+machine's speed drifts between rounds. The BLAS kernel in use is recorded: on this workplace
 OPENBLAS_CORETYPE is preset to Haswell, which slows GEMM; the command above unsets it for this
 process only.
 """
@@ -48,29 +52,37 @@ def naive_search(q: np.ndarray, gallery: np.ndarray, k: int) -> np.ndarray:
     return np.argsort(dist)[:k]
 
 
-def faiss_flat(q: np.ndarray, g: np.ndarray, k: int, repeats: int, ours: np.ndarray) -> dict | None:
-    """FAISS `IndexFlatIP` on the same vectors, timed the same way, and whether its top-k equals ours
-    (the rows where its order differs only inside a tie of equal scores count as equal)."""
+def faiss_flat(g: np.ndarray) -> tuple[object, str, int] | None:
+    """FAISS `IndexFlatIP` over the same vectors (None when faiss is not installed)."""
     try:
         import faiss
     except ImportError:
         return None
     index = faiss.IndexFlatIP(g.shape[1])
     index.add(g)
-    index.search(q[:QUERY_CHUNK], k)  # warm-up
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        _, fi = index.search(q, k)
-        times.append(time.perf_counter() - t)
-    return {
-        "version": faiss.__version__,
-        "threads": faiss.omp_get_max_threads(),
-        "ms_per_query": round(statistics.median(times) / len(q) * 1000, 4),
-        "runs_ms_per_query": [round(x / len(q) * 1000, 4) for x in times],
-        "identical_top_k": bool(np.array_equal(fi, ours)),
-        "identical_rows": float(np.mean(np.all(fi == ours, axis=1))),
-    }
+    return index, faiss.__version__, faiss.omp_get_max_threads()
+
+
+def blocked_gemm(q: np.ndarray, g: np.ndarray) -> None:
+    """The GEMM our search runs, block for block into the same buffer, without any selection."""
+    buf = np.empty((min(QUERY_CHUNK, len(q)), min(GALLERY_BLOCK, len(g))), np.float32)
+    for s in range(0, len(q), QUERY_CHUNK):
+        qc = q[s : s + QUERY_CHUNK]
+        for b in range(0, len(g), GALLERY_BLOCK):
+            blk = g[b : b + GALLERY_BLOCK]
+            np.matmul(qc, blk.T, out=buf[: len(qc), : len(blk)])
+
+
+# OpenBLAS's and FAISS's OpenMP threads spin-wait after a call: a pause keeps one's spinning out of
+# the other's time
+PAUSE_S = 0.3
+
+
+def timed(f) -> float:  # noqa: ANN001 - a benchmark helper
+    time.sleep(PAUSE_S)
+    t = time.perf_counter()
+    f()
+    return time.perf_counter() - t
 
 
 def main() -> None:
@@ -79,7 +91,7 @@ def main() -> None:
     ap.add_argument("--dim", type=int, default=512)
     ap.add_argument("--queries", type=int, default=1000)
     ap.add_argument("--k", type=int, default=10)
-    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--repeats", type=int, default=9, help="interleaved rounds")
     ap.add_argument("--naive-queries", type=int, default=20)
     add_output_args(ap, "search_speed.json")
     ap.add_argument("--json", action="store_true")
@@ -92,23 +104,39 @@ def main() -> None:
     )
     q /= np.linalg.norm(q, axis=1, keepdims=True)
 
+    flat = faiss_flat(g)
     topk_exact(q[:QUERY_CHUNK], [g], args.k)  # warm-up: page in the gallery, spin up BLAS threads
-    times = []
+    if flat:
+        flat[0].search(q[:QUERY_CHUNK], args.k)
+    # interleaved rounds: each round times ours, FAISS and the bare GEMMs back to back, so a slow
+    # moment of a shared machine lands on all of them and the per-round ratios stay comparable
+    times, faiss_times, gemm, full_gemm, fi = [], [], [], [], None
     for _ in range(args.repeats):
-        t = time.perf_counter()
-        scores, ids = topk_exact(q, [g], args.k)
-        times.append(time.perf_counter() - t)
-    ms_per_query = statistics.median(times) / args.queries * 1000
-
-    gemm = []
-    for _ in range(args.repeats):
-        t = time.perf_counter()
-        for s in range(0, args.queries, QUERY_CHUNK):
-            q[s : s + QUERY_CHUNK] @ g.T
-        gemm.append(time.perf_counter() - t)
-    gemm_ms = statistics.median(gemm) / args.queries * 1000
-
-    faiss_row = faiss_flat(q, g, args.k, args.repeats, ids)
+        times.append(timed(lambda: topk_exact(q, [g], args.k)))
+        if flat:
+            time.sleep(PAUSE_S)
+            t = time.perf_counter()
+            _, fi = flat[0].search(q, args.k)
+            faiss_times.append(time.perf_counter() - t)
+        gemm.append(timed(lambda: blocked_gemm(q, g)))
+        full_gemm.append(timed(lambda: q @ g.T))
+    scores, ids = topk_exact(q, [g], args.k)
+    per_q = 1000 / args.queries
+    ms_per_query = statistics.median(times) * per_q
+    gemm_ms = statistics.median(gemm) * per_q
+    faiss_row = None
+    if flat:
+        ratios = [a / b for a, b in zip(times, faiss_times, strict=True)]
+        faiss_row = {
+            "version": flat[1],
+            "threads": flat[2],
+            "ms_per_query": round(statistics.median(faiss_times) * per_q, 4),
+            "runs_ms_per_query": [round(x * per_q, 4) for x in faiss_times],
+            "identical_top_k": bool(np.array_equal(fi, ids)),
+            "identical_rows": float(np.mean(np.all(fi == ids, axis=1))),
+            "ours_over_faiss_per_round": [round(x, 3) for x in ratios],
+            "ours_over_faiss_median_of_rounds": round(statistics.median(ratios), 3),
+        }
 
     t = time.perf_counter()
     naive = [naive_search(q[i], g, args.k) for i in range(args.naive_queries)]
@@ -128,10 +156,13 @@ def main() -> None:
         "gemm_only_ms_per_query": round(gemm_ms, 4),
         "float16_recall_at_k_vs_float32": round(f16_recall, 5),
         "float16_top1_agreement": round(f16_top1, 5),
-        "runs_ms_per_query": [round(x / args.queries * 1000, 4) for x in times],
+        "runs_ms_per_query": [round(x * per_q, 4) for x in times],
         "vs_gemm": round(ms_per_query / gemm_ms, 3),
         "faiss_flat_ip": faiss_row,
         "vs_faiss": round(ms_per_query / faiss_row["ms_per_query"], 3) if faiss_row else None,
+        "gemm_runs_ms_per_query": [round(x * per_q, 4) for x in gemm],
+        "full_gemm_ms_per_query": round(statistics.median(full_gemm) * per_q, 4),
+        "rounds": args.repeats,
         "gallery": args.gallery,
         "dim": args.dim,
         "queries": args.queries,

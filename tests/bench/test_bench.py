@@ -210,3 +210,17 @@ def test_a_benchmark_writes_only_where_it_is_asked(tmp_path: Path) -> None:
     r = subprocess.run([sys.executable, script, *small, "--out", str(out)], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0 and json.loads(out.read_text())["gallery"] == 3000
     assert record.read_bytes() == before
+
+
+def test_every_mutant_still_names_code_that_exists() -> None:
+    """bash dev.sh mutate applies each hand-written mutant to its module: one whose text no longer
+    occurs once (the code moved on) would stop the run, so it is caught here, in CI."""
+    from tests.conftest import REPO
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        from mutants import MUTANTS
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+    stale = [m["id"] for m in MUTANTS if (REPO / "src/fashion_match" / m["file"]).read_text().count(m["old"]) != 1]
+    assert not stale and len(MUTANTS) > 30

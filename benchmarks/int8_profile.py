@@ -4,8 +4,10 @@
 
 ONNX Runtime's own profiler (`export.ort_profile`), one session per file, one warm-up call, then
 the mean of `--runs` calls on real Fashion-MNIST test images. Per kernel type: milliseconds per
-batch and share of the total, for `model.onnx` and `model.int8.onnx` (and, with `--all-int8`, a
-file with every backbone block quantised, made from the same calibration for comparison).
+batch and share of the total, for `model.onnx` and `model.int8.onnx`. With `--openvino` (the
+[openvino] extra), OpenVINO's per-layer counters on the same files as a second opinion
+(`bench.ov_profile`): per layer type and the kernel it ran on, FP32 arithmetic for both files, and
+bf16 for `model.onnx` when the CPU has bf16 units.
 """
 
 from __future__ import annotations
@@ -38,12 +40,15 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--out", type=Path)
+    ap.add_argument("--openvino", action="store_true", help="add OpenVINO's per-layer counters")
     args = ap.parse_args()
     folder = args.model or default_model_dir()
     man = load_manifest(folder)
     pixels = load_eval_set("fashion-mnist", man.preprocess, (args.batch, 1), (args.batch, 1)).q_pixels[: args.batch]
     result = {
-        "command": "python benchmarks/int8_profile.py" + (f" --batch {args.batch}" if args.batch != 32 else ""),
+        "command": "python benchmarks/int8_profile.py"
+        + (f" --batch {args.batch}" if args.batch != 32 else "")
+        + (" --openvino" if args.openvino else ""),
         "model": man.short_id(),
         "batch": args.batch,
         "runs": args.runs,
@@ -57,7 +62,17 @@ def main() -> None:
         kept = entry.get("int8", {}).get("mixed_precision", {}).get("kept", [])
         if kept:
             result["files"][path.name]["kept_fp32"] = [k["unit"] for k in kept]
-    for name, r in result["files"].items():
+    if args.openvino:
+        from fashion_match.bench import ov_profile
+        from fashion_match.runtime.openvino_backend import cpu_capabilities
+
+        runs = [("fp32", "fp32"), ("int8", "int8")] + ([("fp32", "bf16")] if "BF16" in cpu_capabilities() else [])
+        result["openvino"] = {}
+        for file_precision, arithmetic in runs:
+            path, _ = man.artifact("onnxruntime", file_precision)
+            layers = ov_profile.layer_times(path, pixels, args.runs, arithmetic)
+            result["openvino"][f"{path.name} ({arithmetic})"] = ov_profile.by_kernel(layers)
+    for name, r in [*result["files"].items(), *(("openvino " + k, v) for k, v in result.get("openvino", {}).items())]:
         top = ", ".join(f"{k} {v['share']:.0%}" for k, v in list(r["kernels"].items())[:6])
         print(f"{name}: {r['total_ms']} ms per batch of {args.batch}; {top}")
     if args.out:

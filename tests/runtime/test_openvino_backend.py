@@ -158,3 +158,15 @@ def test_fm_match_on_openvino_agrees_with_onnxruntime(
     assert (
         rc == 2 and "openvino is not installed" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
     )
+
+
+def test_per_layer_counters_name_kernels_and_add_up(tiny_model_dir: Path) -> None:
+    from fashion_match.bench import ov_profile
+
+    path = tiny_model_dir / FP32_ONNX
+    layers = ov_profile.layer_times(path, _pixels(2, 32), runs=2)
+    assert layers and all(r["us"] >= 0 and r["kernel"] and r["type"] for r in layers)
+    assert any(r["type"] == "Convolution" for r in layers)  # the tiny model's convolutions ran
+    summary = ov_profile.by_kernel(layers)
+    assert sum(v["share"] for v in summary["kernels"].values()) == pytest.approx(1.0, abs=1e-3)
+    assert summary["total_ms"] == pytest.approx(sum(r["us"] for r in layers) / 1000, abs=0.01)

@@ -24,7 +24,7 @@ from fashion_match.runtime.manifest import Manifest
 HINTS = {"fp32": "f32", "fp16": "f32", "int8": "f32", "bf16": "bf16"}
 
 
-def _ov() -> Any:
+def load_openvino() -> Any:
     try:
         import openvino
     except ImportError as e:
@@ -34,7 +34,7 @@ def _ov() -> Any:
 
 def cpu_capabilities(ov: Any | None = None) -> list[str]:
     """What OpenVINO's CPU plugin says this CPU can run natively (FP32, BF16, INT8, FP16 ...)."""
-    core = (ov or _ov()).Core()
+    core = (ov or load_openvino()).Core()
     return [str(c) for c in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")]
 
 
@@ -58,7 +58,7 @@ class OpenVinoBackend(BaseBackend):
     @staticmethod
     def unavailable_reason(device: str = "auto") -> str | None:
         try:
-            _ov()
+            load_openvino()
         except MissingDependency as e:
             return str(e)
         if device.startswith("cuda"):
@@ -68,7 +68,7 @@ class OpenVinoBackend(BaseBackend):
     def __init__(
         self, path: Path, entry: dict[str, Any], manifest: Manifest, *, device: str = "auto", threads: int | None = None
     ) -> None:
-        ov = _ov()
+        ov = load_openvino()
         precision = str(entry["precision"])  # what open_backend was asked for (bf16 on the FP32 file)
         hint = HINTS[precision]
         core = ov.Core()

@@ -170,3 +170,16 @@ def test_per_layer_counters_name_kernels_and_add_up(tiny_model_dir: Path) -> Non
     summary = ov_profile.by_kernel(layers)
     assert sum(v["share"] for v in summary["kernels"].values()) == pytest.approx(1.0, abs=1e-3)
     assert summary["total_ms"] == pytest.approx(sum(r["us"] for r in layers) / 1000, abs=0.01)
+
+
+def test_a_malformed_or_failed_execution_gate_is_refused(model_copy: Path) -> None:
+    path = model_copy / "manifest.json"
+    man = json.loads(path.read_text())
+    man["artifacts"][FP32_ONNX]["execution_gates"] = "yes"
+    path.write_text(json.dumps(man))
+    with pytest.raises(ManifestMismatch, match="execution_gates"):
+        open_backend(model_copy, "openvino", "bf16")
+    man["artifacts"][FP32_ONNX]["execution_gates"] = {"openvino/bf16": {"passed": False}}
+    path.write_text(json.dumps(man))
+    with pytest.raises(BackendUnavailable, match="has not passed the accuracy gate"):
+        open_backend(model_copy, "openvino", "bf16")

@@ -62,7 +62,8 @@ class Manifest:
                 f"{self.folder / MANIFEST}: {fmt.artifact} is listed as "
                 f"{entry.get('backend')}/{entry.get('precision')}, expected {want_backend}/{want_precision}"
             )
-        if fmt.gate_key and not isinstance(entry.get("execution_gates", {}).get(fmt.gate_key), dict):
+        gated = entry.get("execution_gates", {}).get(fmt.gate_key) if fmt.gate_key else None
+        if fmt.gate_key and not (isinstance(gated, dict) and gated.get("passed") is True):
             # a precision the file does not carry (bf16 arithmetic on FP32 weights): only once gated
             raise BackendUnavailable(
                 f"{self.folder}: {precision} execution of {fmt.artifact} on {backend} has not passed the "
@@ -143,6 +144,10 @@ def check_fields(data: dict[str, Any], path: Path) -> None:
             raise ManifestMismatch(f"{path}:{where}: an artifact is a file name inside the model directory; {fix}")
         for key in ("backend", "precision", "sha256"):
             need(entry, key, "string", where)
+        gates = need(entry, "execution_gates", "object", where, required=False)
+        for key, figures in (gates or {}).items():
+            if not isinstance(figures, dict):
+                raise ManifestMismatch(f"{path}:{where} execution_gates[{key!r}] must be an object; {fix}")
         made_from = need(entry, "made_from", "object", where, required=False)
         if made_from is not None:
             for key in ("file", "sha256"):

@@ -189,3 +189,65 @@ def test_fm_train_spaces_with_an_attribute_branch_replaces_the_category_branch_a
         train_spaces_for(
             branched_base, f"fmnist-attr:{fm}", tmp_path / "b" / "x.safetensors", dim=8, epochs=3, branch_from=14
         )
+
+
+def _branch_ddp_worker(rank: int, port: int, base: str, data: str, out: str, results: str) -> None:
+    import os
+
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank)
+    )
+    from fashion_match.train import attr_branch as ab
+    from fashion_match.train.attr_spaces import train_spaces_for
+    from fashion_match.train.distributed import process_group
+    from fashion_match.train.trainer import weights_digest
+
+    digests = []
+    real = ab.fit_branch
+
+    def fit_and_record(model, *a, **k):  # type: ignore[no-untyped-def]
+        history = real(model, *a, **k)
+        digests.append(weights_digest(model.attr_branch, model.attr_spaces))
+        return history
+
+    ab.fit_branch = fit_and_record  # a spawned process: nothing else sees the change
+    with process_group():
+        meta = train_spaces_for(Path(base), data, Path(out) / "spaces.safetensors", dim=8, epochs=2, branch_from=14)
+    Path(results, f"branch_rank{rank}.json").write_text(json.dumps({"sha": digests[0], "keys": sorted(meta)}))
+
+
+def test_the_branch_trains_across_two_ranks_and_rank_0_writes(branched_base: Path, tmp_path: Path) -> None:
+    """torchrun with two ranks (gloo, CPU): each rank takes half of every step's batch, DDP keeps them
+    equal, and only rank 0 evaluates and writes the checkpoint and the spaces file."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    data = f"fmnist-attr:{branched_base.parent / 'fmnist'}"
+    mp.spawn(
+        _branch_ddp_worker,
+        args=(port, str(branched_base), data, str(tmp_path / "ddp"), str(tmp_path)),
+        nprocs=2,
+        join=True,
+    )
+    r0, r1 = (json.loads((tmp_path / f"branch_rank{r}.json").read_text()) for r in (0, 1))
+    assert r0["sha"] == r1["sha"], "the ranks' branches diverged"
+    assert "test_map" in r0["keys"] and r1["keys"] == ["history", "rank"]  # rank 1 wrote nothing
+    assert (tmp_path / "ddp" / "spaces.safetensors").is_file()
+    state = json.loads((tmp_path / "ddp" / "latest" / "state.json").read_text())
+    assert state["epoch"] == 1 and all("test_map" in h for h in state["history"])
+    # and it learned something: not the weights a single process starts from
+    from fashion_match.data.spec import load_dataset
+    from fashion_match.models.checkpoint import load_weights
+    from fashion_match.runtime.manifest import load_manifest
+    from fashion_match.train import attr_branch as ab
+    from fashion_match.train.attr_spaces import single_attributes
+    from fashion_match.train.trainer import weights_digest
+
+    model = load_weights(branched_base / "model.safetensors", load_manifest(branched_base).data["architecture"])
+    torch.manual_seed(0)
+    ab.prepare(model, 14, (), single_attributes(load_dataset(data).attributes), 8)
+    assert weights_digest(model.attr_branch, model.attr_spaces) != r0["sha"]

@@ -322,16 +322,21 @@ def _spaces(
     if "from_block" in given:
         kw |= {"branch_from": from_block, "taps": _taps(taps)}
         kw.setdefault("epochs", 8)
-    meta = train_spaces_for(
-        model_dir,
-        data or "fmnist-attr",
-        out / "spaces.safetensors",
-        dim=fields["embedding_dim"] if "embedding_dim" in given else 64,
-        seed=fields["seed"],
-        train_limit=fields.get("train_limit"),
-        eval_limit=eval_limit,
-        **kw,
-    )
+    from fashion_match.train.distributed import process_group
+
+    with process_group():  # under torchrun: the branch trains on every rank, rank 0 writes
+        meta = train_spaces_for(
+            model_dir,
+            data or "fmnist-attr",
+            out / "spaces.safetensors",
+            dim=fields["embedding_dim"] if "embedding_dim" in given else 64,
+            seed=fields["seed"],
+            train_limit=fields.get("train_limit"),
+            eval_limit=eval_limit,
+            **kw,
+        )
+    if "rank" in meta:
+        return 0
     export_with_spaces(model_dir, out / "spaces.safetensors", out / "model")
     if as_json:
         echo_json({"test_map": meta["test_map"], "thresholds": meta["thresholds"], "model": str(out / "model")})

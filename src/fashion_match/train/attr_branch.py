@@ -9,6 +9,11 @@ and the taps, pooled onto its grid, are computed once (runtime preprocessing) an
 on them with random flips and shifts. One checkpoint per epoch in OUT/latest (the whole model,
 proxies, optimizer); a run interrupted is continued from it by the same command, and each epoch's
 random draws depend only on the seed and the epoch, so a resumed run equals an uninterrupted one.
+
+The branch trains on the GPU when there is one (the cached maps stay in host memory and go over
+batch by batch). Under torchrun every rank caches the maps itself (the same deterministic pass) and
+takes its own share of each step's batch; DDP averages the gradients, BatchNorm statistics are
+averaged each epoch, and rank 0 evaluates and writes the checkpoints.
 """
 
 from __future__ import annotations
@@ -47,6 +52,17 @@ class TrunkAndTaps(nn.Module):
         trunk = saved[k]  # type: ignore[index]
         taps = [F.avg_pool2d(saved[t + 1], saved[t + 1].shape[-1] // trunk.shape[-1]) for t in self.model.attr_taps]
         return torch.cat([trunk, *taps], dim=1)
+
+
+class BranchLoss(nn.Module):
+    """The branch, its spaces and the value proxies as one module, so DDP keeps all of them in step."""
+
+    def __init__(self, net: BranchSpaces, proxies: ValueProxies) -> None:
+        super().__init__()
+        self.net, self.proxies = net, proxies
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.proxies(self.net(x), y)  # type: ignore[no-any-return]
 
 
 class BranchSpaces(nn.Module):
@@ -100,7 +116,9 @@ def cached_inputs(
 @torch.no_grad()
 def embed_cached(net: BranchSpaces, x: torch.Tensor, chunk: int = 256) -> Any:
     net.eval()
-    return torch.cat([net(x[s : s + chunk].contiguous(memory_format=CL)) for s in range(0, len(x), chunk)]).numpy()
+    dev = next(net.parameters()).device
+    parts = [net(x[s : s + chunk].to(dev).contiguous(memory_format=CL)).cpu() for s in range(0, len(x), chunk)]
+    return torch.cat(parts).numpy()
 
 
 def fit_branch(
@@ -116,13 +134,19 @@ def fit_branch(
     """Fine-tune `model`'s attribute branch and spaces on cached inputs `x["train"]`; checkpoint each
     epoch in run_dir/latest and continue from there when it holds the same configuration.
     `evaluate(net)` gives the test figures recorded per epoch."""
+    import torch.distributed as dist
+
     from fashion_match.progress import Bar, say
     from fashion_match.train.checkpoint import load_training, save_training
+    from fashion_match.train.distributed import average_buffers, ranks
 
+    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+    device = torch.device(f"cuda:{ranks()[2]}" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(cfg["seed"])  # the proxies' initial values
     net = BranchSpaces(model, _trunk_channels(model))
-    net.branch.to(memory_format=CL)  # type: ignore[union-attr]
     proxies = ValueProxies([len(a.values) for a in attrs], int(model.attr_spaces.dim))  # type: ignore[union-attr,arg-type]
+    both = BranchLoss(net, proxies).to(device)
+    net.branch.to(memory_format=CL)  # type: ignore[union-attr]
     lr, branch_lr, epochs, batch = cfg["lr"], cfg["branch_lr"], cfg["epochs"], cfg["batch"]
     opt = torch.optim.AdamW(
         [
@@ -147,27 +171,41 @@ def fit_branch(
         for _ in range(len(history) * steps):  # the schedule is a pure function of the step
             sched.step()
         say(f"resuming {run_dir} from epoch {len(history) + 1} of {epochs}")
+    step_fn: nn.Module = both
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        step_fn = DDP(both, device_ids=[device.index] if device.type == "cuda" else None)
     t0 = time.perf_counter()
-    with Bar((epochs - len(history)) * steps, "attribute branch", unit="step", enabled=progress) as bar:
+    show = progress and rank == 0
+    with Bar((epochs - len(history)) * steps, "attribute branch", unit="step", enabled=show) as bar:
         for epoch in range(len(history), epochs):
-            torch.manual_seed(cfg["seed"] + epoch)
+            torch.manual_seed(cfg["seed"] + epoch)  # the same permutation on every rank
             perm = torch.randperm(len(x["train"]))
             net.train()
             for s in range(steps):
-                i = perm[s * batch : (s + 1) * batch]
-                xb = augment_maps(x["train"][i], flip=True, shift=cfg["shift"]).contiguous(memory_format=CL)
-                loss = proxies(net(xb), y["train"][i])
+                i = perm[s * batch : (s + 1) * batch][rank::world]  # this rank's share of the step
+                xb = augment_maps(x["train"][i], flip=True, shift=cfg["shift"])
+                loss = step_fn(xb.to(device).contiguous(memory_format=CL), y["train"][i].to(device))
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
                 sched.step()
                 bar.update()
-            history.append({"epoch": epoch, **evaluate(net), "seconds": round(time.perf_counter() - t0)})
-            log.info("attribute branch: %s", json.dumps(history[-1]))
-            net.branch.to(memory_format=torch.contiguous_format)  # type: ignore[union-attr]
-            save_training(
-                latest, model, proxies, opt, {"epoch": epoch, "history": history, "attribute_branch_config": cfg}
-            )
-            net.branch.to(memory_format=CL)  # type: ignore[union-attr]
+            if world > 1:
+                average_buffers(both, world)
+            if rank == 0:
+                history.append({"epoch": epoch, **evaluate(net), "seconds": round(time.perf_counter() - t0)})
+                log.info("attribute branch: %s", json.dumps(history[-1]))
+                net.branch.to(memory_format=torch.contiguous_format)  # type: ignore[union-attr]
+                save_training(
+                    latest, model, proxies, opt, {"epoch": epoch, "history": history, "attribute_branch_config": cfg}
+                )
+                net.branch.to(memory_format=CL)  # type: ignore[union-attr]
+            else:
+                history.append({"epoch": epoch})
+            if world > 1:
+                dist.barrier()  # rank 0's checkpoint is written before anyone goes on
     net.branch.to(memory_format=torch.contiguous_format)  # type: ignore[union-attr]
+    both.to("cpu")  # what follows (thresholds, export) runs on the CPU copy of the model
     return history

@@ -166,7 +166,14 @@ def train_spaces_for(
             "branch's frozen maps (without --from-block)"
         )
     from fashion_match.train import attr_branch as ab
+    from fashion_match.train.distributed import ranks
 
+    rank, world, _ = ranks()
+    if world > 1 and branch_from is None:
+        raise UsageError(
+            "torchrun: only an attribute branch (--from-block K) trains across ranks; spaces on frozen maps "
+            "train in one process (minutes on a CPU)"
+        )
     origin = None
     if branch_from is not None:
         torch.manual_seed(seed)
@@ -200,6 +207,8 @@ def train_spaces_for(
             return {"test_map": attribute_map(e[q], e[g], labels["test"][q], labels["test"][g], attrs)}
 
         history = ab.fit_branch(model, maps, labels, attrs, out.parent, config, test_map, progress)
+        if rank != 0:  # rank 0 holds the same weights and writes the result
+            return {"rank": rank, "history": history}
         net = ab.BranchSpaces(model, ab._trunk_channels(model))
         spaces = model.attr_spaces  # type: ignore[assignment]
 

@@ -12,7 +12,6 @@ happen on rank 0.
 from __future__ import annotations
 
 import logging
-import os
 import random
 import time
 from dataclasses import replace
@@ -32,6 +31,7 @@ from fashion_match.train.cached import MapNet, prefix_outputs, split_backbone
 from fashion_match.train.checkpoint import load_training
 from fashion_match.train.config import TrainConfig
 from fashion_match.train.dataset import RecordDataset, encode, label_key, training_records
+from fashion_match.train.distributed import average_buffers, process_group, ranks
 from fashion_match.train.epochs import Run, cached_epoch, evaluate_and_save, image_epoch
 from fashion_match.train.evaluate import eval_indices
 from fashion_match.train.losses import MetricLoss
@@ -54,10 +54,6 @@ class TrainNet(nn.Module):
             ok = cats >= 0
             out = out + self.category_weight * nn.functional.cross_entropy(logits[ok].float(), cats[ok])
         return out
-
-
-def _dist() -> tuple[int, int, int]:
-    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0))
 
 
 def _seed_all(seed: int) -> None:
@@ -111,23 +107,13 @@ def train(
     Under torchrun (WORLD_SIZE > 1) it starts the process group unless the caller did, and then
     also ends it: every rank meets at a barrier first, so none tears down while another still
     talks to it."""
-    _, world, _ = _dist()
-    owns_group = world > 1 and not dist.is_initialized()
-    if owns_group:
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    try:
-        result = _train(cfg, resume=resume, stop_after_epochs=stop_after_epochs, progress=progress)
-        if owns_group:
-            dist.barrier()
-        return result
-    finally:
-        if owns_group:
-            dist.destroy_process_group()
+    with process_group():
+        return _train(cfg, resume=resume, stop_after_epochs=stop_after_epochs, progress=progress)
 
 
 def _setup(cfg: TrainConfig, *, resume: bool, progress: bool) -> Run:
     """Data, model, loss, optimiser, samplers, the resumed state and the caches of the frozen prefix."""
-    rank, world, local = _dist()
+    rank, world, local = ranks()
     cuda = torch.cuda.is_available()
     device = torch.device(f"cuda:{local}" if cuda else "cpu")
     if not cuda:
@@ -241,7 +227,7 @@ def _train(cfg: TrainConfig, *, resume: bool, stop_after_epochs: int | None, pro
             )
         train_s = time.perf_counter() - t0
         if world > 1:
-            _average_buffers(model, world)
+            average_buffers(model, world)
         if run.rank == 0:
             evaluate_and_save(
                 run, epoch=epoch, frozen=frozen, seen=seen, losses=losses, train_s=train_s, progress=progress
@@ -258,15 +244,6 @@ def _train(cfg: TrainConfig, *, resume: bool, stop_after_epochs: int | None, pro
         "rank": run.rank,
         "weights_sha256": weights_digest(model, loss),
     }
-
-
-def _average_buffers(model: nn.Module, world: int) -> None:
-    """DDP keeps parameters in step but each rank's BatchNorm statistics see only its own
-    batches: average them at the end of every epoch so every rank holds the same model."""
-    for buf in model.buffers():
-        if buf.is_floating_point():
-            dist.all_reduce(buf, op=dist.ReduceOp.SUM)
-            buf.div_(world)
 
 
 def weights_digest(*modules: nn.Module) -> str:

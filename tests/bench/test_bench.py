@@ -224,3 +224,26 @@ def test_every_mutant_still_names_code_that_exists() -> None:
         sys.path.remove(str(REPO / "benchmarks"))
     stale = [m["id"] for m in MUTANTS if (REPO / "src/fashion_match" / m["file"]).read_text().count(m["old"]) != 1]
     assert not stale and len(MUTANTS) > 30
+
+
+def test_a_backend_that_cannot_run_a_precision_here_is_unavailable_not_failed(
+    model_copy: Path, tiny_fmnist: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("openvino")
+    from fashion_match.runtime import openvino_backend
+
+    man = json.loads((model_copy / "manifest.json").read_text())  # as if gated on another machine
+    man["artifacts"]["model.onnx"]["execution_gates"] = {"openvino/bf16": {"passed": True}}
+    (model_copy / "manifest.json").write_text(json.dumps(man))
+    monkeypatch.setattr(openvino_backend, "cpu_capabilities", lambda ov=None: ["FP32", "INT8"])  # a CPU without
+    cfg = BenchConfig(
+        model_copy,
+        data=(f"fashion-mnist:{tiny_fmnist}",),
+        backends=("openvino",),
+        precisions=("bf16",),
+        batch_sizes=(1,),
+        device="cpu",
+        quick=True,
+    )
+    (row,) = run_bench(cfg).rows
+    assert row["status"].startswith("unavailable: --precision bf16: this CPU has no bf16 units"), row["status"]

@@ -24,7 +24,7 @@ from fashion_match.bench.accuracy import all_outputs, attribute_figures, evaluat
 from fashion_match.bench.timing import FULL, QUICK, TimingPlan, measure, rotated_batches, summarise
 from fashion_match.data.evalset import EvalSet, load_eval_set
 from fashion_match.data.images import load_batch
-from fashion_match.errors import FmError
+from fashion_match.errors import BackendUnavailable, FmError
 from fashion_match.formats import BACKENDS, PRECISIONS, lookup
 from fashion_match.runtime.backend import embed_in_batches, open_backend, unavailable_reason
 from fashion_match.runtime.manifest import Manifest, load_manifest
@@ -196,8 +196,10 @@ def run_bench(cfg: BenchConfig, say: Callable[[str], None] = lambda s: None) -> 
         except Exception as e:  # noqa: BLE001 - a failing row records why; the loop goes on
             log.debug("row failed", exc_info=True)
             reason = " ".join(str(e).split())[:300] or type(e).__name__
-            rows += [_empty_row(backend, precision, b, f"failed: {reason}") for b in cfg.batch_sizes]
-            say(f"{backend:<12}{precision:<5} failed: {reason}")
+            # a backend that cannot run this precision here (bf16 without bf16 units) is not a failure
+            kind = "unavailable" if isinstance(e, BackendUnavailable) else "failed"
+            rows += [_empty_row(backend, precision, b, f"{kind}: {reason}") for b in cfg.batch_sizes]
+            say(f"{backend:<12}{precision:<5} {kind}: {reason}")
             continue
         if backend == "onnxruntime" and precision == "fp32":
             reference = embs

@@ -128,6 +128,21 @@ MUTANTS: list[dict[str, str]] = [
         "new": "parts_c.append(c)",
         "tests": "tests/runtime/test_search.py",
     },
+    # --- backends ---
+    {
+        "id": "openvino-fp32-as-bf16",
+        "file": "runtime/openvino_backend.py",
+        "old": 'HINTS = {"fp32": "f32",',
+        "new": 'HINTS = {"fp32": "bf16",',
+        "tests": "tests/runtime/test_openvino_backend.py",
+    },
+    {
+        "id": "execution-gate-ignored",
+        "file": "runtime/manifest.py",
+        "old": 'if fmt.gate_key and not (isinstance(gated, dict) and gated.get("passed") is True):',
+        "new": "if False:",
+        "tests": "tests/runtime/test_openvino_backend.py",
+    },
     # --- manifests ---
     {
         "id": "manifest-no-hash",

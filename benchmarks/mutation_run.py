@@ -4,7 +4,7 @@
     bash dev.sh mutate
 
 Each mutant is one realistic, hand-written change (a flipped sign, an off-by-one, a dropped step)
-to one module: metrics, search and engines, manifests, image decoding and preprocessing, index
+to one module: metrics, search and engines, backends and manifests, image decoding and preprocessing, index
 build and resume, the accuracy gate, INT8 calibration, the P x K sampler. For each, the module is
 changed in a copy of `src/`, the tests that own that module run against the copy
 (PYTHONPATH first, so subprocesses such as fm-index see it too), and the mutant is *killed* when

@@ -163,8 +163,6 @@ def _status_unavailable(manifest: Manifest, backend: str, precision: str, device
         return f"unavailable: {e}"
     if fmt.artifact not in manifest.artifacts:
         return f"unavailable: no {fmt.artifact} (make it with {fmt.made_by})"
-    if fmt.gate_key and fmt.gate_key not in manifest.artifacts[fmt.artifact].get("execution_gates", {}):
-        return f"unavailable: its run of {fmt.artifact} is not gated (gate it with {fmt.made_by.split(' (')[0]})"
     why = unavailable_reason(backend, device)
     return f"unavailable: {why}" if why else None
 

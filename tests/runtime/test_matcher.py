@@ -61,11 +61,11 @@ def test_backend_checks_input(tiny_model_dir: Path) -> None:
 def test_default_model_matches_the_example_pair() -> None:
     with Matcher() as m:
         assert m.model_dir == default_model_dir() and m.info.backend == "onnxruntime"
-        # a pure 512-d item embedding; the attribute branch from block 14 feeds the tags and spaces
+        # a pure 512-d item embedding; the attribute branch from block 11 feeds the tags and spaces
         arch = m.manifest.data["architecture"]
         assert (
             m.manifest.embedding_dim == 512
-            and arch["attribute_branch_from"] == 14
+            and arch["attribute_branch_from"] == 11
             and "category_branch_from" not in arch
         )
         assert m.manifest.data["calibration"]["n_pos"] == 1000

@@ -20,7 +20,7 @@ import numpy as np
 from fashion_match.bench.machine import machine_info
 from fashion_match.data.records import spaced
 from fashion_match.data.spec import load_dataset
-from fashion_match.formats import PRECISIONS
+from fashion_match.formats import FILE_PRECISIONS
 from fashion_match.runtime import Matcher
 
 
@@ -29,7 +29,7 @@ def main() -> None:
     ap.add_argument("a", type=Path)
     ap.add_argument("b", type=Path)
     ap.add_argument("--images", type=int, default=2000, help="per dataset")
-    ap.add_argument("--precisions", default=",".join(PRECISIONS))
+    ap.add_argument("--precisions", default=",".join(p.name for p in FILE_PRECISIONS))  # a file each
     ap.add_argument("--out", type=Path, help="write the record here (default: print only)")
     args = ap.parse_args()
     sources = []

@@ -7,9 +7,9 @@
 # 1. fm-train --spaces-for: an attribute branch (the item path's own copy of blocks 11-18,
 #    fine-tuned) with the outputs of blocks 3 and 6 beside its maps, and one 64-d space per
 #    single-valued attribute (category, colour, pattern), on 24,000 training items (both renders):
-#    a branch on 10,000 items over-fits them (category mAP 0.88 on its own training items, 0.68
-#    on items it never saw, from the train split or the test split alike), so it gets more items
-#    and fewer passes;
+#    a branch on 10,000 items over-fits them (category mAP 0.88 on its own training items, 0.67
+#    on train-split items it never saw, 0.68 on the test split: benchmarks/attr_generalisation.py),
+#    so it gets more items and fewer passes;
 #    the attribute branch replaces the category branch, so the item similarity is the pure item
 #    cosine and its threshold is calibrated again;
 # 2. fm-train --tags-for: tag heads on the branch's pooled maps, imbalance-weighted loss;

@@ -18,11 +18,10 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
+from fashion_match.bench.accuracy import all_outputs
 from fashion_match.bench.machine import machine_info
 from fashion_match.bench.records import add_output_args, write_result
-from fashion_match.data.images import iter_batches
+from fashion_match.data.images import load_batch
 from fashion_match.data.records import spaced
 from fashion_match.data.spec import load_dataset
 from fashion_match.runtime import Matcher
@@ -70,12 +69,10 @@ def main() -> None:
             sets = {d: [r for k in keys for r in groups[k] if r.domain == d] for d in ("consumer", "shop")}
             emb = {}
             for d, recs in sets.items():
-                parts = []
-                for b in iter_batches([r.source for r in recs], m.spec, 64):
-                    if b.bad:
-                        sys.exit(f"{label}: unreadable render {b.bad[0]}")
-                    parts.append(m.backend.outputs(b.pixels)[SPACES_OUTPUT])
-                emb[d] = np.concatenate(parts)
+                b = load_batch([r.source for r in recs], m.spec)
+                if b.bad:
+                    sys.exit(f"{label}: unreadable render {b.bad[0]}")
+                emb[d] = all_outputs(m.backend.outputs, b.pixels, 64)[SPACES_OUTPUT]
             lab = {d: asp.value_labels(sets[d], attrs) for d in sets}
             rows[label] = asp.attribute_map(emb["consumer"], emb["shop"], lab["consumer"], lab["shop"], attrs)
             print(f"{label:<34} " + "  ".join(f"{a} {x:.4f}" for a, x in rows[label].items()), flush=True)

@@ -40,6 +40,21 @@ def test_unknown_values_are_ignored_by_the_proxy_loss() -> None:
     assert spaces.grad[:, 1].abs().sum() == 0 and spaces.grad[2].abs().sum() == 0
 
 
+def test_the_proxy_loss_makes_the_true_value_win_by_its_margin() -> None:
+    """Cosine 0.8 to the true value's proxy, 0.6 to the other: without a margin the image is already
+    classified (loss ~0.0017); with margin 0.4 the true value's 0.8 counts as 0.4, below 0.6, so the
+    loss is large and keeps pulling the image towards its proxy."""
+    import math
+
+    proxies = ValueProxies([2], dim=2, scale=32.0, margin=0.4)
+    with torch.no_grad():
+        proxies.proxies[0].copy_(torch.eye(2))
+    x = torch.tensor([[[0.8, 0.6]]])  # a unit vector: cosines 0.8 and 0.6 to the two proxies
+    assert proxies(x, torch.tensor([[0]])).item() == pytest.approx(math.log1p(math.exp(32 * 0.2)), rel=1e-5)
+    proxies.margin = 0.0
+    assert proxies(x, torch.tensor([[0]])).item() == pytest.approx(math.log1p(math.exp(-32 * 0.2)), rel=1e-3)
+
+
 def test_training_makes_each_space_rank_by_its_attribute() -> None:
     """Attribute 0 lives in channels 0-3 at the top of the map, attribute 1 in channels 4-7 at the
     bottom, plus noise everywhere: the pooled map mixes them, each trained space leans to its own."""

@@ -52,14 +52,21 @@ class AttributeSpaces(nn.Module):
         return F.normalize(out, dim=-1)
 
 
-class ValueProxies(nn.Module):
-    """A learned proxy per attribute value: normalised-softmax (proxy) loss in each space, in
-    which an image's positives are the other images with the same value of that attribute."""
+# The proxy loss's defaults. An additive cosine margin (CosFace: Wang et al., "CosFace: large margin
+# cosine loss for deep face recognition", CVPR 2018) makes every value's images gather tightly round
+# its proxy, which ranking a whole gallery by one value needs (docs/training.md has what it measured).
+SCALE, MARGIN = 32.0, 0.4
 
-    def __init__(self, sizes: list[int], dim: int, scale: float = 16.0) -> None:
+
+class ValueProxies(nn.Module):
+    """A learned proxy per attribute value: normalised-softmax (proxy) loss in each space, with an
+    additive cosine margin on the true value, in which an image's positives are the other images
+    with the same value of that attribute."""
+
+    def __init__(self, sizes: list[int], dim: int, scale: float = SCALE, margin: float = MARGIN) -> None:
         super().__init__()
         self.proxies = nn.ParameterList([nn.Parameter(torch.randn(n, dim)) for n in sizes])
-        self.scale = scale
+        self.scale, self.margin = scale, margin
 
     def forward(self, spaces: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """spaces (N, A, d), labels (N, A) value indices (-1: unknown, ignored) -> mean loss."""
@@ -69,6 +76,7 @@ class ValueProxies(nn.Module):
             known = y >= 0
             if not known.any():
                 continue
-            logits = self.scale * spaces[known, a] @ F.normalize(p, dim=1).T
-            losses.append(F.cross_entropy(logits, y[known]))
+            cos = spaces[known, a] @ F.normalize(p, dim=1).T
+            cos = cos - self.margin * F.one_hot(y[known], cos.shape[1])  # the true value must win by the margin
+            losses.append(F.cross_entropy(self.scale * cos, y[known]))
         return torch.stack(losses).mean() if losses else spaces.sum() * 0.0

@@ -144,7 +144,8 @@ def fit_branch(
     device = torch.device(f"cuda:{ranks()[2]}" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(cfg["seed"])  # the proxies' initial values
     net = BranchSpaces(model, _trunk_channels(model))
-    proxies = ValueProxies([len(a.values) for a in attrs], int(model.attr_spaces.dim))  # type: ignore[union-attr,arg-type]
+    sizes, dim = [len(a.values) for a in attrs], int(model.attr_spaces.dim)  # type: ignore[union-attr,arg-type]
+    proxies = ValueProxies(sizes, dim, cfg["scale"], cfg["margin"])
     both = BranchLoss(net, proxies).to(device)
     net.branch.to(memory_format=CL)  # type: ignore[union-attr]
     lr, branch_lr, epochs, batch = cfg["lr"], cfg["branch_lr"], cfg["epochs"], cfg["batch"]

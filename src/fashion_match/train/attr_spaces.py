@@ -16,7 +16,7 @@ import torch
 
 from fashion_match.data.attributes import UNKNOWN, Attribute, label_arrays
 from fashion_match.metrics import mean_average_precision
-from fashion_match.models.attr_spaces import AttributeSpaces, ValueProxies
+from fashion_match.models.attr_spaces import MARGIN, SCALE, AttributeSpaces, ValueProxies
 from fashion_match.train.cached import augment_maps, backbone_outputs
 
 log = logging.getLogger(__name__)
@@ -46,13 +46,15 @@ def train_spaces(
     batch: int = 128,
     lr: float = 1e-3,
     seed: int = 0,
+    scale: float = SCALE,
+    margin: float = MARGIN,
     progress: bool = True,
 ) -> AttributeSpaces:
     from fashion_match.progress import Bar
 
     torch.manual_seed(seed)
     spaces = AttributeSpaces(maps.shape[1], len(attrs), dim)
-    proxies = ValueProxies([len(a.values) for a in attrs], dim)
+    proxies = ValueProxies([len(a.values) for a in attrs], dim, scale, margin)
     opt = torch.optim.AdamW([*spaces.parameters(), *proxies.parameters()], lr=lr, weight_decay=1e-4)
     steps = max(1, len(maps) // batch)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=epochs * steps, pct_start=0.1)
@@ -134,6 +136,8 @@ def train_spaces_for(
     branch_from: int | None = None,
     taps: tuple[int, ...] = (),
     branch_lr: float = 3e-4,
+    scale: float = SCALE,
+    margin: float = MARGIN,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Train attribute spaces for the model in `model_dir` on `data`'s single-valued attributes:
@@ -190,11 +194,20 @@ def train_spaces_for(
         recs[:] = [recs[i] for i in kept]
         maps[name], labels[name] = m, value_labels(recs, attrs)
     q, g = query_gallery(test)
-    config: dict[str, Any] = {"epochs": epochs, "lr": lr, "seed": seed}
+    config: dict[str, Any] = {"epochs": epochs, "lr": lr, "seed": seed, "scale": scale, "margin": margin}
     history = None
     if branch_from is None:
         spaces = train_spaces(
-            maps["train"], labels["train"], attrs, dim=dim, epochs=epochs, lr=lr, seed=seed, progress=progress
+            maps["train"],
+            labels["train"],
+            attrs,
+            dim=dim,
+            epochs=epochs,
+            lr=lr,
+            seed=seed,
+            scale=scale,
+            margin=margin,
+            progress=progress,
         )
 
         def embed(name: str) -> np.ndarray:

@@ -12,7 +12,9 @@ gallery images are those with the same value; mean average precision per attribu
   feature maps of the training items (shop and consumer renders), one space per attribute
   (skipped with --epochs 0);
 - with --model DIR: that model's item embedding instead of the embedded default's, and, when it
-  has attribute spaces, its own spaces (what fm-match --attribute and fm-search --attribute use).
+  has attribute spaces, its own spaces (what fm-match --attribute and fm-search --attribute use);
+- when the model has tag heads: each attribute's softmax probabilities (`tag_probs`) used as an
+  embedding, a reference for its space: images whose predicted values agree rank first.
 """
 
 from __future__ import annotations
@@ -25,12 +27,15 @@ from pathlib import Path
 
 import numpy as np
 
+from fashion_match.bench.accuracy import all_outputs
 from fashion_match.bench.machine import machine_info
 from fashion_match.bench.records import add_output_args, write_result
+from fashion_match.data.images import load_batch
 from fashion_match.data.records import spaced
 from fashion_match.data.spec import load_dataset
 from fashion_match.models import create_model
 from fashion_match.runtime import Matcher
+from fashion_match.runtime.tagging import TAGS_OUTPUT, tag_blocks
 from fashion_match.train import attr_spaces as asp
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -74,6 +79,18 @@ def main() -> None:
     with Matcher(args.model) as m:
         model_name, own = m.manifest.model, m.manifest.data.get("spaces")
         iq, ig = (m.embed_strict([r.source for r in recs]) for recs in (queries, gallery))
+        probs = None
+        if m.manifest.data.get("tags"):
+            blocks = {b.name: b for b in tag_blocks(m.manifest)}
+            width = max(len(b.values) for b in blocks.values())
+            probs = []
+            for recs in (queries, gallery):
+                p = all_outputs(m.backend.outputs, load_batch([r.source for r in recs], m.spec).pixels, 64)[TAGS_OUTPUT]
+                e = np.zeros((len(recs), len(attrs), width), np.float32)  # zero padding leaves cosines as they are
+                for a, attr in enumerate(attrs):
+                    b = blocks[attr.name]
+                    e[:, a, : len(b.values)] = unit(p[:, b.offset : b.offset + len(b.values)])
+                probs.append(e)
     rows[f"item embedding ({model_name})"] = asp.attribute_map(iq, ig, labels["queries"], labels["gallery"], attrs)
     train_s = 0.0
     if args.epochs:
@@ -92,6 +109,10 @@ def main() -> None:
                 mq[:, a], mg[:, a] = (m.embed_strict([r.source for r in recs]) for recs in (queries, gallery))
         rows[f"the model's own attribute spaces ({model_name})"] = asp.attribute_map(
             mq, mg, labels["queries"], labels["gallery"], attrs
+        )
+    if probs is not None:
+        rows[f"the model's tag probabilities as an embedding ({model_name})"] = asp.attribute_map(
+            probs[0], probs[1], labels["queries"], labels["gallery"], attrs
         )
     for k, v in rows.items():
         print(f"{k:<70} " + "  ".join(f"{a} {x:.4f}" for a, x in v.items()), flush=True)

@@ -66,6 +66,8 @@ def main() -> None:
     imagenet = create_model("mobilenet_v2", None, pretrained=True).eval()
     maps = {}
     for name, recs in (("train", train), ("queries", queries), ("gallery", gallery)):
+        if name == "train" and not args.epochs:
+            continue  # training maps feed only the spaces trained here
         m, kept = asp.feature_maps(imagenet, recs, f"ImageNet maps ({name})")
         maps[name], recs[:] = m, [recs[i] for i in kept]
     labels = {k: asp.value_labels(v, attrs) for k, v in (("train", train), ("queries", queries), ("gallery", gallery))}

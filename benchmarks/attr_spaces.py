@@ -35,7 +35,7 @@ from fashion_match.data.records import spaced
 from fashion_match.data.spec import load_dataset
 from fashion_match.models import create_model
 from fashion_match.runtime import Matcher
-from fashion_match.runtime.tagging import TAGS_OUTPUT, tag_blocks
+from fashion_match.runtime.tagging import SPACES_OUTPUT, TAGS_OUTPUT, space_of, tag_blocks
 from fashion_match.train import attr_spaces as asp
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -78,21 +78,15 @@ def main() -> None:
     rows = {}
     zq, zg = (unit(maps[k].mean(dim=(2, 3)).numpy()) for k in ("queries", "gallery"))
     rows["zero-shot ImageNet pooled features"] = asp.attribute_map(zq, zg, labels["queries"], labels["gallery"], attrs)
-    with Matcher(args.model) as m:
-        model_name, own = m.manifest.model, m.manifest.data.get("spaces")
-        iq, ig = (m.embed_strict([r.source for r in recs]) for recs in (queries, gallery))
-        probs = None
-        if m.manifest.data.get("tags"):
-            blocks = {b.name: b for b in tag_blocks(m.manifest)}
-            width = max(len(b.values) for b in blocks.values())
-            probs = []
-            for recs in (queries, gallery):
-                p = all_outputs(m.backend.outputs, load_batch([r.source for r in recs], m.spec).pixels, 64)[TAGS_OUTPUT]
-                e = np.zeros((len(recs), len(attrs), width), np.float32)  # zero padding leaves cosines as they are
-                for a, attr in enumerate(attrs):
-                    b = blocks[attr.name]
-                    e[:, a, : len(b.values)] = unit(p[:, b.offset : b.offset + len(b.values)])
-                probs.append(e)
+    with Matcher(args.model) as m:  # one pass per image gives every output the model has
+        model_name, manifest = m.manifest.model, m.manifest
+        out = []
+        for recs in (queries, gallery):
+            b = load_batch([r.source for r in recs], m.spec)
+            if b.bad:
+                sys.exit(f"unreadable render {b.bad[0]}")
+            out.append(all_outputs(m.backend.outputs, b.pixels, 64))
+    iq, ig = (o["embedding"] for o in out)
     rows[f"item embedding ({model_name})"] = asp.attribute_map(iq, ig, labels["queries"], labels["gallery"], attrs)
     train_s = 0.0
     if args.epochs:
@@ -103,16 +97,22 @@ def main() -> None:
         rows["attribute spaces on frozen ImageNet maps (trained here)"] = asp.attribute_map(
             sq, sg, labels["queries"], labels["gallery"], attrs
         )
-    if own:
-        mq = np.zeros((len(queries), len(attrs), own["dim"]), np.float32)
-        mg = np.zeros((len(gallery), len(attrs), own["dim"]), np.float32)
-        for a, attr in enumerate(attrs):
-            with Matcher(args.model, space=attr.name) as m:
-                mq[:, a], mg[:, a] = (m.embed_strict([r.source for r in recs]) for recs in (queries, gallery))
+    if manifest.data.get("spaces"):
+        order = [space_of(manifest, a.name)[0] for a in attrs]  # the dataset's attribute order
+        mq, mg = (o[SPACES_OUTPUT][:, order] for o in out)
         rows[f"the model's own attribute spaces ({model_name})"] = asp.attribute_map(
             mq, mg, labels["queries"], labels["gallery"], attrs
         )
-    if probs is not None:
+    if manifest.data.get("tags"):
+        blocks = {b.name: b for b in tag_blocks(manifest)}
+        width = max(len(b.values) for b in blocks.values())
+        probs = []
+        for o in out:
+            e = np.zeros((len(o[TAGS_OUTPUT]), len(attrs), width), np.float32)  # zero padding keeps cosines
+            for a, attr in enumerate(attrs):
+                b = blocks[attr.name]
+                e[:, a, : len(b.values)] = unit(o[TAGS_OUTPUT][:, b.offset : b.offset + len(b.values)])
+            probs.append(e)
         rows[f"the model's tag probabilities as an embedding ({model_name})"] = asp.attribute_map(
             probs[0], probs[1], labels["queries"], labels["gallery"], attrs
         )

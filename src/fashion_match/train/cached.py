@@ -107,14 +107,19 @@ def prefix_outputs(
         def run(x: torch.Tensor) -> torch.Tensor:
             return prefix(x.to(device).contiguous(memory_format=torch.channels_last)).contiguous().cpu()
 
-    outs, kept = [], []
+    # filled in place, not concatenated at the end: the maps of a large training set are most of
+    # the memory there is, and a concatenation would need them twice
+    out: torch.Tensor | None = None
+    kept: list[int] = []
     bar = Bar(len(records), desc, enabled=progress)
     for b in iter_batches([r.source for r in records], model.preprocess, 64, bboxes=[r.bbox for r in records]):
         if b.indices:
             y = run(eval_batch(b.pixels, model.preprocess))
             if pool:
                 y = y.mean(dim=(2, 3), keepdim=True)
-            outs.append(y.float())
+            if out is None:
+                out = torch.empty((len(records), *y.shape[1:]), dtype=torch.float32)
+            out[len(kept) : len(kept) + len(y)] = y
             kept += b.indices
         for e in b.bad:
             log.warning("skipping %s", e)
@@ -122,7 +127,9 @@ def prefix_outputs(
     bar.close()
     # back to the default layout: later training must run the same kernels as a resumed run
     prefix.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
-    return torch.cat(outs), kept
+    if out is None:
+        raise UsageError(f"{desc}: none of the {len(records)} images could be read")
+    return out[: len(kept)], kept
 
 
 class HeadMaps(nn.Module):

@@ -6,30 +6,30 @@
 # Fashion-MNIST, not real photos):
 # 1. fm-train --spaces-for: an attribute branch (the item path's own copy of blocks 11-18,
 #    fine-tuned) with the outputs of blocks 3 and 6 beside its maps, and one 64-d space per
-#    single-valued attribute (category, colour, pattern), on 24,000 training items (both renders),
-#    with the proxy loss's additive cosine margin (models/attr_spaces.py: scale 32, margin 0.4; without
-#    it the same recipe reached category mAP 0.693 against 0.770);
-#    a branch on 10,000 items over-fits them (category mAP 0.88 on its own training items, 0.67
-#    on train-split items it never saw, 0.68 on the test split: benchmarks/attr_generalisation.py),
-#    so it gets more items and fewer passes;
+#    single-valued attribute (category, colour, pattern), on 48,000 training items (both renders) for
+#    3 epochs, with the proxy loss's additive cosine margin (models/attr_spaces.py: scale 32, margin 0.4;
+#    on 24,000 items for 5 epochs without it the recipe reached category mAP 0.693, with it 0.770);
+#    a branch over-fits its items (block 14 on 10,000 items: category mAP 0.88 on its own training items,
+#    0.67 on train-split items it never saw, 0.68 on the test split: benchmarks/attr_generalisation.py),
+#    so it gets many items and few passes (48,000 x 3 reached 0.789, 24,000 x 5 0.770);
 #    the attribute branch replaces the category branch, so the item similarity is the pure item
 #    cosine and its threshold is calibrated again;
 # 2. fm-train --tags-for: tag heads on the branch's pooled maps, imbalance-weighted loss;
 # 3. fm-export --fp16 --int8 --int8-max-drop 0.3: both gated on the item embedding and on every attribute figure
 #    (INT8 keeps the most damaging blocks FP32 until within 0.3 points, see default_model_int8.sh);
 # 4. the result copied into the package as the embedded default.
-# Recorded: benchmarks/results/train_default_v13_attributes.json (v12: the same recipe without the
-# margin; v11: a block-14 branch, 10,000 items, 10 epochs) (commands, times, figures).
+# Recorded: benchmarks/results/train_default_v14_attributes.json (v13: 24,000 items, 5 epochs; v12: that
+# without the margin; v11: a block-14 branch, 10,000 items, 10 epochs) (commands, times, figures).
 #
 # Usage: bash benchmarks/recipes/default_model_attributes.sh   (needs Fashion-MNIST: apt install dataset-fashion-mnist)
 set -euo pipefail
 OUT=${OUT:-runs/attributes}
 BASE_COMMIT=${BASE_COMMIT:-33b33d5}
-ITEMS=${ITEMS:-24000}
-EPOCHS=${EPOCHS:-5}
+ITEMS=${ITEMS:-48000}
+EPOCHS=${EPOCHS:-3}
 FROM_BLOCK=${FROM_BLOCK:-11}
 INSTALL=${INSTALL:-1}
-NAME=mobilenet_v2-fmnist-c2s-512d-wise0.75-attr$FROM_BLOCK-cosface
+NAME=mobilenet_v2-fmnist-c2s-512d-wise0.75-attr$FROM_BLOCK-cosface-${ITEMS}i
 mkdir -p "$OUT/base"
 git archive "$BASE_COMMIT" src/fashion_match/assets/default_model | tar -x --strip-components=4 -C "$OUT/base"
 fm-train --spaces-for "$OUT/base" --data fmnist-attr --from-block "$FROM_BLOCK" --taps 3,6 --epochs "$EPOCHS" \

@@ -1,4 +1,4 @@
-"""Cached prefix outputs: bad files are skipped and listed, the good ones keep their rows in order
+"""Cached prefix outputs: bad files are skipped, the good ones keep their rows in order
 across batches, and a set with no readable image is a clear error."""
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
-"""Where an attribute branch's test gap comes from: its spaces on items it trained on, on items of the
-same split it never saw, and on the test split.
+"""Where an attribute branch's test gap comes from: its spaces on items it trained on, on the held-out
+items that only set its thresholds, on items of the same split it never saw (none once a run takes
+the whole split), and on the test split.
 
     python benchmarks/attr_generalisation.py --items 10000 [--model DIR] [--per-set 1000] [--record | --out F]
 
@@ -61,9 +62,13 @@ def main() -> None:
         model = m.manifest.model
         for label, groups in (
             ("items the branch trained on", seen),
+            ("held-out train-split items (thresholds only)", by_item(held)),
             ("train-split items it never saw", unseen),
             ("test split", tested),
         ):
+            if not groups:  # a run on the whole train split leaves no unseen train items
+                print(f"{label:<44} none", flush=True)
+                continue
             keys = sorted(groups)
             keys = [keys[i] for i in spaced(list(range(len(keys))), args.per_set)]
             sets = {d: [r for k in keys for r in groups[k] if r.domain == d] for d in ("consumer", "shop")}
@@ -75,7 +80,7 @@ def main() -> None:
                 emb[d] = all_outputs(m.backend.outputs, b.pixels, 64)[SPACES_OUTPUT]
             lab = {d: asp.value_labels(sets[d], attrs) for d in sets}
             rows[label] = asp.attribute_map(emb["consumer"], emb["shop"], lab["consumer"], lab["shop"], attrs)
-            print(f"{label:<34} " + "  ".join(f"{a} {x:.4f}" for a, x in rows[label].items()), flush=True)
+            print(f"{label:<44} " + "  ".join(f"{a} {x:.4f}" for a, x in rows[label].items()), flush=True)
     write_result(
         args,
         ROOT / "benchmarks/results/attr_generalisation.json",

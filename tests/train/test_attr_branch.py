@@ -173,9 +173,30 @@ def test_fm_train_spaces_with_an_attribute_branch_replaces_the_category_branch_a
     with pytest.raises(KeyboardInterrupt):
         again()
     assert json.loads((tmp_path / "b" / "latest" / "state.json").read_text())["epoch"] == 0
-    monkeypatch.setattr(ab, "fit_branch", real)
+    # and lets go of the training maps before the thresholds (a full split's maps fill a 24 GB machine)
+    import gc
+    import weakref
+
+    from fashion_match.train import attr_spaces as asp
+
+    train_maps: list[weakref.ref] = []
+
+    def fit_and_watch(model, x, *a, **k):  # type: ignore[no-untyped-def]
+        train_maps.append(weakref.ref(x["train"]))
+        return real(model, x, *a, **k)
+
+    real_thresholds = asp.space_thresholds
+
+    def thresholds_after_release(*a, **k):  # type: ignore[no-untyped-def]
+        gc.collect()
+        assert train_maps and train_maps[0]() is None, "the training maps are still held"
+        return real_thresholds(*a, **k)
+
+    monkeypatch.setattr(ab, "fit_branch", fit_and_watch)
+    monkeypatch.setattr(asp, "space_thresholds", thresholds_after_release)
     capsys.readouterr()
-    assert len(again()["history"]) == 2
+    resumed = again()
+    assert len(resumed["history"]) == 2 and resumed["images"]["train"] > 0
     assert "resuming" in capsys.readouterr().err
     from safetensors.torch import load_file
 

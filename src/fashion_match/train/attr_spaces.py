@@ -228,6 +228,8 @@ def train_spaces_for(
         def embed(name: str) -> np.ndarray:
             return ab.embed_cached(net, maps[name])  # type: ignore[no-any-return]
 
+    images = {k: len(v) for k, v in maps.items()}
+    del maps["train"]  # the largest tensor here (GBs on a full split); thresholds need memory of their own
     thresholds = space_thresholds(embed("held"), labels["held"], attrs)
     emb = embed("test")
     report = attribute_map(emb[q], emb[g], labels["test"][q], labels["test"][g], attrs)
@@ -236,7 +238,7 @@ def train_spaces_for(
         "dim": dim,
         "thresholds": thresholds,
         "test_map": report,
-        "images": {k: len(v) for k, v in maps.items()},
+        "images": images,
         "config": config,
         "data": data,
         "base_model": manifest.model,

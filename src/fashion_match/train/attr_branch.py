@@ -171,7 +171,8 @@ def fit_branch(
         history = list(info["history"])
         for _ in range(len(history) * steps):  # the schedule is a pure function of the step
             sched.step()
-        say(f"resuming {run_dir} from epoch {len(history) + 1} of {epochs}")
+        left = f"from epoch {len(history) + 1} of {epochs}" if len(history) < epochs else f"after all {epochs} epochs"
+        say(f"resuming {run_dir} {left}")
     step_fn: nn.Module = both
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel as DDP

@@ -230,7 +230,10 @@ def train_spaces_for(
 
     images = {k: len(v) for k, v in maps.items()}
     del maps["train"]  # the largest tensor here (GBs on a full split); thresholds need memory of their own
-    thresholds = space_thresholds(embed("held"), labels["held"], attrs)
+    from fashion_match.progress import stage
+
+    with stage(f"space thresholds on {images['held']:,} held-out images", progress):  # all pairs: minutes at 10,000
+        thresholds = space_thresholds(embed("held"), labels["held"], attrs)
     emb = embed("test")
     report = attribute_map(emb[q], emb[g], labels["test"][q], labels["test"][g], attrs)
     meta: dict[str, Any] = {

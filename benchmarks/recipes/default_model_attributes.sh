@@ -11,7 +11,8 @@
 #    on 24,000 items for 5 epochs without it the recipe reached category mAP 0.693, with it 0.770);
 #    a branch over-fits its items (block 14 on 10,000 items: category mAP 0.88 on its own training items,
 #    0.67 on train-split items it never saw, 0.68 on the test split: benchmarks/attr_generalisation.py),
-#    so it gets many items and few passes (48,000 x 3 reached 0.789, 24,000 x 5 0.770);
+#    so it gets many items and few passes (48,000 x 3 reached 0.789, 24,000 x 5 0.770; all 60,000
+#    train-split items x 3 0.791, 25% more training for 0.2 points, so 48,000 stays);
 #    the attribute branch replaces the category branch, so the item similarity is the pure item
 #    cosine and its threshold is calibrated again;
 # 2. fm-train --tags-for: tag heads on the branch's pooled maps, imbalance-weighted loss;

@@ -154,6 +154,7 @@ def train_spaces_for(
     from fashion_match.fileio import atomic_open, sha256_file
     from fashion_match.formats import WEIGHTS
     from fashion_match.models.checkpoint import load_weights
+    from fashion_match.progress import stage
     from fashion_match.runtime.manifest import load_manifest
     from fashion_match.train.tags import split_records
 
@@ -230,8 +231,6 @@ def train_spaces_for(
 
     images = {k: len(v) for k, v in maps.items()}
     del maps["train"]  # the largest tensor here (GBs on a full split); thresholds need memory of their own
-    from fashion_match.progress import stage
-
     with stage(f"space thresholds on {images['held']:,} held-out images", progress):  # all pairs: minutes at 10,000
         thresholds = space_thresholds(embed("held"), labels["held"], attrs)
     emb = embed("test")

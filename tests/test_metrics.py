@@ -33,6 +33,18 @@ def test_auc_and_threshold_match_naive(seed: int) -> None:
     assert (pos >= t).mean() == pytest.approx(cal["tpr"]) and (neg < t).mean() == pytest.approx(cal["tnr"])
 
 
+def test_threshold_ignores_input_order_within_ties() -> None:
+    # the cut is read at the last of each run of equal scores: shuffling the input (which reorders
+    # equal scores in the sort) must not move it; auc=False gives the same cut without the AUC
+    rng = np.random.default_rng(7)
+    pos, neg = np.round(rng.normal(0.6, 0.2, 3000), 1), np.round(rng.normal(0.4, 0.2, 5000), 1)
+    ref = calibrate_threshold(pos, neg)
+    for _ in range(3):
+        cal = calibrate_threshold(rng.permutation(pos), rng.permutation(neg), auc=False)
+        assert (cal["threshold"], cal["tpr"], cal["tnr"]) == (ref["threshold"], ref["tpr"], ref["tnr"])
+        assert cal["auc"] is None
+
+
 def test_separable_threshold_sits_between() -> None:
     cal = calibrate_threshold(np.array([0.9, 0.8]), np.array([0.2, 0.4]))
     assert 0.4 < cal["threshold"] < 0.8 and cal["balanced_accuracy"] == 1.0 and cal["auc"] == 1.0

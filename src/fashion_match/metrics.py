@@ -26,11 +26,12 @@ def roc_auc(pos: np.ndarray, neg: np.ndarray) -> float:
     return float(u / (len(pos) * len(neg)))
 
 
-def calibrate_threshold(pos: np.ndarray, neg: np.ndarray) -> dict[str, Any]:
+def calibrate_threshold(pos: np.ndarray, neg: np.ndarray, auc: bool = True) -> dict[str, Any]:
     """The match threshold that maximises balanced accuracy, (TPR + TNR) / 2.
 
     "Match" means similarity >= threshold. The threshold sits halfway between the best cut's
     lowest accepted score and the next score below it, so it is not glued to one sample.
+    `auc=False` skips the ROC AUC (a second sort: half the time on tens of millions of pairs).
     """
     pos, neg = np.asarray(pos, np.float64).ravel(), np.asarray(neg, np.float64).ravel()
     if not len(pos) or not len(neg):
@@ -40,7 +41,9 @@ def calibrate_threshold(pos: np.ndarray, neg: np.ndarray) -> dict[str, Any]:
         )
     scores = np.concatenate([pos, neg])
     labels = np.concatenate([np.ones(len(pos)), np.zeros(len(neg))])
-    order = np.argsort(-scores, kind="mergesort")
+    # counts are read only at the last of each run of equal scores, so the order within a run is
+    # free: numpy's default sort, several times faster than a stable one on millions of pairs
+    order = np.argsort(-scores)
     s, y = scores[order], labels[order]
     tp, fp = np.cumsum(y), np.cumsum(1 - y)
     last_of_run = np.r_[s[1:] != s[:-1], True]  # a cut can only fall between distinct scores
@@ -59,7 +62,7 @@ def calibrate_threshold(pos: np.ndarray, neg: np.ndarray) -> dict[str, Any]:
         "balanced_accuracy": (best_tpr + best_tnr) / 2.0,
         "tpr": best_tpr,
         "tnr": best_tnr,
-        "auc": roc_auc(pos, neg),
+        "auc": roc_auc(pos, neg) if auc else None,
         "n_pos": int(len(pos)),
         "n_neg": int(len(neg)),
     }

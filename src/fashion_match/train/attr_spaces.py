@@ -103,12 +103,13 @@ def space_thresholds(emb: np.ndarray, labels: torch.Tensor, attrs: list[Attribut
         y = labels[:, a].numpy()
         keep = y != UNKNOWN
         e, k = emb[keep, a], y[keep]
-        sims = e @ e.T
-        iu = np.triu_indices(len(k), 1)
-        same = (k[:, None] == k[None, :])[iu]
+        i, j = np.triu_indices(len(k), 1)
+        sims, same = (e @ e.T)[i, j], k[i] == k[j]
+        del i, j  # tens of millions of pairs: each array here is GBs
         if same.all() or not same.any():
             continue
-        out[attr.name] = round(float(calibrate_threshold(sims[iu][same], sims[iu][~same])["threshold"]), 6)
+        best = calibrate_threshold(sims[same], sims[~same], auc=False)
+        out[attr.name] = round(float(best["threshold"]), 6)
     return out
 
 

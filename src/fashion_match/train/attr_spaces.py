@@ -105,7 +105,7 @@ def space_thresholds(emb: np.ndarray, labels: torch.Tensor, attrs: list[Attribut
         e, k = emb[keep, a], y[keep]
         i, j = np.triu_indices(len(k), 1)
         sims, same = (e @ e.T)[i, j], k[i] == k[j]
-        del i, j  # tens of millions of pairs: each array here is GBs
+        del i, j  # tens of millions of pairs: hundreds of MB each
         if same.all() or not same.any():
             continue
         best = calibrate_threshold(sims[same], sims[~same], auc=False)

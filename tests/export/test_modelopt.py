@@ -95,3 +95,31 @@ def test_fm_export_target_tensorrt_gates_the_modelopt_file(model_copy: Path) -> 
     with pytest.raises(UsageError, match="--int8-quantizer fashion-match"):
         opts = ExportOptions(precisions=("int8",), target="tensorrt", int8_max_drop=0.5, **GATE)
         run_export(model_copy, None, opts, lambda s: None)
+
+
+_OURS_AROUND_MODELOPT = """
+import sys
+from pathlib import Path
+import numpy as np
+from fashion_match.export.modelopt_int8 import onnx2int8_modelopt
+from fashion_match.export.onnx2int8 import onnx2int8
+src, out, size = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
+px = np.random.default_rng(0).integers(0, 256, (16, size, size, 3), dtype=np.uint8)
+onnx2int8(src, out / "before.onnx", px)
+onnx2int8_modelopt(src, out / "modelopt.onnx", px)
+onnx2int8(src, out / "after.onnx", px)
+"""
+
+
+def test_modelopt_leaves_our_quantizer_as_it_found_it(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """ModelOpt patches onnxruntime.quantization for the whole process (calibrators, Q/DQ registries):
+    our own quantizer must write the same file after a ModelOpt run as before it. A fresh process,
+    so that no earlier test has run ModelOpt already."""
+    import subprocess
+    import sys
+
+    s = load_manifest(tiny_model_dir).preprocess.size
+    cmd = [sys.executable, "-c", _OURS_AROUND_MODELOPT, str(tiny_model_dir / FP32_ONNX), str(tmp_path), str(s)]
+    subprocess.run(cmd, check=True, capture_output=True, timeout=300)
+    assert (tmp_path / "modelopt.onnx").exists()
+    assert (tmp_path / "after.onnx").read_bytes() == (tmp_path / "before.onnx").read_bytes()

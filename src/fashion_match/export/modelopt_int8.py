@@ -13,10 +13,13 @@ Install: pip install "fashion-match[modelopt]".
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import struct
+import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +71,44 @@ class _NoGpuNoise(logging.Filter):
         return "Failed to get GPU count" not in record.getMessage()
 
 
+@contextlib.contextmanager
+def ort_quantization_restored() -> Iterator[None]:
+    """Undo, on the way out, what ModelOpt patches in `onnxruntime.quantization` for the whole process:
+    calibrator and quantizer methods replaced, ops added to and removed from the Q/DQ registries.
+    Left in place, fashion-match's own quantizer (`export.onnx2int8`) would afterwards place and
+    range its Q/DQ pairs differently depending on whether ModelOpt had run earlier in the process."""
+    import onnxruntime.quantization  # noqa: F401 - its submodules are what is saved
+
+    def owned(obj: object) -> bool:
+        return str(getattr(obj, "__module__", "")).startswith("onnxruntime.quantization")
+
+    modules = [m for name, m in list(sys.modules.items()) if name.startswith("onnxruntime.quantization") and m]
+    saved: list[tuple[Any, dict[str, Any]]] = []
+    tables: list[tuple[dict[Any, Any], dict[Any, Any]]] = []
+    for mod in modules:
+        saved.append((mod, dict(vars(mod))))
+        for value in vars(mod).values():
+            if isinstance(value, type) and owned(value):
+                saved.append((value, dict(vars(value))))
+            elif isinstance(value, dict):
+                tables.append((value, dict(value)))
+    try:
+        yield
+    finally:
+        for obj, before in saved:
+            for key in set(vars(obj)) - set(before):
+                delattr(obj, key)
+            for key, value in before.items():
+                if vars(obj).get(key, _MISSING) is not value and key not in ("__dict__", "__weakref__"):
+                    setattr(obj, key, value)
+        for table, contents in tables:
+            table.clear()
+            table.update(contents)
+
+
+_MISSING = object()
+
+
 def write_trt_cache(ranges: dict[str, tuple[float, float]], path: Path) -> int:
     """TensorRT's calibration cache text: a header line, then `tensor: <hex of float32 scale>` lines."""
     lines = [CACHE_HEADER]
@@ -106,18 +147,19 @@ def onnx2int8_modelopt(
             ranges = compute_ranges(src, pixels, method, percentile)
             cache = Path(d) / "calibration.cache"
             cached = write_trt_cache(ranges, cache)
-            quantize(
-                str(src),
-                quantize_mode="int8",
-                calibration_data=pixels,
-                calibration_method="max",
-                calibration_cache_path=str(cache),
-                calibration_eps=["cpu"],
-                nodes_to_exclude=[f"^{re.escape(n)}$" for n in kept],  # ModelOpt reads these as regexes
-                output_path=str(tmp),
-                high_precision_dtype="fp32",
-                log_level="WARNING",
-            )
+            with ort_quantization_restored():
+                quantize(
+                    str(src),
+                    quantize_mode="int8",
+                    calibration_data=pixels,
+                    calibration_method="max",
+                    calibration_cache_path=str(cache),
+                    calibration_eps=["cpu"],
+                    nodes_to_exclude=[f"^{re.escape(n)}$" for n in kept],  # ModelOpt reads these as regexes
+                    output_path=str(tmp),
+                    high_precision_dtype="fp32",
+                    log_level="WARNING",
+                )
         onnx.checker.check_model(str(tmp), full_check=True)
         quantised = onnx.load(str(tmp), load_external_data=False)
         counts = {
@@ -144,6 +186,7 @@ def onnx2int8_modelopt(
         "activation_symmetric": True,
         "weight_symmetric": True,
         "per_channel_weights": True,
+        "weight_max": 127,
         "calibration_method": method,
         **({"percentile": percentile} if method == "percentile" else {}),
         "calibration_images": int(len(pixels)),

@@ -2,6 +2,9 @@
 
 The parity gate, the threshold calibration and the accuracy gate all measure files here, so a
 figure in a manifest never depends on the machine's GPU or on three session set-ups drifting apart.
+Nor on its CPU: INT8 runs in ONNX Runtime's exact (U8U8) kernels on x86 CPUs without VNNI, whose
+fast U8S8 path saturates with full-range int8 weights - the TensorRT flavour's, which TensorRT
+itself computes exactly (see `export.onnx2int8`). On every other CPU the option does nothing.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from fashion_match.errors import ExportError
+from fashion_match.runtime.onnxruntime_backend import PRECISE_INT8
 
 Embed = Callable[[np.ndarray], np.ndarray]  # uint8 pixels (N, S, S, 3) -> float32 (N, D)
 
@@ -23,6 +27,7 @@ def cpu_session(path: str | Path) -> Any:
 
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
+    opts.add_session_config_entry(PRECISE_INT8, "1")
     try:
         return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
     except Exception as e:  # noqa: BLE001 - ORT raises its own types for files it cannot load

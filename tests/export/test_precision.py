@@ -94,9 +94,9 @@ def test_fp16_l2_norm_does_not_overflow_for_large_embeddings(tiny_model_dir: Pat
 
 @pytest.mark.parametrize(
     ("target", "act_dtype", "weight_max"),
-    # ONNX Runtime's U8S8 kernels on x86 CPUs without VNNI add pairs of products in 16 bits:
-    # 2 x 255 x 64 fits, 2 x 255 x 127 saturates; TensorRT accumulates in 32 bits
-    [("onnxruntime", onnx.TensorProto.UINT8, 64), ("tensorrt", onnx.TensorProto.INT8, 127)],
+    # full-range weights both: 7 bits cost accuracy, and the gates and the runtime ask ONNX Runtime
+    # for its exact kernels where its fast U8S8 ones could saturate (tests/runtime/test_int8_kernels.py)
+    [("onnxruntime", onnx.TensorProto.UINT8, 127), ("tensorrt", onnx.TensorProto.INT8, 127)],
 )
 def test_int8_flavour_per_target(
     tiny_model_dir: Path, tmp_path: Path, target: str, act_dtype: int, weight_max: int

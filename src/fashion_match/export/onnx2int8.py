@@ -4,11 +4,11 @@ The Q/DQ flavour depends on who runs the file, so it is chosen per target and re
 
 - `onnxruntime`: unsigned 8-bit activations with a zero point, signed symmetric per-channel
   weights (U8S8) - what ONNX Runtime's CPU kernels fuse into QLinearConv and run fast. The weights
-  keep to -64..64 (7 bits): x86 CPUs without VNNI (AVX2, AVX-512 before Cascade Lake, AMD before
-  Zen 4) add each pair of uint8 x int8 products in 16 bits, and 2 x 255 x 127 overflows that where
-  2 x 255 x 64 does not. With full-range weights the same file scores worse on such a CPU than the
-  gate measured on a VNNI one; with 7 bits every CPU, and OpenVINO's CPU plugin, computes the exact
-  integer result (benchmarks/results/int8_saturation.json).
+  use the full -127..127: x86 CPUs without VNNI (AVX2, AVX-512 before Cascade Lake, AMD before
+  Zen 4) add each pair of uint8 x int8 products in 16 bits there, which such weights can overflow,
+  so the gates and the runtime ask ONNX Runtime for its exact kernels on those CPUs (`PRECISE_INT8`).
+  Weights kept to -64..64 (7 bits) would not overflow, but cost the default model more accuracy
+  than saturation-free kernels cost time (benchmarks/results/int8_saturation.json).
 - `tensorrt`: signed symmetric INT8 everywhere (zero point 0) - the only form TensorRT accepts
   for explicit quantisation. ONNX Runtime's CPU runs this flavour *slower* than FP32, so it is
   never the `onnxruntime` artifact.
@@ -53,7 +53,7 @@ class Flavour:
     activation_symmetric: bool
     weight_symmetric: bool
     quantize_bias: bool  # ORT fuses int32 biases; TensorRT dequantises only int8 (its biases stay float)
-    weight_max: int = 127  # largest |quantised weight|; 64 keeps x86 CPUs without VNNI from saturating
+    weight_max: int = 127  # largest |quantised weight|; 64 (7 bits) would keep U8S8 kernels from saturating
     per_channel: bool = True
 
     def to_dict(self) -> dict[str, Any]:
@@ -72,13 +72,7 @@ class Flavour:
 
 FLAVOURS = {
     "onnxruntime": Flavour(
-        "onnxruntime",
-        "uint8",
-        "int8",
-        activation_symmetric=False,
-        weight_symmetric=True,
-        quantize_bias=True,
-        weight_max=64,
+        "onnxruntime", "uint8", "int8", activation_symmetric=False, weight_symmetric=True, quantize_bias=True
     ),
     "tensorrt": Flavour(
         "tensorrt", "int8", "int8", activation_symmetric=True, weight_symmetric=True, quantize_bias=False
@@ -211,7 +205,7 @@ class Int8Quantiser:
                 calibration_cache_path=cache,
                 quant_format=q.QuantFormat.QDQ,
                 per_channel=flavour.per_channel,
-                reduce_range=flavour.weight_max == 64,  # weights only: -64..64 (activations keep 8 bits)
+                reduce_range=flavour.weight_max < 127,  # weights only: -64..64 (activations keep 8 bits)
                 activation_type=qtype[flavour.activations],
                 weight_type=qtype[flavour.weights],
                 nodes_to_quantize=list(only) if only is not None else None,

@@ -3,8 +3,8 @@
 The parity gate, the threshold calibration and the accuracy gate all measure files here, so a
 figure in a manifest never depends on the machine's GPU or on three session set-ups drifting apart.
 Nor on its CPU: INT8 runs in ONNX Runtime's exact (U8U8) kernels on x86 CPUs without VNNI, whose
-fast U8S8 path saturates with full-range int8 weights - the TensorRT flavour's, which TensorRT
-itself computes exactly (see `export.onnx2int8`). On every other CPU the option does nothing.
+fast U8S8 path can saturate with full-range int8 weights (see `export.onnx2int8`); the runtime
+does the same, and TensorRT computes exactly anyway. On every other CPU the option does nothing.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ PRECISE_INT8 = "session.x64quantprecision"
 
 
 def full_range_int8(entry: dict[str, Any]) -> bool:
-    """An INT8 file whose weights may reach +-127 (made before the ONNX Runtime flavour kept to +-64)."""
+    """An INT8 file whose weights may reach +-127: every one fm-export writes (7-bit weights could not saturate)."""
     return entry.get("precision") == "int8" and int((entry.get("int8") or {}).get("weight_max", 127)) > 64
 
 
@@ -59,7 +59,7 @@ class OnnxRuntimeBackend(BaseBackend):
         opts.inter_op_num_threads = 1
         opts.log_severity_level = 3
         precise = full_range_int8(entry)
-        if precise:  # slower there, but the figures its gate measured
+        if precise:  # slower on those CPUs, but the figures its gate measured; elsewhere a no-op
             opts.add_session_config_entry(PRECISE_INT8, "1")
         # onnxruntime-gpu lists the CUDA provider even where no GPU or driver works; "auto" then means
         # CPU (said in the backend's detail), an explicit --device cuda is refused instead.

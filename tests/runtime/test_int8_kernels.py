@@ -44,4 +44,4 @@ def test_runtime_asks_for_exact_kernels_only_for_full_range_int8(
 ) -> None:
     backend = OnnxRuntimeBackend(tiny_model_dir / FP32_ONNX, entry, load_manifest(tiny_model_dir), device="cpu")
     assert _precise(backend.session.get_session_options()) is precise
-    assert ("int8=exact-kernels" in backend.info.detail) is precise
+    assert ("int8=x64quantprecision" in backend.info.detail) is precise

@@ -105,7 +105,7 @@ class OnnxRuntimeBackend(BaseBackend):
             embedding_dim=manifest.embedding_dim,
             input_size=spec.size,
             detail=f"providers={','.join(active)} threads={opts.intra_op_num_threads}"
-            + (" int8=exact-kernels (full-range weights)" if precise else "")
+            + (" int8=x64quantprecision (exact kernels where the fast ones saturate)" if precise else "")
             + fell_back,
         )
 

@@ -3,7 +3,7 @@
     python benchmarks/int8_saturation.py [--model DIR] [--queries 40 --gallery 60] [--out FILE]
 
 Quantises the model's FP32 ONNX with the onnxruntime flavour twice from one calibration: weights to
-+-127 (what fm-export wrote before) and to +-64 (what it writes now). Each file is embedded on
++-127 (what fm-export writes) and to +-64 (7 bits, which no U8S8 kernel can saturate). Each file is embedded on
 Fashion-MNIST test queries and train gallery images with ONNX Runtime's default CPU kernels, and the
 full-range one also with its exact kernels (`session.x64quantprecision`). Then the same runs again
 under `qemu-x86_64 -cpu Haswell` (apt install qemu-user): an emulated AVX2 CPU without VNNI, whose

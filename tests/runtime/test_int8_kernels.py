@@ -26,7 +26,7 @@ def _precise(options: Any) -> bool:
 
 
 def test_export_measures_int8_in_the_exact_kernels(tiny_model_dir: Path) -> None:
-    """The gates measure the TensorRT flavour (full-range weights) on the CPU: exactly, as TensorRT computes it."""
+    """The gates measure INT8 files (full-range weights) exactly, as a CPU with VNNI or TensorRT computes them."""
     assert _precise(cpu_session(tiny_model_dir / FP32_ONNX).get_session_options())
 
 

@@ -205,6 +205,16 @@ def test_triton_serves_the_int8_onnx_on_cpu(model_copy: Path) -> None:
     assert (kind(fp32, True), kind(int8, True), kind(fp32, False)) == (gpu, cpu, cpu)
 
 
+def test_triton_int8_onnx_warns_of_cpus_without_vnni(model_copy: Path, tmp_path: Path, caplog) -> None:  # noqa: ANN001
+    """Triton's onnxruntime backend cannot be asked for the exact INT8 kernels: the export says so, for INT8 only."""
+    opts = ExportOptions(precisions=("int8",), gate_queries=100, gate_gallery=500, gate_verification=None)
+    run_export(model_copy, None, opts, lambda s: None)
+    folders = write_repository(load_manifest(model_copy), tmp_path / "repo")
+    int8 = [f.name for f in folders if f.name.endswith("_onnx_int8")]
+    warned = [r.getMessage() for r in caplog.records if "without VNNI" in r.getMessage()]
+    assert len(int8) == 1 and len(warned) == 1 and int8[0] in warned[0] and "fm-serve" in warned[0]
+
+
 def test_triton_validation_rejects_a_broken_config() -> None:
     with pytest.raises(ExportError, match="Triton ModelConfig"):
         validate_config('name: "x"\nmax_batch_sizes: 4\n')

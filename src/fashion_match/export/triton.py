@@ -10,6 +10,7 @@ written from the manifest and checked by parsing them with Triton's own model-co
 
 from __future__ import annotations
 
+import logging
 import re
 import shutil
 from pathlib import Path
@@ -20,6 +21,8 @@ from fashion_match.fileio import atomic_open, make_temp
 from fashion_match.formats import FORMATS
 from fashion_match.runtime.manifest import Manifest
 from fashion_match.runtime.tagging import output_dims
+
+log = logging.getLogger(__name__)
 
 # the file names Triton's TensorRT and ONNX Runtime backends look for by default (theirs, not ours)
 TRITON_FILE = {"trt": "model.plan", "onnx": "model.onnx"}
@@ -121,6 +124,15 @@ def write_repository(
         if kind == "trt":
             check_triton_profiles(path, entry["profiles"])
             mb = min(max_batch, max(p[2] for p in entry["profiles"]))
+        if kind == "onnx" and fmt.precision == "int8":
+            # Triton's onnxruntime backend takes no option for ONNX Runtime's exact INT8 kernels, which
+            # fashion-match's own runtime asks for (runtime.onnxruntime_backend.PRECISE_INT8)
+            log.warning(
+                "warning: %s runs on Triton's onnxruntime backend in ONNX Runtime's fast INT8 kernels, which "
+                "saturate on x86 CPUs without VNNI (AVX2; AMD before Zen 4): there serve INT8 with fm-serve "
+                "(docs/precision.md)",
+                name,
+            )
         text = config_pbtxt(name, manifest, entry, max_batch=mb, instances=instances, gpu=gpu)
         validate_config(text)
         folder = out / name

@@ -36,6 +36,7 @@ from fashion_match.errors import ExportError, UsageError
 from fashion_match.export.calib_ranges import compute_ranges, write_cache
 from fashion_match.export.fold_input import FoldedInput, feed_pixels_directly, fold_normalisation
 from fashion_match.export.regions import split_names
+from fashion_match.runtime.onnxruntime_backend import SATURATION_FREE_WEIGHT_MAX
 
 log = logging.getLogger(__name__)
 
@@ -205,7 +206,8 @@ class Int8Quantiser:
                 calibration_cache_path=cache,
                 quant_format=q.QuantFormat.QDQ,
                 per_channel=flavour.per_channel,
-                reduce_range=flavour.weight_max < 127,  # weights only: -64..64 (activations keep 8 bits)
+                # weights only: -64..64 (activations keep 8 bits)
+                reduce_range=flavour.weight_max <= SATURATION_FREE_WEIGHT_MAX,
                 activation_type=qtype[flavour.activations],
                 weight_type=qtype[flavour.weights],
                 nodes_to_quantize=list(only) if only is not None else None,

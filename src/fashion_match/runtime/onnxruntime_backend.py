@@ -15,11 +15,13 @@ from fashion_match.runtime.manifest import Manifest
 # ONNX Runtime's switch to its exact U8U8 kernels on x86 CPUs without VNNI (elsewhere it does nothing),
 # whose fast U8S8 path adds pairs of products in 16 bits and saturates with full-range int8 weights
 PRECISE_INT8 = "session.x64quantprecision"
+SATURATION_FREE_WEIGHT_MAX = 64  # 2 x 255 x 64 fits in 16 bits; 2 x 255 x 127 does not
 
 
 def full_range_int8(entry: dict[str, Any]) -> bool:
     """An INT8 file whose weights may reach +-127: every one fm-export writes (7-bit weights could not saturate)."""
-    return entry.get("precision") == "int8" and int((entry.get("int8") or {}).get("weight_max", 127)) > 64
+    weight_max = int((entry.get("int8") or {}).get("weight_max", 127))
+    return entry.get("precision") == "int8" and weight_max > SATURATION_FREE_WEIGHT_MAX
 
 
 def _ort() -> Any:

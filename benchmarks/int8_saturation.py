@@ -32,7 +32,8 @@ NO_VNNI = ("Haswell", "Broadwell", "Skylake-Client", "Skylake-Server", "EPYC", "
 RUNS = (("fp32", "default"), ("int8-full-range", "default"), ("int8-full-range", "exact"), ("int8-7bit", "default"))
 
 
-def _embed(path: Path, kernels: str, pixels: np.ndarray) -> np.ndarray:
+def _embedder(path: Path, kernels: str) -> Any:
+    """`embed` for the gate helpers: one CPU session with the kernels asked for."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -41,35 +42,38 @@ def _embed(path: Path, kernels: str, pixels: np.ndarray) -> np.ndarray:
         opts.add_session_config_entry(k, v)
     sess = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
     name = sess.get_inputs()[0].name
-    out = [sess.run(["embedding"], {name: pixels[i : i + 32]})[0] for i in range(0, len(pixels), 32)]
-    return np.concatenate(out).astype(np.float32)
+    return lambda pixels: np.asarray(sess.run(["embedding"], {name: pixels})[0], np.float32)
 
 
 def measure(work: Path) -> dict[str, Any]:
     """Every INT8 run on this machine against the native FP32 embeddings (FP32 has no integer kernels to
     differ in); embeddings saved beside the files for the native side to compare."""
     from fashion_match.bench.machine import cpu_model
+    from fashion_match.export import gate as gates
 
     with np.load(work / "gate.npz", allow_pickle=False) as z:
-        q, g, qk, gk = z["q"], z["g"], z["q_keys"], z["g_keys"]
-    pixels = np.concatenate([q, g])
+        gs = gates.GateSet("int8_saturation", z["q"], z["q_keys"], z["g"], z["g_keys"])
     emulated = (work / "emulated").exists()
     tag = "emulated" if emulated else "native"
     rows = []
     for file, kernels in RUNS[1:] if emulated else RUNS:
         t0 = time.perf_counter()
-        e = _embed(work / f"{file}.onnx", kernels, pixels)
-        np.save(work / f"{tag}-{file}-{kernels}.npy", e, allow_pickle=False)
-        ref = np.load(work / "native-fp32-default.npy") if file != "fp32" else e
-        cos = np.sum(ref * e, axis=1) / np.maximum(np.linalg.norm(e, axis=1), 1e-12)
-        eq, eg = e[: len(q)], e[len(q) :]
+        path = work / f"{file}.onnx"
+        e = gates.embed_gate_set(path, gs, embed=_embedder(path, kernels))
+        np.save(work / f"{tag}-{file}-{kernels}.npy", np.concatenate([e.q, e.g]), allow_pickle=False)
+        if file == "fp32":
+            ref = e
+        else:
+            both = np.load(work / "native-fp32-default.npy")
+            ref = gates.GateEmbeddings(both[: len(e.q)], both[len(e.q) :], None, None)
+        cos = gates.compare(ref, e)
         rows.append(
             {
                 "file": file,
                 "kernels": kernels,
-                "mean_cosine_to_fp32": round(float(cos.mean()), 6),
-                "min_cosine_to_fp32": round(float(cos.min()), 6),
-                "recall_at_1": round(float(np.mean(gk[np.argmax(eq @ eg.T, axis=1)] == qk)), 4),
+                "mean_cosine_to_fp32": round(cos["mean_cosine"], 6),
+                "min_cosine_to_fp32": round(cos["min_cosine"], 6),
+                "recall_at_1": round(float(gates.hits(e, gs)["recall_at_1"].mean()), 4),
                 "seconds": round(time.perf_counter() - t0, 1),
             }
         )

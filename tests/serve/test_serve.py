@@ -52,6 +52,18 @@ class Server(LocalServer):
         assert name in got, f"no {name} for {model} in the metrics"
         return got[name]
 
+    def settled_metric(self, name: str, model: str, timeout_s: float = 10) -> float:
+        """The counter once two reads 0.3 s apart agree: Triton may count a request whose response
+        the client already holds a moment later (a fresh clone once read 15 requests for 14)."""
+        last, deadline = self.metric(name, model), time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            time.sleep(0.3)
+            now = self.metric(name, model)
+            if now == last:
+                return now
+            last = now
+        return last
+
 
 @pytest.fixture(scope="module")
 def served(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
@@ -122,8 +134,8 @@ def test_a_bad_image_fails_alone_in_a_merged_batch(served) -> None:  # noqa: ANN
         out = c._infer("fm_embed", {"image": c._blobs([good, bad[1], good])}, ["embedding", "error"])
         assert [bool(e) for e in out["error"][:, 0]] == [False, True, False]
         assert np.allclose(out["embedding"][[0, 2]], ref, atol=1e-5) and not out["embedding"][1].any()
-    before = server.metric("nv_inference_exec_count", "fm_embed")
-    requests_before = server.metric("nv_inference_request_success", "fm_embed")
+    before = server.settled_metric("nv_inference_exec_count", "fm_embed")
+    requests_before = server.settled_metric("nv_inference_request_success", "fm_embed")
     results: dict[int, object] = {}
 
     def call(i: int) -> None:
@@ -144,8 +156,8 @@ def test_a_bad_image_fails_alone_in_a_merged_batch(served) -> None:  # noqa: ANN
             assert isinstance(results[i], ServerImageError), (i, results[i])
         else:
             assert np.allclose(results[i], ref, atol=1e-5), i  # type: ignore[arg-type]
-    ran = server.metric("nv_inference_exec_count", "fm_embed") - before
-    served_requests = server.metric("nv_inference_request_success", "fm_embed") - requests_before
+    ran = server.settled_metric("nv_inference_exec_count", "fm_embed") - before
+    served_requests = server.settled_metric("nv_inference_request_success", "fm_embed") - requests_before
     assert served_requests == 14 and ran < 14  # requests were merged, and the bad ones failed no one else
     reasons = {str(results[i]) for i in range(1, 14, 2)}
     assert any("over the 524,288-byte limit" in r for r in reasons) and any("empty" in r for r in reasons)

@@ -12,7 +12,8 @@ gallery images are those with the same value; mean average precision per attribu
   feature maps of the training items (shop and consumer renders), one space per attribute
   (skipped with --epochs 0);
 - with --model DIR: that model's item embedding instead of the embedded default's, and, when it
-  has attribute spaces, its own spaces (what fm-match --attribute and fm-search --attribute use);
+  has attribute spaces, its own spaces ranked by cosine and, when it has their value readout, by
+  value posteriors (what fm-match --attribute and fm-search --attribute then compare);
 - when the model has tag heads: each attribute's softmax probabilities (`tag_probs`) used as an
   embedding, a reference for its space: images whose predicted values agree rank first.
 """
@@ -35,7 +36,14 @@ from fashion_match.data.records import spaced
 from fashion_match.data.spec import load_dataset
 from fashion_match.models import create_model
 from fashion_match.runtime import Matcher
-from fashion_match.runtime.tagging import SPACES_OUTPUT, TAGS_OUTPUT, space_of, tag_blocks
+from fashion_match.runtime.tagging import (
+    POSTERIORS_OUTPUT,
+    SPACES_OUTPUT,
+    TAGS_OUTPUT,
+    query_form,
+    space_of,
+    tag_blocks,
+)
 from fashion_match.train import attr_spaces as asp
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -100,9 +108,14 @@ def main() -> None:
     if manifest.data.get("spaces"):
         order = [space_of(manifest, a.name)[0] for a in attrs]  # the dataset's attribute order
         mq, mg = (o[SPACES_OUTPUT][:, order] for o in out)
-        rows[f"the model's own attribute spaces ({model_name})"] = asp.attribute_map(
+        rows[f"the model's own attribute spaces, by cosine ({model_name})"] = asp.attribute_map(
             mq, mg, labels["queries"], labels["gallery"], attrs
         )
+        if POSTERIORS_OUTPUT in out[0]:  # what fm-search --attribute and fm-match --attribute compare
+            pq, pg = (o[POSTERIORS_OUTPUT][:, order] for o in out)
+            rows[f"the model's own attribute spaces, by value posteriors ({model_name})"] = asp.attribute_map(
+                query_form(pq), pg, labels["queries"], labels["gallery"], attrs
+            )
     if manifest.data.get("tags"):
         blocks = {b.name: b for b in tag_blocks(manifest)}
         width = max(len(b.values) for b in blocks.values())

@@ -89,6 +89,7 @@ def test_fm_train_spaces_for_exports_a_space_per_attribute(
     import json
 
     from fashion_match.cli.train import main
+    from fashion_match.data.images import load_batch
     from fashion_match.runtime import Matcher
     from tests.cli.test_fm_match import fm_match  # a subprocess: fm-match ends its process at once
     from tests.conftest import encode, photo, run_cli
@@ -102,6 +103,9 @@ def test_fm_train_spaces_for_exports_a_space_per_attribute(
     assert man["spaces"]["output"] == "attr_embeddings" and man["spaces"]["dim"] == 8
     assert [a["name"] for a in man["spaces"]["attributes"]] == ["category", "colour", "pattern"]
     assert man["spaces"]["parity_max_abs_diff"] <= 1e-3
+    post = man["spaces"]["posteriors"]  # fm-train --spaces-for fits the value readout too
+    assert post["output"] == "attr_posteriors" and post["width"] == 11 and post["parity_max_abs_diff"] <= 1e-3
+    assert set(post["thresholds"]) == set(post["scales"]) == {"category", "colour", "pattern"}
     base = json.loads((tiny_model_dir / "manifest.json").read_text())
     assert man["threshold"] == base["threshold"]
     # the kept threshold keeps the record of how it was chosen
@@ -114,8 +118,11 @@ def test_fm_train_spaces_for_exports_a_space_per_attribute(
     b.write_bytes(encode(photo(60, 50, seed=2), "PNG"))
     with Matcher(model) as m, Matcher(tiny_model_dir) as plain:
         assert m.similarity(a, b) == pytest.approx(plain.similarity(a, b), abs=1e-5)  # item space untouched
-        same = m.verify_attribute(a, a, "colour", threshold=0.5)
-        assert same.similarity == pytest.approx(1.0, abs=1e-5) and same.match
+        # with a value readout, attribute similarity is the probability of sharing the value
+        post = m.backend.outputs(load_batch([a], m.spec).pixels)["attr_posteriors"][0, 1]
+        same = m.verify_attribute(a, a, "colour", threshold=0.0)
+        assert same.similarity == pytest.approx(float(post[:-1] @ post[:-1]), abs=1e-5) and same.match
+        assert np.linalg.norm(post) == pytest.approx(1.0, abs=1e-5)  # rows an index can check like any other
     # fm-bench reports each space's mAP and what the extra outputs cost, per row
     from fashion_match.bench.report import report_dict
     from fashion_match.bench.runner import BenchConfig, run_bench
@@ -176,13 +183,15 @@ def test_an_index_of_one_attribute_space_searches_in_that_space(
         "--json",
     )
     assert code == 0, err
-    assert json.loads(out)["space"] == "colour" and json.loads(out)["embedding_dim"] == 8
+    assert (
+        json.loads(out)["space"] == "colour" and json.loads(out)["embedding_dim"] == 11
+    )  # value posteriors: 10 values at most, then the completion coordinate
     query = str(shop / "sku2" / "front.png")
     code, out, err = run_cli(capsys, fm_search, query, "--index", str(tmp_path / "c.idx"), "--model", model, "--json")
     assert code == 0, err
     res = json.loads(out)
     with Matcher(model, space="colour") as m:
-        q = m.embed_strict([query])[0]
+        q = m.query_form(m.embed_strict([query]))[0]
         g = m.embed_strict([str(shop / f"sku{i}" / "front.png") for i in range(4)])
         assert res["threshold"] == m.threshold
     want = np.argsort(-(g @ q), kind="stable")[:4]

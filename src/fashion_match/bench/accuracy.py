@@ -82,19 +82,28 @@ def attribute_figures(
     accuracy (single-valued), over the query and gallery images, from their outputs `q` and `g`."""
     from fashion_match.data.attributes import UNKNOWN
     from fashion_match.metrics import average_precision, mean_average_precision
-    from fashion_match.runtime.tagging import SPACES_OUTPUT, TAGS_OUTPUT, tag_blocks
+    from fashion_match.runtime.tagging import (
+        POSTERIORS_OUTPUT,
+        SPACES_OUTPUT,
+        TAGS_OUTPUT,
+        query_form,
+        space_output,
+        tag_blocks,
+    )
 
     if not es.q_attrs:
         return {}
     out: dict[str, float] = {}
     if SPACES_OUTPUT in q:
+        searched = space_output(manifest)[0]  # what fm-search --attribute ranks by
         for a, spec in enumerate(manifest.data["spaces"]["attributes"]):
             name = spec["name"]
             if name not in es.q_attrs:
                 continue
             qk, gk = es.q_attrs[name], es.g_attrs[name]
             qm, gm = qk != UNKNOWN, gk != UNKNOWN
-            sims = q[SPACES_OUTPUT][qm, a] @ g[SPACES_OUTPUT][gm, a].T
+            qv = q[searched][qm, a]
+            sims = (query_form(qv) if searched == POSTERIORS_OUTPUT else qv) @ g[searched][gm, a].T
             out[f"space_map/{name}"] = round(mean_average_precision(sims, qk[qm], gk[gm]), 4)
     if TAGS_OUTPUT in q:
         probs = np.concatenate([q[TAGS_OUTPUT], g[TAGS_OUTPUT]])

@@ -28,7 +28,7 @@ from fashion_match.models.embedding import EmbeddingModel
 from fashion_match.models.ingraph import InGraphOutputs, InGraphPreprocess
 from fashion_match.progress import stage
 from fashion_match.runtime.manifest import FORMAT_VERSION, write_manifest
-from fashion_match.runtime.tagging import SPACES_OUTPUT, TAGS_OUTPUT
+from fashion_match.runtime.tagging import POSTERIORS_OUTPUT, SPACES_OUTPUT, TAGS_OUTPUT
 
 log = logging.getLogger(__name__)
 OPSET = 18  # torch's current (dynamo) exporter targets 18; >= 17 as the issue asks
@@ -41,6 +41,7 @@ def output_names(model: EmbeddingModel) -> list[str]:
         [OUTPUT]
         + ([TAGS_OUTPUT] if model.tag_heads is not None else [])
         + ([SPACES_OUTPUT] if model.attr_spaces is not None else [])
+        + ([POSTERIORS_OUTPUT] if model.space_readout is not None else [])
     )
 
 
@@ -195,7 +196,7 @@ def torch2onnx(
         }
     if model.attr_spaces is not None:  # one space per attribute, each with its own match threshold
         thresholds = (spaces or {}).get("thresholds", {})
-        manifest["spaces"] = {
+        block: dict[str, Any] = {
             "output": SPACES_OUTPUT,
             "dim": model.attr_spaces.dim,
             "attributes": [
@@ -203,8 +204,16 @@ def torch2onnx(
                 for n, v in zip(model.space_names, model.space_values, strict=True)
             ],
             "parity_max_abs_diff": extra_parity.get(SPACES_OUTPUT),
-            **{k: v for k, v in (spaces or {}).items() if k != "thresholds"},
+            **{k: v for k, v in (spaces or {}).items() if k not in ("thresholds", "posteriors")},
         }
+        if model.space_readout is not None:  # what attribute matching and search compare by
+            block["posteriors"] = {
+                **((spaces or {}).get("posteriors") or {}),
+                "output": POSTERIORS_OUTPUT,
+                "width": model.space_readout.width,
+                "parity_max_abs_diff": extra_parity.get(POSTERIORS_OUTPUT),
+            }
+        manifest["spaces"] = block
     write_manifest(out, manifest)
     log.info(
         "exported %s to %s in %.1fs (parity min cos %.6f)",

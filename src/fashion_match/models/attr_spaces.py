@@ -80,3 +80,49 @@ class ValueProxies(nn.Module):
             cos = cos - self.margin * F.one_hot(y[known], cos.shape[1])  # the true value must win by the margin
             losses.append(F.cross_entropy(self.scale * cos, y[known]))
         return torch.stack(losses).mean() if losses else spaces.sum() * 0.0
+
+
+# A value's logit offset where an attribute has fewer values than the widest: exp() of it is 0 in
+# float32 and float16 alike, and -1e4 stays inside float16's range (the FP16 graph carries it).
+_ABSENT = -1.0e4
+
+
+class ValueReadout(nn.Module):
+    """Each space's value posterior: a softmax over the cosines of an image's vector to its values'
+    prototypes (the mean direction of each value's training images), at a temperature chosen on
+    held-out images. (N, A, d) -> (N, A, V + 1), V the most values an attribute has: the posterior
+    p (zeros beyond an attribute's own values), then sqrt(1 - |p|^2), which makes every row a unit
+    vector. A query leaves that last coordinate out (runtime.tagging.query_form), so its dot
+    product with a row is sum(p_q * p_g), the probability that the two images share the value (the
+    reduction of maximum inner product search to unit vectors of Bachrach et al., RecSys 2014).
+    Ranking a gallery by that puts the images the space is sure of above the ones it is not, for
+    every query, which ranks a whole gallery by one value better than the cosine does
+    (docs/attributes.md has what it measured)."""
+
+    prototypes: torch.Tensor
+    scales: torch.Tensor
+    absent: torch.Tensor
+
+    def __init__(self, prototypes: torch.Tensor, counts: list[int], scales: torch.Tensor) -> None:
+        super().__init__()
+        a, v, _ = prototypes.shape
+        if len(counts) != a or len(scales) != a or max(counts) != v:
+            raise ValueError(f"readout: {a} spaces of {v} values, but counts {counts} and {len(scales)} scales")
+        self.counts = [int(c) for c in counts]
+        absent = torch.zeros(a, v)
+        for i, c in enumerate(self.counts):
+            absent[i, c:] = _ABSENT
+        self.register_buffer("prototypes", prototypes.detach().clone().float())  # (A, V, d), unit rows
+        self.register_buffer("scales", scales.detach().clone().float().reshape(a, 1, 1))
+        self.register_buffer("absent", absent.reshape(a, 1, v))
+
+    @property
+    def width(self) -> int:
+        """Coordinates per attribute: the most values an attribute has, and the completion."""
+        return int(self.prototypes.shape[1]) + 1
+
+    def forward(self, spaces: torch.Tensor) -> torch.Tensor:
+        cos = torch.matmul(spaces.transpose(0, 1), self.prototypes.transpose(1, 2))  # (A, N, V)
+        p = torch.softmax(cos * self.scales + self.absent, dim=-1).transpose(0, 1)  # (N, A, V)
+        rest = torch.sqrt(torch.clamp(1.0 - (p * p).sum(-1, keepdim=True), min=0.0))
+        return torch.cat([p, rest], dim=-1)

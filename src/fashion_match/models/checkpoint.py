@@ -66,12 +66,20 @@ def _load_weights(path: str | Path, config: dict[str, Any]) -> EmbeddingModel:
             raise FmError(f"{path}: the model config's tags do not describe tag heads ({e})") from None
         model.attach_tags(heads)
     if config.get("spaces"):
-        from fashion_match.models.attr_spaces import AttributeSpaces
+        import torch
+
+        from fashion_match.models.attr_spaces import AttributeSpaces, ValueReadout
 
         sp = config["spaces"]
         try:
             spaces = AttributeSpaces(model.head_dim, len(sp["names"]), int(sp["dim"]))
             model.attach_spaces(spaces, [str(n) for n in sp["names"]], [[str(v) for v in vs] for vs in sp["values"]])
+            if sp.get("readout_counts"):  # its buffers come with the weights below
+                counts = [int(c) for c in sp["readout_counts"]]
+                dim = int(sp["dim"])
+                model.attach_readout(
+                    ValueReadout(torch.zeros(len(counts), max(counts), dim), counts, torch.ones(len(counts)))
+                )
         except (KeyError, TypeError, ValueError) as e:
             raise FmError(f"{path}: the model config's spaces do not describe attribute spaces ({e})") from None
     missing, unexpected = model.load_state_dict(sd, strict=False)

@@ -56,6 +56,7 @@ class EmbeddingModel(nn.Module):
         self.attr_spaces: nn.Module | None = None  # models.attr_spaces.AttributeSpaces, when attached
         self.space_names: list[str] = []
         self.space_values: list[list[str]] = []
+        self.space_readout: nn.Module | None = None  # models.attr_spaces.ValueReadout, when attached
         self.attr_branch: nn.Sequential | None = None
         self.attr_from: int | None = None
         self.attr_taps: tuple[int, ...] = ()
@@ -173,10 +174,18 @@ class EmbeddingModel(nn.Module):
     def attach_spaces(self, spaces: nn.Module, names: list[str], values: list[list[str]]) -> None:
         """Attribute spaces (models.attr_spaces.AttributeSpaces) on the head maps."""
         self.attr_spaces, self.space_names, self.space_values = spaces, list(names), [list(v) for v in values]
+        self.space_readout = None  # a readout belongs to the spaces it was fitted on
+
+    def attach_readout(self, readout: nn.Module) -> None:
+        """The spaces' value posteriors (models.attr_spaces.ValueReadout), a fourth output."""
+        if self.attr_spaces is None:
+            raise ValueError("a value readout reads attribute spaces; attach the spaces first")
+        self.space_readout = readout
 
     def forward_outputs(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """From one pass over the backbone: the embedding, then the tag probabilities and the
-        attribute spaces (N, A, d) of the heads this model has, in that order."""
+        """From one pass over the backbone: the embedding, then the tag probabilities, the
+        attribute spaces (N, A, d) and their value posteriors (N, A, V) of the heads this model has,
+        in that order."""
         heads = self.tag_heads is not None or self.attr_spaces is not None
         maps, fc, hmaps = self._maps(x, heads=heads)
         f = maps.mean(dim=(2, 3))
@@ -185,6 +194,8 @@ class EmbeddingModel(nn.Module):
             out.append(self.tag_heads.flat(hmaps.mean(dim=(2, 3))))  # type: ignore[operator,union-attr]
         if self.attr_spaces is not None:
             out.append(self.attr_spaces(hmaps))
+            if self.space_readout is not None:
+                out.append(self.space_readout(out[-1]))
         return out
 
     def forward_with_logits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -221,6 +232,11 @@ class EmbeddingModel(nn.Module):
                         "names": self.space_names,
                         "values": self.space_values,
                         "dim": self.attr_spaces.dim,  # type: ignore[union-attr]
+                        **(
+                            {"readout_counts": list(self.space_readout.counts)}  # type: ignore[union-attr,arg-type]
+                            if self.space_readout is not None
+                            else {}
+                        ),
                     }
                 }
                 if self.attr_spaces is not None

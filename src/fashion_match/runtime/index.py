@@ -146,7 +146,7 @@ class Index:
         self.check_model(binding["model_id"], binding["embedding_dim"], binding.get("space"))
         eng = self.engine(engine, **(engine_params or {}))  # before embedding: a missing FAISS index fails fast
         e = matcher.embed(queries)
-        scores, ids = eng.search(e.vectors, k)
+        scores, ids = eng.search(matcher.query_form(e.vectors), k)
         names = [source_name(queries[i]) for i in e.indices]
         results = self.results(names, scores, ids, threshold=matcher.threshold)
         for r, i in zip(results, e.indices, strict=True):

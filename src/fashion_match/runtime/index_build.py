@@ -144,11 +144,13 @@ def build_shards(
 def model_binding(manifest: Any, backend: str, precision: str, space: str | None = None) -> dict[str, Any]:
     """What binds an index to a model: its fp32 artifact hash (all precisions share it), dim, and
     for an index of an attribute space, that space's name (its vectors live in no other space)."""
+    from fashion_match.runtime.tagging import space_output
+
     fp32 = manifest.artifacts.get(FP32_ONNX, {})
     out = {
         "model_id": fp32.get("sha256") or manifest.short_id(),
         "model": manifest.short_id(),
-        "embedding_dim": int(manifest.data["spaces"]["dim"]) if space else manifest.embedding_dim,
+        "embedding_dim": space_output(manifest)[1] if space else manifest.embedding_dim,
         "backend": backend,
         "precision": precision,
     }

@@ -69,11 +69,12 @@ class Matcher:
         self.device = device
         # with `space`, embed() returns that attribute space's vectors, and the threshold is its own
         self.space, self._space_index, self._dim = space, None, self.manifest.embedding_dim
+        self._space_output = ""  # the graph output `space` reads (runtime.tagging.space_output)
         if space is not None:
-            from fashion_match.runtime.tagging import space_of
+            from fashion_match.runtime.tagging import space_of, space_output
 
             self._space_index, own = space_of(self.manifest, space)
-            self._dim = int(self.manifest.data["spaces"]["dim"])
+            self._space_output, self._dim = space_output(self.manifest)
             if own is not None:
                 self.threshold = own
 
@@ -113,9 +114,14 @@ class Matcher:
         """Decoded uint8 pixels (N, S, S, 3) -> embeddings (or this matcher's space's vectors)."""
         if self._space_index is None:
             return self.backend.embed(pixels)
-        from fashion_match.runtime.tagging import SPACES_OUTPUT
+        return np.ascontiguousarray(self.backend.outputs(pixels)[self._space_output][:, self._space_index])
 
-        return np.ascontiguousarray(self.backend.outputs(pixels)[SPACES_OUTPUT][:, self._space_index])
+    def query_form(self, vectors: np.ndarray) -> np.ndarray:
+        """`embed`'s vectors as queries of an index built by this matcher: unchanged, except for
+        value posteriors (runtime.tagging.query_form)."""
+        from fashion_match.runtime.tagging import POSTERIORS_OUTPUT, query_form
+
+        return query_form(vectors) if self._space_output == POSTERIORS_OUTPUT else vectors
 
     def _empty(self) -> np.ndarray:
         return np.zeros((0, self._dim), np.float32)
@@ -144,18 +150,22 @@ class Matcher:
     def verify_attribute(
         self, a: ImageSource, b: ImageSource, attribute: str, threshold: float | None = None
     ) -> Verdict:
-        """Do `a` and `b` share `attribute`'s value? Similarity in that attribute's space, verdict at
-        the space's own threshold (or `threshold`)."""
-        from fashion_match.runtime.tagging import SPACES_OUTPUT, space_of
+        """Do `a` and `b` share `attribute`'s value? Similarity in that attribute's space (with value
+        posteriors: the probability that they share it), verdict at the space's own threshold (or
+        `threshold`)."""
+        from fashion_match.runtime.tagging import POSTERIORS_OUTPUT, query_form, space_of, space_output
 
         index, own = space_of(self.manifest, attribute)
+        output = space_output(self.manifest)[0]
         t = own if threshold is None else check_threshold(threshold)
         if t is None:
             raise UsageError(f"--attribute {attribute}: the model records no threshold for it; give --threshold")
         b_ = load_batch([a, b], self.spec, workers=self.workers)
         if b_.bad:
             raise b_.bad[0]
-        va, vb = self.backend.outputs(b_.pixels)[SPACES_OUTPUT][:, index]
+        va, vb = self.backend.outputs(b_.pixels)[output][:, index]
+        if output == POSTERIORS_OUTPUT:  # the probability that the two share the value
+            va, vb = query_form(va), query_form(vb)
         s = float(np.clip(np.dot(va, vb), -1.0, 1.0))
         return Verdict(s, t, s >= t)
 

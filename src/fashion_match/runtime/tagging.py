@@ -17,6 +17,7 @@ from fashion_match.errors import ManifestMismatch, UsageError
 
 TAGS_OUTPUT = "tag_probs"  # the graph output of a model with tag heads (models.tag_heads)
 SPACES_OUTPUT = "attr_embeddings"  # ... and of one with attribute spaces (models.attr_spaces): (N, A, d)
+POSTERIORS_OUTPUT = "attr_posteriors"  # ... and their value posteriors (models.attr_spaces.ValueReadout): (N, A, V)
 
 
 @dataclass(frozen=True)
@@ -72,8 +73,8 @@ def read_tags(probs: np.ndarray, blocks: Sequence[TagBlock], top: int = 3) -> li
 
 
 def space_of(manifest: Any, name: str) -> tuple[int, float | None]:
-    """(index into `attr_embeddings`, match threshold) of attribute space `name`; `UsageError`
-    naming the known ones otherwise."""
+    """(index into the space output, match threshold) of attribute space `name`; `UsageError`
+    naming the known ones otherwise. The threshold is that of `space_output`'s similarity."""
     data = manifest.data.get("spaces")
     if data is None:
         raise UsageError(
@@ -84,12 +85,39 @@ def space_of(manifest: Any, name: str) -> tuple[int, float | None]:
         thresholds = [a.get("threshold") for a in data["attributes"]]
         if not isinstance(data["dim"], int) or data["dim"] < 1:
             raise ValueError("dim is not a positive integer")
+        if data.get("posteriors") is not None:
+            post = data["posteriors"]["thresholds"]
+            thresholds = [post.get(n) for n in names]
     except (KeyError, TypeError, AttributeError, ValueError) as e:
         raise ManifestMismatch(f"{manifest.folder / 'manifest.json'} spaces: not readable ({e}); re-export") from None
     if name not in names:
         raise UsageError(f"--attribute {name}: unknown; this model has {', '.join(names)}")
     t = thresholds[names.index(name)]
     return names.index(name), (float(t) if isinstance(t, int | float) else None)
+
+
+def space_output(manifest: Any) -> tuple[str, int]:
+    """(graph output, width per attribute) that attribute matching and search compare by dot
+    product: the value posteriors where the model has them (a query's, in `query_form`, with a
+    row: the probability that the two images share the value), else the spaces' unit vectors."""
+    data = manifest.data["spaces"]
+    try:
+        if data.get("posteriors") is not None:
+            width = data["posteriors"]["width"]
+            if not isinstance(width, int) or width < 1:
+                raise ValueError("posteriors width is not a positive integer")
+            return POSTERIORS_OUTPUT, width
+        return SPACES_OUTPUT, int(data["dim"])
+    except (KeyError, TypeError, AttributeError, ValueError) as e:
+        raise ManifestMismatch(f"{manifest.folder / 'manifest.json'} spaces: not readable ({e}); re-export") from None
+
+
+def query_form(vectors: np.ndarray) -> np.ndarray:
+    """Rows of `attr_posteriors` as queries: the completion coordinate (the last) set to 0, so a
+    query's dot product with a row is the probability that the two share the value."""
+    out = np.array(vectors, dtype=np.float32, copy=True)
+    out[..., -1] = 0.0
+    return out
 
 
 def output_dims(manifest: Any) -> dict[str, tuple[int, ...]]:
@@ -102,6 +130,8 @@ def output_dims(manifest: Any) -> dict[str, tuple[int, ...]]:
         if manifest.data.get("spaces") is not None:
             s = manifest.data["spaces"]
             out[SPACES_OUTPUT] = (len(s["attributes"]), int(s["dim"]))
+            if s.get("posteriors") is not None:
+                out[POSTERIORS_OUTPUT] = (len(s["attributes"]), int(s["posteriors"]["width"]))
     except (KeyError, TypeError, ValueError) as e:
         raise ManifestMismatch(f"{manifest.folder / 'manifest.json'}: output layout not readable ({e})") from None
     return out

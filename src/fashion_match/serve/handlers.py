@@ -181,7 +181,7 @@ class Service:
         d = self.decode([b for bs in blobs_per for b in bs])
         emb = np.zeros((sum(map(len, blobs_per)), snap.searcher.dim), np.float32)
         if d.ok:
-            emb[d.ok] = snap.searcher.embed_pixels(d.pixels)
+            emb[d.ok] = snap.searcher.query_form(snap.searcher.embed_pixels(d.pixels))
         start = 0
         for r, bs in zip(requests, blobs_per, strict=True):
             n = len(bs)

@@ -16,7 +16,7 @@ import torch
 
 from fashion_match.data.attributes import UNKNOWN, Attribute, label_arrays
 from fashion_match.metrics import mean_average_precision
-from fashion_match.models.attr_spaces import MARGIN, SCALE, AttributeSpaces, ValueProxies
+from fashion_match.models.attr_spaces import MARGIN, SCALE, AttributeSpaces, ValueProxies, ValueReadout
 from fashion_match.train.cached import augment_maps, backbone_outputs
 
 log = logging.getLogger(__name__)
@@ -231,16 +231,26 @@ def train_spaces_for(
             return ab.embed_cached(net, maps[name])  # type: ignore[no-any-return]
 
     images = {k: len(v) for k, v in maps.items()}
-    del maps["train"]  # the largest tensor here (GBs on a full split); thresholds need memory of their own
+    from fashion_match.data.records import spaced
+    from fashion_match.train.space_readout import PROTOTYPE_IMAGES, readout_meta
+
+    rows = spaced(list(range(images["train"])), PROTOTYPE_IMAGES)  # the readout's prototypes average these
+    maps["train"] = maps["train"][rows]  # the largest tensor here (GBs on a full split): thresholds need memory
+    vectors = {name: embed(name) for name in ("train", "held", "test")}
+    del maps["train"]
     with stage(f"space thresholds on {images['held']:,} held-out images", progress):  # all pairs: minutes at 10,000
-        thresholds = space_thresholds(embed("held"), labels["held"], attrs)
-    emb = embed("test")
+        thresholds = space_thresholds(vectors["held"], labels["held"], attrs)
+    emb = vectors["test"]
     report = attribute_map(emb[q], emb[g], labels["test"][q], labels["test"][g], attrs)
+    labels["train"] = labels["train"][rows]
+    posterior = readout_meta(vectors, labels, (held, test), attrs, progress)
+    readout = posterior.pop("readout")
     meta: dict[str, Any] = {
         "attributes": [{"name": a.name, "values": list(a.values)} for a in attrs],
         "dim": dim,
         "thresholds": thresholds,
         "test_map": report,
+        "posteriors": posterior,
         "images": images,
         "config": config,
         "data": data,
@@ -248,6 +258,7 @@ def train_spaces_for(
         "base_weights_sha256": sha256_file(model_dir / WEIGHTS),
     }
     state = {f"attr_spaces.{k}": v.detach().contiguous() for k, v in spaces.state_dict().items()}
+    state |= {f"space_readout.{k}": v.contiguous() for k, v in readout.state_dict().items()}
     if branch_from is not None:
         meta["attribute_branch"] = {"from_block": branch_from, "taps": list(taps), "started_from": origin}
         meta["history"] = history
@@ -288,9 +299,21 @@ def export_with_spaces(model_dir: Any, spaces_file: Any, out: Any) -> dict[str, 
             {k.removeprefix("attr_spaces."): v for k, v in tensors.items() if k.startswith("attr_spaces.")}
         )
         model.attach_spaces(spaces.eval(), names, [a["values"] for a in meta["attributes"]])
+        if "space_readout.prototypes" in tensors:  # files written before readouts existed have none
+            readout = ValueReadout(
+                tensors["space_readout.prototypes"],
+                [len(a["values"]) for a in meta["attributes"]],
+                torch.ones(len(names)),
+            )
+            readout.load_state_dict(
+                {k.removeprefix("space_readout."): v for k, v in tensors.items() if k.startswith("space_readout.")}
+            )
+            model.attach_readout(readout.eval())
         return file_record(Path(spaces_file)) | ({"attribute_branch": branch} if branch else {})
 
     spaces = {"thresholds": meta["thresholds"], "test_map": meta["test_map"], "data": meta["data"]}
+    if meta.get("posteriors"):
+        spaces["posteriors"] = {k: v for k, v in meta["posteriors"].items() if k != "held_map"} | {"data": meta["data"]}
     from fashion_match.runtime.manifest import load_manifest
 
     had_branch = load_manifest(Path(model_dir)).data["architecture"].get("category_branch_from") is not None

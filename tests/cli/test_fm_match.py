@@ -104,3 +104,15 @@ def test_bad_files_exit_2(odd_dir: Path, content: bytes | str) -> None:
     r = fm_match(PAIR[0], str(p))
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and str(p) in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_small_scores_keep_their_digits() -> None:
+    from fashion_match.cli.common import score_text
+
+    assert [score_text(x) for x in (0.857, 0.0, 0.000221, 8.2e-08, -0.5)] == [
+        "0.857",
+        "0.000",
+        "0.00022",
+        "8.2e-08",
+        "-0.500",
+    ]

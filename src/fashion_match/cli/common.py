@@ -108,3 +108,9 @@ def entrypoint(command: click.Command, prog: str, *, fast_exit: bool = False) ->
         sys.exit(code)
 
     return main
+
+
+def score_text(x: float) -> str:
+    """A similarity or threshold for people: three decimals, and two significant digits below 0.01
+    (a value-posterior space's threshold can be 0.0002, which three decimals would show as 0)."""
+    return f"{x:.3f}" if x == 0 or abs(x) >= 0.01 else f"{x:.2g}"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from fashion_match.cli.common import debug_option, echo_json, entrypoint
+from fashion_match.cli.common import debug_option, echo_json, entrypoint, score_text
 from fashion_match.cli.options import model_options
 
 
@@ -72,7 +72,7 @@ def cli(
         else:
             verdict = "match" if v.match else "no match"
             space = f"  ({attribute})" if attribute else ""
-            click.echo(f"{verdict}  similarity {v.similarity:.3f}  threshold {v.threshold:.3f}{space}")
+            click.echo(f"{verdict}  similarity {score_text(v.similarity)}  threshold {score_text(v.threshold)}{space}")
     return 0 if v.match else 1
 
 

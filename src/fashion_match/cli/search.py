@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from fashion_match.cli.common import debug_option, echo_json, entrypoint
+from fashion_match.cli.common import debug_option, echo_json, entrypoint, score_text
 from fashion_match.cli.options import model_options
 from fashion_match.errors import BadImage, UsageError
 from fashion_match.runtime.engines import ENGINES
@@ -183,7 +183,7 @@ def result_table(results: list[Any], threshold: float) -> str:
     """Each query, then its matches: rank, similarity, match or not at the model's threshold, path."""
     lines = []
     for r in results:
-        lines.append(f"{r.query}  (match at similarity >= {threshold:.3f})")
+        lines.append(f"{r.query}  (match at similarity >= {score_text(threshold)})")
         lines.append("  rank  similarity  verdict   path")
         for mt in r.matches:
             item = f"  [item {mt['item_id']}]" if mt["item_id"] else ""

@@ -48,7 +48,7 @@ def _embedder(path: Path, kernels: str) -> Any:
 def measure(work: Path) -> dict[str, Any]:
     """Every INT8 run on this machine against the native FP32 embeddings (FP32 has no integer kernels to
     differ in); embeddings saved beside the files for the native side to compare."""
-    from fashion_match.bench.machine import cpu_model
+    from fashion_match.bench.machine import cpu_model, has_vnni
     from fashion_match.export import gate as gates
 
     with np.load(work / "gate.npz", allow_pickle=False) as z:
@@ -79,16 +79,7 @@ def measure(work: Path) -> dict[str, Any]:
         )
         print(json.dumps(rows[-1]), file=sys.stderr)
     # under qemu-user /proc/cpuinfo is the host's: the emulated CPU's flags are the model's (parent)
-    return {"cpu": cpu_model(), **({} if emulated else {"vnni": _has_vnni()}), "runs": rows}
-
-
-def _has_vnni() -> bool:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            flags = next(line for line in f if line.startswith("flags")).split()
-    except (OSError, StopIteration):
-        return False
-    return "avx512_vnni" in flags or "avx_vnni" in flags
+    return {"cpu": cpu_model(), **({} if emulated else {"vnni": has_vnni()}), "runs": rows}
 
 
 def prepare(model: Path, work: Path, queries: int, gallery: int, calib_images: int) -> str:

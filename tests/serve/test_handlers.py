@@ -87,3 +87,38 @@ def test_fm_tag_answers_what_matcher_tag_does() -> None:
             svc.close()
     assert json.loads(out["tags"][0, 0]) == json.loads(json.dumps(want[0]))
     assert out["tags"][1, 0] == b"" and out["error"][1, 0] and not out["error"][0, 0]
+
+
+def test_fm_search_scores_a_posterior_space_index_as_the_probability_of_sharing_the_value(tmp_path: Path) -> None:
+    """The embedded model's spaces have value readouts: a colour index served answers what
+    Index.search does, each score the dot product of the query's and the hit's colour posteriors."""
+    import shutil
+
+    from fashion_match.runtime.index import Index
+    from fashion_match.runtime.matcher import Matcher
+
+    sample = Path(__file__).resolve().parents[2] / "examples" / "sample"
+    shop = tmp_path / "shop"
+    for name in ("00-ankle-boot", "01-pullover", "02-trouser"):
+        (shop / name).mkdir(parents=True)
+        shutil.copy(sample / name / "shop.png", shop / name / "shop.png")
+    query = sample / "01-pullover" / "consumer.jpg"
+    with Matcher(space="colour") as sm:
+        Index.build(shop, tmp_path / "c.idx", matcher=sm, progress=False)
+        rows = sm.embed_strict(sorted(shop.glob("*/shop.png")))
+        q = sm.embed_strict([query])[0]
+    want = rows[:, :-1] @ q[:-1]  # the posteriors, without the completion coordinate
+    with Matcher() as m:
+        svc = Service(m, workers=1, index=tmp_path / "c.idx")
+        try:
+            out = svc.search([_req(query.read_bytes()) | {"k": np.array([[3]], np.int32)}])[0]
+        finally:
+            svc.close()
+    with Matcher(space="colour") as sm:
+        results, _ = Index.open(tmp_path / "c.idx").search([query], 3, matcher=sm)
+    order = np.argsort(-want, kind="stable")
+    assert [r["id"] for r in results[0].matches] == [
+        f"{p.parent.name}/shop.png" for p in np.array(sorted(shop.glob("*/shop.png")))[order]
+    ]
+    assert np.allclose(out["scores"][0], want[order], atol=1e-4)
+    assert np.allclose([r["similarity"] for r in results[0].matches], want[order], atol=1e-4)

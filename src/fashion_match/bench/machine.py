@@ -38,6 +38,17 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def has_vnni() -> bool:
+    """Whether this x86 CPU has VNNI (AVX-512 or AVX): without it ONNX Runtime's fast INT8 kernels
+    can saturate (docs/precision.md)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            flags = next(line for line in f if line.startswith("flags")).split()
+    except (OSError, StopIteration):
+        return False
+    return "avx512_vnni" in flags or "avx_vnni" in flags
+
+
 def gpus() -> list[str]:
     if not shutil.which("nvidia-smi"):
         return []

@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from fashion_match.cli.common import debug_option, echo_json, entrypoint
-from fashion_match.cli.train_heads import _head_mode, _readout, _spaces, _tags
+from fashion_match.cli.train_heads import head_mode, readout_mode, spaces_mode, tags_mode
 from fashion_match.train.config import AUGMENTS, LABELS, LOSSES
 
 
@@ -195,11 +195,11 @@ def cli(
     if len(modes) > 1:
         raise UsageError(f"{' and '.join(modes)}: one at a time (run each on the OUT/model of the one before)")
     if readout_for is not None:
-        return _readout(readout_for, data, out, as_json, fields, eval_limit)
+        return readout_mode(readout_for, data, out, as_json, fields, eval_limit)
     if tags_for is not None:
-        return _tags(tags_for, data, out, as_json, fields, tag_loss, eval_limit)
+        return tags_mode(tags_for, data, out, as_json, fields, tag_loss, eval_limit)
     if spaces_for is not None:
-        return _spaces(spaces_for, data, out, as_json, fields, eval_limit, from_block, taps)
+        return spaces_mode(spaces_for, data, out, as_json, fields, eval_limit, from_block, taps)
     if branch_for is not None:
         return _branch(branch_for, data, batch, out, as_json, fields, from_block, category_share, category_mirror)
     if resume is not None:
@@ -259,7 +259,7 @@ def _branch(
         if "batch" in given and not batch.isdigit():
             raise UsageError(f"--batch {batch}: --branch-for takes a plain batch size (e.g. 128)")
 
-    given, out = _head_mode("--branch-for", _BRANCH_OPTIONS, out, Path("runs/branch"), plain_batch)
+    given, out = head_mode("--branch-for", _BRANCH_OPTIONS, out, Path("runs/branch"), plain_batch)
     kw: dict[str, Any] = {k: fields[k] for k in ("epochs", "lr", "seed") if k in given}
     if "map_shift" in given:
         kw["shift"] = fields["map_shift"]

@@ -10,7 +10,7 @@ import click
 from fashion_match.cli.common import echo_json
 
 
-def _head_mode(
+def head_mode(
     flag: str, allowed: set[str], out: Path, default_out: Path, validate: Any = None
 ) -> tuple[set[str], Path]:
     """The options given explicitly (any a mode does not read is refused, never ignored; then
@@ -37,7 +37,7 @@ def _head_mode(
 _TAG_OPTIONS = {"data", "out", "tags_for", "tag_loss", "eval_limit", "train_limit", "epochs", "lr", "seed", "as_json"}
 
 
-def _tags(
+def tags_mode(
     model_dir: Path,
     data: str | None,
     out: Path,
@@ -48,7 +48,7 @@ def _tags(
 ) -> int:
     from fashion_match.train.tags import TagConfig, export_with_tags, train_tags
 
-    given, out = _head_mode("--tags-for", _TAG_OPTIONS, out, Path("runs/tags"))
+    given, out = head_mode("--tags-for", _TAG_OPTIONS, out, Path("runs/tags"))
     cfg = TagConfig(loss=loss, seed=fields["seed"], **{k: fields[k] for k in ("epochs", "lr") if k in given})
     meta = train_tags(
         model_dir,
@@ -88,7 +88,7 @@ def _taps(text: str) -> tuple[int, ...]:
         raise UsageError(f"--taps {text}: give block numbers separated by commas, e.g. 3,6") from None
 
 
-def _spaces(
+def spaces_mode(
     model_dir: Path,
     data: str | None,
     out: Path,
@@ -105,7 +105,7 @@ def _spaces(
         if "taps" in given and "from_block" not in given:
             raise UsageError("--taps: only with --from-block (taps join an attribute branch's maps)")
 
-    given, out = _head_mode("--spaces-for", _SPACE_OPTIONS, out, Path("runs/spaces"), check)
+    given, out = head_mode("--spaces-for", _SPACE_OPTIONS, out, Path("runs/spaces"), check)
     kw: dict[str, Any] = {k: fields[k] for k in ("epochs", "lr") if k in given}
     if "from_block" in given:
         kw |= {"branch_from": from_block, "taps": _taps(taps)}
@@ -137,12 +137,12 @@ def _spaces(
 _READOUT_OPTIONS = {"data", "out", "readout_for", "eval_limit", "train_limit", "as_json"}
 
 
-def _readout(
+def readout_mode(
     model_dir: Path, data: str | None, out: Path, as_json: bool, fields: dict[str, Any], eval_limit: int | None
 ) -> int:
     from fashion_match.train.space_readout import export_with_readout, readout_for
 
-    _, out = _head_mode("--readout-for", _READOUT_OPTIONS, out, Path("runs/readout"))
+    _, out = head_mode("--readout-for", _READOUT_OPTIONS, out, Path("runs/readout"))
     meta = readout_for(
         model_dir,
         data or "fmnist-attr",

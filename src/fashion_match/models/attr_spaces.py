@@ -97,7 +97,7 @@ class ValueReadout(nn.Module):
     reduction of maximum inner product search to unit vectors of Bachrach et al., RecSys 2014).
     Ranking a gallery by that puts the images the space is sure of above the ones it is not, for
     every query, which ranks a whole gallery by one value better than the cosine does
-    (docs/attributes.md has what it measured)."""
+    (docs/training.md has what it measured)."""
 
     prototypes: torch.Tensor
     scales: torch.Tensor

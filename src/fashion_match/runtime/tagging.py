@@ -17,7 +17,7 @@ from fashion_match.errors import ManifestMismatch, UsageError
 
 TAGS_OUTPUT = "tag_probs"  # the graph output of a model with tag heads (models.tag_heads)
 SPACES_OUTPUT = "attr_embeddings"  # ... and of one with attribute spaces (models.attr_spaces): (N, A, d)
-POSTERIORS_OUTPUT = "attr_posteriors"  # ... and their value posteriors (models.attr_spaces.ValueReadout): (N, A, V)
+POSTERIORS_OUTPUT = "attr_posteriors"  # ... and their value posteriors (models.attr_spaces.ValueReadout): (N, A, V + 1)
 
 
 @dataclass(frozen=True)

@@ -380,7 +380,7 @@ def test_every_fm_train_option_reaches_the_config() -> None:
 
     translated = {"data", "batch", "init", "no_amp", "out", "resume", "as_json"}
     translated |= {"branch_for", "from_block", "category_share", "category_mirror"}  # --branch-for's own
-    translated |= {"tags_for", "tag_loss", "eval_limit", "spaces_for", "taps"}  # --tags-for's and --spaces-for's own
+    translated |= {"tags_for", "tag_loss", "eval_limit", "spaces_for", "taps", "readout_for"}  # the head modes' own
     names = {p.name for p in cli.params if p.expose_value}
     config = {f.name for f in fields(TrainConfig)}
     assert names - translated <= config, names - translated - config

@@ -16,7 +16,7 @@ import torch
 
 from fashion_match.data.attributes import UNKNOWN, Attribute, label_arrays
 from fashion_match.metrics import mean_average_precision
-from fashion_match.models.attr_spaces import MARGIN, SCALE, AttributeSpaces, ValueProxies, ValueReadout
+from fashion_match.models.attr_spaces import MARGIN, SCALE, AttributeSpaces, ValueProxies
 from fashion_match.train.cached import augment_maps, backbone_outputs
 
 log = logging.getLogger(__name__)
@@ -300,15 +300,9 @@ def export_with_spaces(model_dir: Any, spaces_file: Any, out: Any) -> dict[str, 
         )
         model.attach_spaces(spaces.eval(), names, [a["values"] for a in meta["attributes"]])
         if "space_readout.prototypes" in tensors:  # files written before readouts existed have none
-            readout = ValueReadout(
-                tensors["space_readout.prototypes"],
-                [len(a["values"]) for a in meta["attributes"]],
-                torch.ones(len(names)),
-            )
-            readout.load_state_dict(
-                {k.removeprefix("space_readout."): v for k, v in tensors.items() if k.startswith("space_readout.")}
-            )
-            model.attach_readout(readout.eval())
+            from fashion_match.train.space_readout import attach_saved_readout
+
+            attach_saved_readout(model, tensors)
         return file_record(Path(spaces_file)) | ({"attribute_branch": branch} if branch else {})
 
     spaces = {"thresholds": meta["thresholds"], "test_map": meta["test_map"], "data": meta["data"]}

@@ -174,6 +174,16 @@ def readout_meta(
     }
 
 
+def attach_saved_readout(model: Any, tensors: dict[str, torch.Tensor]) -> None:
+    """Attach to `model` (its spaces attached) the readout saved under `space_readout.` in `tensors`."""
+    counts = [len(v) for v in model.space_values]
+    readout = ValueReadout(tensors["space_readout.prototypes"], counts, torch.ones(len(counts)))
+    readout.load_state_dict(
+        {k.removeprefix("space_readout."): v for k, v in tensors.items() if k.startswith("space_readout.")}
+    )
+    model.attach_readout(readout.eval())
+
+
 def export_with_readout(model_dir: Any, readout_file: Any, out: Any) -> dict[str, Any]:
     """A model directory `out`: the model with the readout in `readout_file` attached, exported with
     the output `attr_posteriors`; its spaces, tags and item embedding unchanged."""
@@ -184,11 +194,7 @@ def export_with_readout(model_dir: Any, readout_file: Any, out: Any) -> dict[str
     meta, tensors = read_head_file(Path(readout_file), "fashion_match_readout", "fm-train --readout-for")
 
     def attach(model: Any) -> dict[str, Any]:
-        counts = [len(v) for v in model.space_values]
-        protos = tensors["space_readout.prototypes"]
-        readout = ValueReadout(protos, counts, torch.ones(len(counts)))
-        readout.load_state_dict({k.removeprefix("space_readout."): v for k, v in tensors.items()})
-        model.attach_readout(readout.eval())
+        attach_saved_readout(model, tensors)
         return file_record(Path(readout_file))
 
     from fashion_match.runtime.manifest import load_manifest
